@@ -1,0 +1,528 @@
+//! The raw configuration: exactly what an environment file may contain.
+//!
+//! These types are deserialized from the merged TOML (base file, environment file,
+//! `PORTCULLIS_*` overrides) and are the source of `schema/portcullis.schema.json`.
+//! Nothing outside `config/` and `validate/` reads them: the server only ever sees the
+//! validated [`crate::config::Config`], which the validator alone can build.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One environment of a portcullis deployment (development, test, staging, production).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "portcullis environment")]
+pub struct RawConfig {
+    /// Name of another file in the same directory (without `.toml`) whose values this file
+    /// extends. Tables are merged key by key; arrays (`routes`, `agents`, `bypass`) are
+    /// replaced as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub extends: Option<String>,
+    /// Which environment this is; `kind` decides which safety rules apply.
+    pub environment: EnvironmentSection,
+    /// The HTTP listener and process limits.
+    pub server: ServerSection,
+    /// The WebSocket endpoint.
+    pub websocket: WebSocketSection,
+    /// How connections are authenticated.
+    pub auth: AuthSection,
+    /// External dependencies (database, Redis, model endpoint, JWKS host), by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSection>,
+    /// HTTP routes served beside the WebSocket path(s).
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Components and the scope they are built in (the rule that keeps per-user state out
+    /// of process-wide objects).
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentSection>,
+    /// Agent pipelines a chat message can be sent to.
+    #[serde(default)]
+    pub agents: Vec<AgentSection>,
+    /// What frontends are told (served by the `client_config` handler).
+    pub client: ClientSection,
+    /// Logging output.
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// The environment's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSection {
+    /// Human name of the environment, e.g. `staging-eu`.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// `development` and `test` may use inline secrets, dev tokens and bypass rules;
+    /// `staging` and `production` may not (see the validator rules).
+    pub kind: EnvironmentKind,
+}
+
+/// Safety class of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentKind {
+    /// A developer's machine.
+    Development,
+    /// Automated tests and CI.
+    Test,
+    /// Pre-production, reachable by testers.
+    Staging,
+    /// Real users.
+    Production,
+}
+
+impl EnvironmentKind {
+    /// True where secrets may be written inline and dev tokens minted.
+    pub fn is_relaxed(self) -> bool {
+        matches!(self, Self::Development | Self::Test)
+    }
+
+    /// The lowercase name used in files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Socket address to bind, e.g. `127.0.0.1:8080` or `0.0.0.0:8080`. Port 0 picks a free port.
+    #[schemars(length(min = 1))]
+    pub listen: String,
+    /// The URL users reach this server at (scheme, host, optional port), e.g. `https://chat.example.com`.
+    #[schemars(pattern(r"^https?://[^/\s]+/?$"))]
+    pub public_url: String,
+    /// Idle timeout of the proxy or load balancer in front (ms). Heartbeats must be shorter.
+    #[serde(default = "defaults::proxy_idle_timeout_ms")]
+    #[schemars(range(min = 1000, max = 3_600_000))]
+    pub proxy_idle_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight runs may finish before sockets close with 1001 (ms).
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    #[schemars(range(min = 0, max = 600_000))]
+    pub shutdown_grace_ms: u64,
+    /// Cap on concurrent WebSocket connections; further ones get 4429 / 429.
+    #[serde(default = "defaults::max_connections")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections: u32,
+}
+
+/// The WebSocket endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSection {
+    /// The canonical WebSocket path, e.g. `/websocket`.
+    #[schemars(pattern(r"^/[A-Za-z0-9._~/-]*$"))]
+    pub path: String,
+    /// Further paths served by the same handler, e.g. `["/ws"]`.
+    #[serde(default)]
+    #[schemars(inner(pattern(r"^/[A-Za-z0-9._~/-]*$")))]
+    pub aliases: Vec<String>,
+    /// Exact `Origin` values allowed to open a socket. Empty: any origin (refused outside
+    /// development and test).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted client frame in bytes; larger ones close the socket with 1009.
+    #[serde(default = "defaults::max_message_bytes")]
+    #[schemars(range(min = 256, max = 16_777_216))]
+    pub max_message_bytes: u32,
+    /// Interval of server pings (ms). Must be below `server.proxy_idle_timeout_ms`.
+    #[serde(default = "defaults::heartbeat_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub heartbeat_ms: u64,
+    /// How long to wait for a pong before closing the socket (ms).
+    #[serde(default = "defaults::pong_timeout_ms")]
+    #[schemars(range(min = 500, max = 600_000))]
+    pub pong_timeout_ms: u64,
+    /// Outbound messages queued per connection; a client that keeps it full is closed with 4509.
+    #[serde(default = "defaults::send_queue")]
+    #[schemars(range(min = 8, max = 65_536))]
+    pub send_queue: u32,
+    /// Per-user chat messages per minute; more get `RATE_LIMITED` (connection kept).
+    #[serde(default = "defaults::messages_per_minute")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub messages_per_minute: u32,
+}
+
+/// How connections are authenticated.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `jwt` verifies tokens; `none` lets everyone in as `anonymous` (development only).
+    pub mode: AuthMode,
+    /// Where tokens are read from, tried in the order of PROTOCOL.md §1.
+    #[serde(default = "defaults::token_sources")]
+    #[schemars(length(min = 1))]
+    pub token_sources: Vec<TokenSource>,
+    /// Refuse bad tokens after the upgrade (an `error` message, then 4401) or during the
+    /// handshake (HTTP 401/403).
+    #[serde(default)]
+    pub reject_at: RejectAt,
+    /// How long a connection may stay unauthenticated waiting for an `auth` message (ms).
+    #[serde(default = "defaults::first_message_timeout_ms")]
+    #[schemars(range(min = 100, max = 120_000))]
+    pub first_message_timeout_ms: u64,
+    /// JWT verification settings (required when `mode = "jwt"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSection>,
+    /// Declared test-traffic bypass rules; never allowed in production.
+    #[serde(default)]
+    pub bypass: Vec<BypassSection>,
+}
+
+/// Authentication mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Verify a JWT on every connection.
+    Jwt,
+    /// No authentication (development only).
+    None,
+}
+
+/// A place a token can be read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <jwt>`.
+    Header,
+    /// `Sec-WebSocket-Protocol: portcullis.v1, jwt.<token>`.
+    Subprotocol,
+    /// `?access_token=` (refused in production).
+    Query,
+    /// A first `{"type":"auth","token":…}` message.
+    FirstMessage,
+}
+
+/// When a bad or missing token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectAt {
+    /// Upgrade, send one `error` message, close with 4401/4403.
+    #[default]
+    AfterAccept,
+    /// Answer the upgrade request with 401/403/429/503.
+    Handshake,
+}
+
+/// JWT verification.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Accepted algorithms; one family only (HMAC, RSA, ECDSA or EdDSA). `none` is never accepted.
+    #[schemars(length(min = 1))]
+    pub algorithms: Vec<String>,
+    /// Inline HMAC secret (development and test only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Environment variable holding the HMAC secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]*$"))]
+    pub secret_env: Option<String>,
+    /// URL of a JWKS document (`https://…`), or `file:` path of a local one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// PEM file with the public key (RSA, EC or Ed25519), relative to the config directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// Required `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Clock skew tolerated for `exp` and `nbf` (seconds).
+    #[serde(default = "defaults::leeway_s")]
+    #[schemars(range(min = 0, max = 300))]
+    pub leeway_s: u64,
+    /// Longest accepted token in bytes.
+    #[serde(default = "defaults::max_token_bytes")]
+    #[schemars(range(min = 128, max = 65_536))]
+    pub max_token_bytes: u32,
+}
+
+/// A declared bypass rule for test traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BypassSection {
+    /// Rule name; connections it admits report `auth = "bypass:<name>"`.
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub name: String,
+    /// Request header carrying the bypass secret, e.g. `X-Portcullis-Bypass`.
+    #[schemars(pattern(r"^[A-Za-z0-9-]+$"))]
+    pub header: String,
+    /// Environment variable holding the secret the header must equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]*$"))]
+    pub secret_env: Option<String>,
+    /// Inline secret (development and test only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The identity the connection gets.
+    #[schemars(length(min = 1, max = 256))]
+    pub user_id: String,
+    /// Source networks (CIDR) allowed to use the rule; empty means any source.
+    #[serde(default)]
+    pub from: Vec<String>,
+}
+
+/// An external dependency.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// What the service is.
+    pub kind: ServiceKind,
+    /// Connection URL (no credentials outside development and test; use `url_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Environment variable holding the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]*$"))]
+    pub url_env: Option<String>,
+    /// A required service must answer before the server reports ready.
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+    /// Connect timeout (ms).
+    #[serde(default = "defaults::connect_timeout_ms")]
+    #[schemars(range(min = 10, max = 120_000))]
+    pub connect_timeout_ms: u64,
+    /// Other services this one needs (e.g. a model endpoint behind a token service).
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// Connection pool size (databases and Redis).
+    #[serde(default = "defaults::pool_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub pool_size: u32,
+}
+
+/// Kinds of external dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// SQLite file (`sqlite://data/dev.db`): the embedded default store.
+    Sqlite,
+    /// PostgreSQL (`postgres://…`): the store of record in production.
+    Postgres,
+    /// Redis (`redis://…`): cross-node event bus and shared rate limits.
+    Redis,
+    /// An OpenAI-compatible model endpoint (`https://…/v1`).
+    Openai,
+    /// Any other HTTP dependency (e.g. a JWKS host).
+    Http,
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// HTTP method.
+    pub method: HttpMethod,
+    /// Path; `{name}` segments are parameters, e.g. `/api/threads/{thread_id}/messages`.
+    #[schemars(pattern(r"^/[A-Za-z0-9._~/{}-]*$"))]
+    pub path: String,
+    /// Built-in handler name: `health`, `ready`, `client_config`, `threads`,
+    /// `thread_messages`, `dev_token`, `metrics` or `console`.
+    #[schemars(length(min = 1))]
+    pub handler: String,
+}
+
+/// HTTP methods a route can declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+}
+
+impl HttpMethod {
+    /// The method as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// A component and the scope it is built in.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSection {
+    /// Built-in component kind, e.g. `store`, `event_bus`, `jwt_keys`, `agent_registry`,
+    /// `metrics`, `session`, `rate_limiter`, `run_context`.
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    /// `process` (built once at boot), `connection` (per socket, from the verified identity)
+    /// or `run` (per user message).
+    pub scope: Scope,
+    /// What it is built from: other components, services, or `user_context`.
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+/// Lifetime of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Built once at boot; shared by every connection.
+    Process,
+    /// Built per WebSocket connection from the verified identity.
+    Connection,
+    /// Built per user message.
+    Run,
+}
+
+impl Scope {
+    /// The lowercase name used in files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Connection => "connection",
+            Self::Run => "run",
+        }
+    }
+}
+
+/// An agent pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Name clients use in `user_message.agent`.
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub name: String,
+    /// `scripted` (built-in, deterministic, no network) or `openai` (needs `service`).
+    #[schemars(length(min = 1))]
+    pub provider: String,
+    /// Service (kind `openai`) the `openai` provider calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Model name passed to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tools the agent may call: `clock`, `calculator`, `thread_history`.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// The agent used when a message names none. Exactly one agent is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// Most model/tool steps in one run.
+    #[serde(default = "defaults::max_steps")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_steps: u32,
+    /// Whole-run timeout (ms); the run ends with status `timeout`.
+    #[serde(default = "defaults::run_timeout_ms")]
+    #[schemars(range(min = 100, max = 3_600_000))]
+    pub run_timeout_ms: u64,
+    /// Per-tool-call timeout (ms).
+    #[serde(default = "defaults::tool_timeout_ms")]
+    #[schemars(range(min = 10, max = 600_000))]
+    pub tool_timeout_ms: u64,
+}
+
+/// What frontends are told.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// The WebSocket URL frontends dial; its path must be a declared WebSocket path.
+    #[schemars(pattern(r"^wss?://[^/\s]+/\S*$"))]
+    pub websocket_url: String,
+}
+
+/// Logging output.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// `json` or `pretty`; default: `json` in staging and production, `pretty` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+    /// A tracing filter, e.g. `info,portcullis=debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Default values, in one place so the schema, `explain` and the server agree.
+pub mod defaults {
+    use super::TokenSource;
+
+    pub fn proxy_idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn shutdown_grace_ms() -> u64 {
+        10_000
+    }
+    pub fn max_connections() -> u32 {
+        10_000
+    }
+    pub fn max_message_bytes() -> u32 {
+        65_536
+    }
+    pub fn heartbeat_ms() -> u64 {
+        25_000
+    }
+    pub fn pong_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn send_queue() -> u32 {
+        256
+    }
+    pub fn messages_per_minute() -> u32 {
+        120
+    }
+    pub fn token_sources() -> Vec<TokenSource> {
+        vec![TokenSource::Header, TokenSource::Subprotocol, TokenSource::FirstMessage]
+    }
+    pub fn first_message_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn leeway_s() -> u64 {
+        30
+    }
+    pub fn max_token_bytes() -> u32 {
+        8_192
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn pool_size() -> u32 {
+        10
+    }
+    pub fn max_steps() -> u32 {
+        8
+    }
+    pub fn run_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn tool_timeout_ms() -> u64 {
+        5_000
+    }
+}

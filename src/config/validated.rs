@@ -1,0 +1,325 @@
+//! The validated configuration: the only configuration the server accepts.
+//!
+//! `Config` has no `Deserialize`; only [`crate::validate`] builds one, after every schema
+//! and semantic rule passed. Secrets are resolved here (read from their `*_env` variables)
+//! and wrapped in [`Secret`], whose `Debug` and `Display` never print the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+pub use super::raw::{
+    AuthMode, EnvironmentKind, HttpMethod, LogFormat, RejectAt, Scope, ServiceKind, TokenSource,
+};
+
+/// A secret value; formatting it prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from a file or an environment variable.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself; call sites are the few places that must use it (signing,
+    /// verifying, connecting).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A validated environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `environment.name`.
+    pub name: String,
+    /// `environment.kind`.
+    pub kind: EnvironmentKind,
+    /// Directory the environment files were read from (relative key files resolve here).
+    pub config_dir: PathBuf,
+    /// Listener and process limits.
+    pub server: ServerConfig,
+    /// WebSocket endpoint.
+    pub websocket: WebSocketConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Dependencies by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// HTTP routes, in declaration order.
+    pub routes: Vec<Route>,
+    /// Components by name.
+    pub components: BTreeMap<String, ComponentConfig>,
+    /// Agents, in declaration order; exactly one has `default = true`.
+    pub agents: Vec<AgentConfig>,
+    /// The URL frontends dial.
+    pub client_websocket_url: String,
+    /// Log output format (resolved from the kind when not set).
+    pub log_format: LogFormat,
+    /// Tracing filter directive.
+    pub log_level: String,
+}
+
+impl Config {
+    /// The canonical path followed by every alias.
+    pub fn websocket_paths(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.websocket.path.as_str())
+            .chain(self.websocket.aliases.iter().map(String::as_str))
+    }
+
+    /// The agent used when a message names none.
+    pub fn default_agent(&self) -> &AgentConfig {
+        self.agents
+            .iter()
+            .find(|a| a.default)
+            .unwrap_or(&self.agents[0])
+    }
+
+    /// The store service (kind `sqlite` or `postgres`), if one is declared.
+    pub fn database(&self) -> Option<(&str, &ServiceConfig)> {
+        self.services
+            .iter()
+            .find(|(_, s)| matches!(s.kind, ServiceKind::Sqlite | ServiceKind::Postgres))
+            .map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// The Redis service, if one is declared (cross-node bus and shared rate limits).
+    pub fn redis(&self) -> Option<(&str, &ServiceConfig)> {
+        self.services
+            .iter()
+            .find(|(_, s)| s.kind == ServiceKind::Redis)
+            .map(|(n, s)| (n.as_str(), s))
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Public base URL, without trailing slash.
+    pub public_url: String,
+    /// Idle timeout of the proxy in front.
+    pub proxy_idle_timeout: Duration,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Concurrent WebSocket connection cap.
+    pub max_connections: u32,
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// Canonical path.
+    pub path: String,
+    /// Alias paths.
+    pub aliases: Vec<String>,
+    /// Exact allowed `Origin` values; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Largest client frame.
+    pub max_message_bytes: usize,
+    /// Ping interval.
+    pub heartbeat: Duration,
+    /// Pong wait.
+    pub pong_timeout: Duration,
+    /// Outbound queue length per connection.
+    pub send_queue: usize,
+    /// Per-user message rate.
+    pub messages_per_minute: u32,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `jwt` or `none`.
+    pub mode: AuthMode,
+    /// Enabled token sources, in protocol order.
+    pub token_sources: Vec<TokenSource>,
+    /// When bad tokens are refused.
+    pub reject_at: RejectAt,
+    /// First-message auth timeout.
+    pub first_message_timeout: Duration,
+    /// Present when `mode = "jwt"`.
+    pub jwt: Option<JwtConfig>,
+    /// Declared bypass rules (never in production).
+    pub bypass: Vec<BypassRule>,
+}
+
+/// `[auth.jwt]` with its key material located.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Accepted algorithms, one family.
+    pub algorithms: Vec<Algorithm>,
+    /// Where the verification key comes from.
+    pub key: KeySource,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Clock skew tolerance in seconds.
+    pub leeway_s: u64,
+    /// Longest accepted token.
+    pub max_token_bytes: usize,
+}
+
+/// Where JWT verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// HMAC shared secret (inline in development/test, else from `secret_env`).
+    Secret(Secret),
+    /// A PEM public key file (absolute path).
+    PublicKeyFile(PathBuf),
+    /// A local JWKS document (absolute path).
+    JwksFile(PathBuf),
+    /// A remote JWKS document.
+    JwksUrl(String),
+}
+
+/// One `[[auth.bypass]]` rule with its secret resolved.
+#[derive(Debug, Clone)]
+pub struct BypassRule {
+    /// Rule name.
+    pub name: String,
+    /// Header carrying the secret (lowercase).
+    pub header: String,
+    /// The value the header must equal.
+    pub secret: Secret,
+    /// Identity granted.
+    pub user_id: String,
+    /// Allowed source networks; empty allows any.
+    pub from: Vec<IpNet>,
+}
+
+/// One service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// What it is.
+    pub kind: ServiceKind,
+    /// Resolved URL (may carry credentials, hence secret).
+    pub url: Option<Secret>,
+    /// Needed for readiness.
+    pub required: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Pool size.
+    pub pool_size: u32,
+    /// Services this one needs.
+    pub needs: Vec<String>,
+}
+
+/// Built-in HTTP handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Handler {
+    /// Liveness.
+    Health,
+    /// Readiness.
+    Ready,
+    /// Frontend configuration.
+    ClientConfig,
+    /// The caller's threads.
+    Threads,
+    /// One thread's messages and events.
+    ThreadMessages,
+    /// Dev token minting (development and test only).
+    DevToken,
+    /// Prometheus metrics.
+    Metrics,
+    /// The browser console page.
+    Console,
+}
+
+impl Handler {
+    /// Every handler with its config name.
+    pub const ALL: [(&'static str, Handler); 8] = [
+        ("health", Handler::Health),
+        ("ready", Handler::Ready),
+        ("client_config", Handler::ClientConfig),
+        ("threads", Handler::Threads),
+        ("thread_messages", Handler::ThreadMessages),
+        ("dev_token", Handler::DevToken),
+        ("metrics", Handler::Metrics),
+        ("console", Handler::Console),
+    ];
+
+    /// Looks a handler up by its config name.
+    pub fn from_name(name: &str) -> Option<Handler> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, h)| *h == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Method.
+    pub method: HttpMethod,
+    /// Path (may contain `{param}` segments).
+    pub path: String,
+    /// Handler.
+    pub handler: Handler,
+}
+
+/// One component.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    /// Kind.
+    pub kind: String,
+    /// Scope.
+    pub scope: Scope,
+    /// What it needs.
+    pub needs: Vec<String>,
+}
+
+/// Agent providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// Built-in deterministic provider.
+    Scripted,
+    /// OpenAI-compatible endpoint: the service's base URL and the model name.
+    OpenAi {
+        /// Service name.
+        service: String,
+        /// Model.
+        model: String,
+    },
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Name.
+    pub name: String,
+    /// Provider.
+    pub provider: ProviderConfig,
+    /// Tool names (validated against the built-in tool list).
+    pub tools: Vec<String>,
+    /// Default agent.
+    pub default: bool,
+    /// Step cap.
+    pub max_steps: u32,
+    /// Whole-run timeout.
+    pub run_timeout: Duration,
+    /// Per-tool timeout.
+    pub tool_timeout: Duration,
+}
