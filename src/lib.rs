@@ -3,10 +3,20 @@
 //! front of users.
 //!
 //! Layers, in the one direction data flows: [`config`] (files -> raw -> validated) ->
-//! [`validate`] -> components ([`store`], [`auth`], [`agent`], [`bus`]) -> [`http`] and
-//! [`ws`] filters -> sessions -> runs. [`cli`] drives them.
+//! [`validate`] -> process components ([`app`], [`store`], [`auth`], [`agent`]) ->
+//! [`http`] and [`ws`] filters -> sessions -> runs. [`cli`] drives them.
 
 pub mod agent;
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod diagnostic;
+pub mod http;
+pub mod probe;
+pub mod report;
+pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod validate;
+pub mod ws;

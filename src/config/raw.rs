@@ -62,7 +62,9 @@ pub struct EnvironmentSection {
 }
 
 /// Safety class of an environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvironmentKind {
     /// A developer's machine.
@@ -190,7 +192,9 @@ pub enum AuthMode {
 }
 
 /// A place a token can be read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
     /// `Authorization: Bearer <jwt>`.
@@ -336,7 +340,9 @@ pub struct RouteSection {
 }
 
 /// HTTP methods a route can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET.
@@ -378,7 +384,9 @@ pub struct ComponentSection {
 }
 
 /// Lifetime of a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Built once at boot; shared by every connection.
@@ -496,7 +504,11 @@ pub mod defaults {
         120
     }
     pub fn token_sources() -> Vec<TokenSource> {
-        vec![TokenSource::Header, TokenSource::Subprotocol, TokenSource::FirstMessage]
+        vec![
+            TokenSource::Header,
+            TokenSource::Subprotocol,
+            TokenSource::FirstMessage,
+        ]
     }
     pub fn first_message_timeout_ms() -> u64 {
         5_000

@@ -265,7 +265,11 @@ impl Handler {
 
     /// The config name.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, h)| *h == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, h)| *h == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 

@@ -1,0 +1,52 @@
+//! `portcullis serve`: validate first; on any error print the report and exit 78 without
+//! binding a port; otherwise serve until SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::load::LoadOptions;
+use crate::validate::check_env;
+
+pub fn run(dir: &Path, env: &str) -> ExitCode {
+    let outcome = check_env(&LoadOptions::from_process(dir), env);
+    let Some(config) = outcome.config else {
+        eprint!("{}", crate::report::human(&outcome.report));
+        eprintln!(
+            "refusing to start: fix the errors above (exit {})",
+            super::EXIT_CONFIG
+        );
+        return ExitCode::from(super::EXIT_CONFIG);
+    };
+    crate::telemetry::init(&config);
+    for w in &outcome.report.warnings {
+        tracing::warn!(code = w.code, location = %w.location(), key = %w.key, "{}", w.message);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let env_name = config.name.clone();
+        let server = match crate::server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "startup failed");
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(addr = %server.addr, env = %env_name, "listening");
+        crate::server::termination_signal().await;
+        tracing::info!("shutdown requested; draining");
+        server.shutdown();
+        server.wait().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,86 @@
+//! The one place rejections become HTTP answers: every error a client sees is JSON
+//! `{"error_code": …, "message": …}` with a stable code.
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Rejection, Reply};
+
+/// An error with its status, code and message, raised by handlers as a rejection.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+}
+
+impl Reject for ApiError {}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A JSON error reply.
+pub fn error_reply(status: StatusCode, code: &str, message: &str) -> warp::reply::Response {
+    let body = serde_json::json!({ "error_code": code, "message": message });
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Turns any rejection into a JSON error.
+pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(e) = err.find::<ApiError>() {
+        return Ok(error_reply(e.status, e.code, &e.message));
+    }
+    if err.is_not_found() {
+        return Ok(error_reply(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no route here; `portcullis routes --env <env>` lists them",
+        ));
+    }
+    if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return Ok(error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "this path does not answer that method",
+        ));
+    }
+    if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
+        return Ok(error_reply(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("request body: {e}"),
+        ));
+    }
+    if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        return Ok(error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body too large",
+        ));
+    }
+    if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
+        return Ok(error_reply(
+            StatusCode::BAD_REQUEST,
+            "BAD_QUERY",
+            &e.to_string(),
+        ));
+    }
+    tracing::warn!(rejection = ?err, "unhandled rejection");
+    Ok(error_reply(
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+        "the request could not be handled",
+    ))
+}

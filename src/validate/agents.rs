@@ -1,0 +1,132 @@
+//! Agent rules: at least one agent, exactly one default, known providers and tools, and
+//! model-backed agents pointing at an `openai` service.
+
+use super::ctx::Ctx;
+use super::schema_walk::closest;
+use crate::config::path::kp;
+use crate::config::raw::ServiceKind;
+
+/// Tools the built-in agent runtime provides.
+pub const TOOLS: [&str; 3] = ["clock", "calculator", "thread_history"];
+/// Providers the agent runtime knows.
+pub const PROVIDERS: [&str; 2] = ["scripted", "openai"];
+
+/// Runs the agent rules.
+pub fn check(cx: &mut Ctx) {
+    let agents = &cx.raw.agents;
+    if agents.is_empty() {
+        cx.error(
+            "E_NO_AGENT",
+            kp("agents"),
+            "no [[agents]]: chat messages would have nowhere to go",
+            "add [[agents]] name = \"assistant\", provider = \"scripted\", default = true",
+        );
+        return;
+    }
+    let defaults: Vec<usize> = agents
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.default)
+        .map(|(i, _)| i)
+        .collect();
+    if defaults.len() > 1 {
+        cx.error(
+            "E_AGENT_DEFAULT",
+            kp(&format!("agents[{}].default", defaults[1])),
+            format!("{} agents are marked default", defaults.len()),
+            "mark exactly one agent default = true",
+        );
+    } else if defaults.is_empty() && agents.len() > 1 {
+        cx.error(
+            "E_AGENT_DEFAULT",
+            kp("agents"),
+            "several agents and none is the default",
+            "mark exactly one agent default = true",
+        );
+    }
+    for (i, a) in agents.iter().enumerate() {
+        let at = kp(&format!("agents[{i}]"));
+        if agents[..i].iter().any(|o| o.name == a.name) {
+            cx.error(
+                "E_AGENT_DUPLICATE",
+                at.key("name"),
+                format!("agent name `{}` is used twice", a.name),
+                "give each agent its own name",
+            );
+        }
+        match a.provider.as_str() {
+            "scripted" => {
+                if cx.production() {
+                    cx.warn(
+                        "W_SCRIPTED_IN_PRODUCTION",
+                        at.key("provider"),
+                        format!(
+                            "agent `{}` uses the scripted demo provider in production",
+                            a.name
+                        ),
+                        "use provider = \"openai\" with a model service",
+                    );
+                }
+            }
+            "openai" => match &a.service {
+                None => cx.error(
+                    "E_AGENT_SERVICE",
+                    at.key("provider"),
+                    format!(
+                        "agent `{}` uses provider openai but names no service",
+                        a.name
+                    ),
+                    "add service = \"<name of a services entry with kind = \\\"openai\\\">\"",
+                ),
+                Some(s) => match cx.raw.services.get(s) {
+                    Some(svc) if svc.kind == ServiceKind::Openai => {
+                        if a.model.is_none() {
+                            cx.error(
+                                "E_AGENT_MODEL",
+                                at.clone(),
+                                format!("agent `{}` names no model", a.name),
+                                "add model = \"…\"",
+                            );
+                        }
+                    }
+                    Some(_) => cx.error(
+                        "E_AGENT_SERVICE",
+                        at.key("service"),
+                        format!("service `{s}` is not of kind openai"),
+                        "point at a service with kind = \"openai\"",
+                    ),
+                    None => cx.error(
+                        "E_AGENT_SERVICE",
+                        at.key("service"),
+                        format!("agent `{}` uses unknown service `{s}`", a.name),
+                        "declare it under [services] with kind = \"openai\"",
+                    ),
+                },
+            },
+            other => {
+                let hint = closest(other, PROVIDERS)
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("use one of: {}", PROVIDERS.join(", ")));
+                cx.error(
+                    "E_UNKNOWN_PROVIDER",
+                    at.key("provider"),
+                    format!("agent `{}` has unknown provider `{other}`", a.name),
+                    hint,
+                );
+            }
+        }
+        for (j, t) in a.tools.iter().enumerate() {
+            if !TOOLS.contains(&t.as_str()) {
+                let hint = closest(t, TOOLS)
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("available tools: {}", TOOLS.join(", ")));
+                cx.error(
+                    "E_UNKNOWN_TOOL",
+                    at.key("tools").index(j),
+                    format!("agent `{}` lists unknown tool `{t}`", a.name),
+                    hint,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Authentication rules: no open doors in production (mode `none`, query tokens, bypass
+//! rules, inline secrets), algorithm lists of one family without `none`, keys that exist
+//! and are strong enough, issuer and audience pinned where real users are.
+
+use super::ctx::Ctx;
+use super::schema_walk::closest;
+use crate::config::path::kp;
+use crate::config::raw::{AuthMode, TokenSource};
+
+/// Algorithm families; mixing them lets an attacker pick the weaker check.
+pub fn family(alg: &str) -> Option<&'static str> {
+    match alg {
+        "HS256" | "HS384" | "HS512" => Some("HMAC"),
+        "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => Some("RSA"),
+        "ES256" | "ES384" => Some("ECDSA"),
+        "EdDSA" => Some("EdDSA"),
+        _ => None,
+    }
+}
+
+const KNOWN_ALGS: [&str; 12] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+/// Runs the auth rules.
+pub fn check(cx: &mut Ctx) {
+    let auth = &cx.raw.auth;
+    match auth.mode {
+        AuthMode::None if cx.production() => cx.error(
+            "E_AUTH_NONE_IN_PRODUCTION",
+            kp("auth.mode"),
+            "auth.mode = \"none\" lets anyone in as `anonymous` in production",
+            "set auth.mode = \"jwt\" and configure [auth.jwt]",
+        ),
+        AuthMode::None if !cx.relaxed() => cx.warn(
+            "W_AUTH_NONE",
+            kp("auth.mode"),
+            format!("auth.mode = \"none\" in {}", cx.kind.as_str()),
+            "use jwt so staging exercises the production auth path",
+        ),
+        AuthMode::Jwt if auth.jwt.is_none() => cx.error(
+            "E_JWT_MISSING",
+            kp("auth"),
+            "auth.mode = \"jwt\" but there is no [auth.jwt] table",
+            "add [auth.jwt] with algorithms and a key (secret_env, public_key_file or jwks_url)",
+        ),
+        _ => {}
+    }
+    for (i, s) in auth.token_sources.iter().enumerate() {
+        if auth.token_sources[..i].contains(s) {
+            cx.error(
+                "E_TOKEN_SOURCE_DUPLICATE",
+                kp(&format!("auth.token_sources[{i}]")),
+                format!("token source `{s:?}` is listed twice"),
+                "list each source once",
+            );
+        }
+        if *s == TokenSource::Query {
+            let at = kp(&format!("auth.token_sources[{i}]"));
+            if cx.production() {
+                cx.error("E_QUERY_TOKEN_IN_PRODUCTION", at, "tokens in ?access_token= end up in proxy and browser logs; refused in production", "remove \"query\"; browsers can use the subprotocol or a first `auth` message");
+            } else if !cx.relaxed() {
+                cx.warn(
+                    "W_QUERY_TOKEN",
+                    at,
+                    "tokens in ?access_token= end up in proxy logs",
+                    "prefer the subprotocol or first message",
+                );
+            }
+        }
+    }
+    if !auth.token_sources.iter().any(|s| {
+        matches!(
+            s,
+            TokenSource::Subprotocol | TokenSource::FirstMessage | TokenSource::Query
+        )
+    }) {
+        cx.warn("W_NO_BROWSER_SOURCE", kp("auth.token_sources"), "browsers cannot set Authorization on a WebSocket, and no other token source is enabled", "add \"subprotocol\" (and/or \"first_message\")");
+    }
+    if let Some(jwt) = &auth.jwt {
+        check_jwt(cx, jwt);
+    }
+    check_bypass(cx);
+}
+
+fn check_jwt(cx: &mut Ctx, jwt: &crate::config::raw::JwtSection) {
+    let mut families = Vec::new();
+    for (i, a) in jwt.algorithms.iter().enumerate() {
+        let at = kp(&format!("auth.jwt.algorithms[{i}]"));
+        if a.eq_ignore_ascii_case("none") {
+            cx.error(
+                "E_JWT_ALG_NONE",
+                at,
+                "algorithm `none` accepts unsigned tokens",
+                "remove \"none\"; list only the algorithm your issuer signs with",
+            );
+        } else if let Some(f) = family(a) {
+            if !families.contains(&f) {
+                families.push(f);
+            }
+        } else {
+            let hint = closest(a, KNOWN_ALGS)
+                .map(|c| format!("did you mean \"{c}\"?"))
+                .unwrap_or_else(|| format!("use one of {}", KNOWN_ALGS.join(", ")));
+            cx.error(
+                "E_JWT_ALG_UNKNOWN",
+                at,
+                format!("unknown JWT algorithm `{a}`"),
+                hint,
+            );
+        }
+    }
+    if families.len() > 1 {
+        cx.error(
+            "E_JWT_ALG_MIXED",
+            kp("auth.jwt.algorithms"),
+            format!(
+                "algorithms mix {} families: a public key could be used as an HMAC secret",
+                families.join(" and ")
+            ),
+            "keep algorithms of one family only",
+        );
+    }
+    let sources = [
+        jwt.secret.is_some(),
+        jwt.secret_env.is_some(),
+        jwt.jwks_url.is_some(),
+        jwt.public_key_file.is_some(),
+    ];
+    match sources.iter().filter(|s| **s).count() {
+        0 => cx.error(
+            "E_JWT_KEY_MISSING",
+            kp("auth.jwt"),
+            "no verification key: set one of secret_env, public_key_file, jwks_url",
+            "HMAC: secret_env = \"PORTCULLIS_JWT_SECRET\"; RSA/EC: public_key_file or jwks_url",
+        ),
+        1 => {}
+        _ => cx.error(
+            "E_JWT_KEY_CONFLICT",
+            kp("auth.jwt"),
+            "more than one of secret, secret_env, public_key_file, jwks_url is set",
+            "keep exactly one key source",
+        ),
+    }
+    let hmac = families == ["HMAC"];
+    let has_secret = jwt.secret.is_some() || jwt.secret_env.is_some();
+    if families.len() == 1 && hmac != has_secret && sources.iter().filter(|s| **s).count() == 1 {
+        let msg = if hmac {
+            "HMAC algorithms need a shared secret, not a public key"
+        } else {
+            "public-key algorithms need public_key_file or jwks_url, not a shared secret"
+        };
+        cx.error(
+            "E_JWT_KEY_FAMILY",
+            kp("auth.jwt.algorithms"),
+            msg,
+            "match the key source to the algorithm family",
+        );
+    }
+    if jwt.secret.is_some() && !cx.relaxed() {
+        cx.error("E_INLINE_SECRET", kp("auth.jwt.secret"), format!("inline JWT secret in {}: it would live in the repository", cx.kind.as_str()), "use secret_env = \"PORTCULLIS_JWT_SECRET\" and set that variable from your secret store");
+    }
+    let secret = match (&jwt.secret, &jwt.secret_env) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(var)) => cx.env_var(kp("auth.jwt.secret_env"), var, "JWT secret"),
+        _ => None,
+    };
+    if let Some(s) = secret
+        && s.len() < 32
+        && cx.kind != crate::config::raw::EnvironmentKind::Development
+    {
+        let at = if jwt.secret.is_some() {
+            kp("auth.jwt.secret")
+        } else {
+            kp("auth.jwt.secret_env")
+        };
+        cx.error(
+            "E_JWT_SECRET_SHORT",
+            at,
+            format!(
+                "HMAC secret is {} bytes; at least 32 are required outside development",
+                s.len()
+            ),
+            "generate one with `openssl rand -base64 48`",
+        );
+    }
+    if let Some(file) = &jwt.public_key_file {
+        let path = cx.config_dir.join(file);
+        if let Err(e) = std::fs::read(&path) {
+            cx.error(
+                "E_KEY_FILE",
+                kp("auth.jwt.public_key_file"),
+                format!("cannot read public key file {}: {e}", path.display()),
+                "the path is relative to the config directory",
+            );
+        }
+    }
+    if let Some(url) = &jwt.jwks_url {
+        if let Some(file) = url.strip_prefix("file:") {
+            let path = cx.config_dir.join(file);
+            if let Err(e) = std::fs::read(&path) {
+                cx.error(
+                    "E_KEY_FILE",
+                    kp("auth.jwt.jwks_url"),
+                    format!("cannot read JWKS file {}: {e}", path.display()),
+                    "the path after file: is relative to the config directory",
+                );
+            }
+        } else if !(url.starts_with("https://") || (cx.relaxed() && url.starts_with("http://"))) {
+            cx.error(
+                "E_JWKS_URL",
+                kp("auth.jwt.jwks_url"),
+                format!("`{url}` is not an https:// URL or a file: path"),
+                "use https:// (keys fetched over http can be swapped in transit)",
+            );
+        }
+    }
+    if !cx.relaxed() {
+        if jwt.issuer.is_none() {
+            cx.error(
+                "E_JWT_NO_ISSUER",
+                kp("auth.jwt"),
+                format!("{} accepts tokens from any issuer", cx.kind.as_str()),
+                "set auth.jwt.issuer to your identity provider's `iss`",
+            );
+        }
+        if jwt.audience.is_none() {
+            cx.error(
+                "E_JWT_NO_AUDIENCE",
+                kp("auth.jwt"),
+                format!("{} accepts tokens meant for any audience", cx.kind.as_str()),
+                "set auth.jwt.audience to this service's `aud`",
+            );
+        }
+    }
+    if jwt.leeway_s > 120 {
+        cx.warn(
+            "W_JWT_LEEWAY",
+            kp("auth.jwt.leeway_s"),
+            format!(
+                "{} s of clock skew keeps expired tokens alive",
+                jwt.leeway_s
+            ),
+            "keep leeway_s at or below 60",
+        );
+    }
+}
+
+fn check_bypass(cx: &mut Ctx) {
+    let rules = &cx.raw.auth.bypass;
+    for (i, b) in rules.iter().enumerate() {
+        let at = kp(&format!("auth.bypass[{i}]"));
+        if cx.production() {
+            cx.error(
+                "E_BYPASS_IN_PRODUCTION",
+                at.key("name"),
+                format!(
+                    "bypass rule `{}` would let test traffic skip auth in production",
+                    b.name
+                ),
+                "remove [[auth.bypass]] from production (and from any file it extends)",
+            );
+            continue;
+        }
+        if rules[..i].iter().any(|o| o.name == b.name) {
+            cx.error(
+                "E_BYPASS_DUPLICATE",
+                at.key("name"),
+                format!("bypass rule name `{}` is used twice", b.name),
+                "give each rule its own name",
+            );
+        }
+        if matches!(
+            b.header.to_ascii_lowercase().as_str(),
+            "authorization"
+                | "sec-websocket-protocol"
+                | "cookie"
+                | "user-agent"
+                | "origin"
+                | "host"
+        ) {
+            cx.error(
+                "E_BYPASS_HEADER",
+                at.key("header"),
+                format!(
+                    "header `{}` carries other meaning and cannot hold a bypass secret",
+                    b.header
+                ),
+                "use a dedicated header such as X-Portcullis-Bypass",
+            );
+        }
+        match (&b.secret, &b.secret_env) {
+            (Some(_), Some(_)) => cx.error(
+                "E_BYPASS_SECRET_CONFLICT",
+                at.clone(),
+                "both secret and secret_env are set",
+                "keep secret_env",
+            ),
+            (None, None) if !cx.relaxed() => cx.error(
+                "E_BYPASS_NO_SECRET_ENV",
+                at.clone(),
+                format!(
+                    "bypass rule `{}` in {} has no secret_env",
+                    b.name,
+                    cx.kind.as_str()
+                ),
+                "add secret_env = \"PORTCULLIS_BYPASS_SECRET\" and set it from your secret store",
+            ),
+            (None, None) => cx.error(
+                "E_BYPASS_NO_SECRET",
+                at.clone(),
+                format!("bypass rule `{}` has no secret", b.name),
+                "add secret_env (or, in development/test only, secret)",
+            ),
+            (Some(_), None) if !cx.relaxed() => cx.error(
+                "E_BYPASS_NO_SECRET_ENV",
+                at.key("secret"),
+                format!(
+                    "bypass rule `{}` in {} has an inline secret instead of secret_env",
+                    b.name,
+                    cx.kind.as_str()
+                ),
+                "use secret_env and set the variable from your secret store",
+            ),
+            (_, Some(var)) => {
+                if let Some(v) = cx.env_var(at.key("secret_env"), var, "bypass secret")
+                    && v.len() < 16
+                    && !cx.relaxed()
+                {
+                    cx.error(
+                        "E_BYPASS_SECRET_SHORT",
+                        at.key("secret_env"),
+                        format!(
+                            "bypass secret is {} bytes; at least 16 are required",
+                            v.len()
+                        ),
+                        "generate one with `openssl rand -base64 24`",
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (j, net) in b.from.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                cx.error(
+                    "E_BYPASS_CIDR",
+                    at.key("from").index(j),
+                    format!("`{net}` is not a CIDR network"),
+                    "write e.g. \"10.0.0.0/8\" or \"127.0.0.1/32\"",
+                );
+            }
+        }
+        if b.from.is_empty() && !cx.relaxed() {
+            cx.warn(
+                "W_BYPASS_ANY_SOURCE",
+                at.key("from"),
+                format!("bypass rule `{}` accepts any source address", b.name),
+                "restrict it with from = [\"10.0.0.0/8\"] (your CI runners' network)",
+            );
+        }
+    }
+}
+
+/// The `dev_token` handler signs tokens, so it needs an HMAC secret to sign with.
+pub fn check_dev_token(cx: &mut Ctx) {
+    let Some(i) = cx.raw.routes.iter().position(|r| r.handler == "dev_token") else {
+        return;
+    };
+    let hmac = cx.raw.auth.mode == AuthMode::Jwt
+        && cx.raw.auth.jwt.as_ref().is_some_and(|j| {
+            (j.secret.is_some() || j.secret_env.is_some())
+                && j.algorithms.iter().all(|a| family(a) == Some("HMAC"))
+        });
+    if !hmac {
+        cx.error("E_DEV_TOKEN_KEY", kp(&format!("routes[{i}].handler")), "the dev_token handler can only sign with an HMAC secret, and this environment has none", "use auth.jwt with an HS256 secret, or remove the dev_token route");
+    }
+}

@@ -1,0 +1,262 @@
+//! Services and components: URLs present and of the right scheme, names that exist,
+//! no dependency cycles, and the scope rule — nothing built at boot may need a user
+//! (the "WebSocket manager created at import time" crash).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ctx::Ctx;
+use super::schema_walk::closest;
+use crate::config::path::kp;
+use crate::config::raw::{Scope, ServiceKind};
+
+/// The pseudo-dependency that only exists once a connection is authenticated.
+pub const USER_CONTEXT: &str = "user_context";
+
+/// Built-in component kinds and the widest scope each may be built in.
+pub const COMPONENT_KINDS: [(&str, Scope); 8] = [
+    ("store", Scope::Process),
+    ("event_bus", Scope::Process),
+    ("jwt_keys", Scope::Process),
+    ("agent_registry", Scope::Process),
+    ("metrics", Scope::Process),
+    ("rate_limiter", Scope::Process),
+    ("session", Scope::Connection),
+    ("run_context", Scope::Run),
+];
+
+fn schemes(kind: ServiceKind) -> &'static [&'static str] {
+    match kind {
+        ServiceKind::Sqlite => &["sqlite"],
+        ServiceKind::Postgres => &["postgres", "postgresql"],
+        ServiceKind::Redis => &["redis", "rediss"],
+        ServiceKind::Openai | ServiceKind::Http => &["http", "https"],
+    }
+}
+
+/// Runs the service and component rules.
+pub fn check(cx: &mut Ctx) {
+    check_services(cx);
+    check_components(cx);
+    check_cycles(cx);
+}
+
+fn check_services(cx: &mut Ctx) {
+    let services = &cx.raw.services;
+    let dbs: Vec<&String> = services
+        .iter()
+        .filter(|(_, s)| matches!(s.kind, ServiceKind::Sqlite | ServiceKind::Postgres))
+        .map(|(n, _)| n)
+        .collect();
+    match dbs.len() {
+        0 => cx.error("E_NO_DATABASE", kp("services"), "no database service: messages and events need a store", "add [services.database] kind = \"sqlite\", url = \"sqlite://data/portcullis.db\" (or kind = \"postgres\")"),
+        1 => {}
+        _ => cx.error("E_MULTIPLE_DATABASES", kp(&format!("services.{}", dbs[1])), format!("several database services ({}); the store of record must be one", dbs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")), "keep one sqlite or postgres service"),
+    }
+    if services
+        .values()
+        .filter(|s| s.kind == ServiceKind::Redis)
+        .count()
+        > 1
+    {
+        cx.error(
+            "E_MULTIPLE_REDIS",
+            kp("services"),
+            "several redis services",
+            "keep one redis service for the event bus",
+        );
+    }
+    for (name, s) in services {
+        let at = kp(&format!("services.{name}"));
+        if s.kind == ServiceKind::Sqlite && cx.production() {
+            cx.warn(
+                "W_SQLITE_IN_PRODUCTION",
+                at.key("kind"),
+                "SQLite in production keeps state on one node",
+                "use kind = \"postgres\" when running more than one node",
+            );
+        }
+        let url = match (&s.url, &s.url_env) {
+            (Some(_), Some(_)) => {
+                cx.error(
+                    "E_SERVICE_URL_CONFLICT",
+                    at.clone(),
+                    format!("service `{name}` sets both url and url_env"),
+                    "keep one",
+                );
+                None
+            }
+            (Some(u), None) => {
+                let creds = u
+                    .split_once("://")
+                    .and_then(|(_, r)| r.split('/').next())
+                    .is_some_and(|auth| {
+                        auth.contains('@')
+                            && auth.split('@').next().is_some_and(|ui| ui.contains(':'))
+                    });
+                if creds && !cx.relaxed() {
+                    cx.error(
+                        "E_INLINE_SECRET",
+                        at.key("url"),
+                        format!("service `{name}` has a password inline in its URL"),
+                        "move the URL into a variable and use url_env",
+                    );
+                }
+                Some(u.clone())
+            }
+            (None, Some(var)) => {
+                cx.env_var(at.key("url_env"), var, &format!("URL of service `{name}`"))
+            }
+            (None, None) => {
+                if s.required {
+                    cx.error(
+                        "E_SERVICE_NO_URL",
+                        at.clone(),
+                        format!("required service `{name}` has no url or url_env"),
+                        "add url = \"…\" (development) or url_env = \"…\"",
+                    );
+                } else {
+                    cx.warn(
+                        "W_SERVICE_NO_URL",
+                        at.clone(),
+                        format!("service `{name}` has no URL and will be skipped"),
+                        "add url or url_env, or remove it",
+                    );
+                }
+                None
+            }
+        };
+        if let Some(u) = url {
+            let scheme = u.split("://").next().unwrap_or_default();
+            let allowed = schemes(s.kind);
+            if !u.contains("://") || !allowed.contains(&scheme) {
+                let path = if s.url.is_some() {
+                    at.key("url")
+                } else {
+                    at.key("url_env")
+                };
+                cx.error(
+                    "E_SERVICE_URL_SCHEME",
+                    path,
+                    format!(
+                        "service `{name}` of kind {:?} has a URL that does not start with {}://",
+                        s.kind,
+                        allowed.join(":// or ")
+                    ),
+                    format!("write e.g. {}://…", allowed[0]),
+                );
+            }
+        }
+        for (i, need) in s.needs.iter().enumerate() {
+            if !services.contains_key(need) {
+                let hint = closest(need, services.keys().map(String::as_str))
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| "declare it under [services]".into());
+                cx.error(
+                    "E_UNKNOWN_DEPENDENCY",
+                    at.key("needs").index(i),
+                    format!("service `{name}` needs unknown service `{need}`"),
+                    hint,
+                );
+            }
+        }
+    }
+}
+
+fn check_components(cx: &mut Ctx) {
+    let comps = &cx.raw.components;
+    let services = &cx.raw.services;
+    let kinds: Vec<&str> = COMPONENT_KINDS.iter().map(|(k, _)| *k).collect();
+    for (name, c) in comps {
+        let at = kp(&format!("components.{name}"));
+        match COMPONENT_KINDS.iter().find(|(k, _)| *k == c.kind) {
+            None => {
+                let hint = closest(&c.kind, kinds.iter().copied())
+                    .map(|k| format!("did you mean `{k}`?"))
+                    .unwrap_or_else(|| format!("use one of: {}", kinds.join(", ")));
+                cx.error(
+                    "E_UNKNOWN_COMPONENT_KIND",
+                    at.key("kind"),
+                    format!("component `{name}` has unknown kind `{}`", c.kind),
+                    hint,
+                );
+            }
+            Some((kind, widest)) if c.scope < *widest => {
+                cx.error("E_SCOPE", at.key("scope"), format!("component `{name}` ({kind}) is per-{} state but declared scope = \"{}\": built at boot it has no user and the backend dies before listening", widest.as_str(), c.scope.as_str()), format!("set scope = \"{}\"", widest.as_str()));
+            }
+            _ => {}
+        }
+        for (i, need) in c.needs.iter().enumerate() {
+            let np = at.key("needs").index(i);
+            if need == USER_CONTEXT {
+                if c.scope == Scope::Process {
+                    cx.error("E_SCOPE", np, format!("process-scope component `{name}` needs `{USER_CONTEXT}`, which exists only per connection: built at boot, it crashes the backend and clients see \"connection refused\""), format!("give `{name}` scope = \"connection\" (built per socket from the verified identity), or drop `{USER_CONTEXT}` from its needs"));
+                }
+            } else if let Some(other) = comps.get(need) {
+                if other.scope > c.scope {
+                    cx.error("E_SCOPE", np, format!("{}-scope component `{name}` needs `{need}`, which is {}-scope and does not exist when `{name}` is built", c.scope.as_str(), other.scope.as_str()), format!("narrow `{name}` to scope = \"{}\", or widen `{need}`", other.scope.as_str()));
+                }
+            } else if !services.contains_key(need) {
+                let names: Vec<&str> = comps
+                    .keys()
+                    .chain(services.keys())
+                    .map(String::as_str)
+                    .chain([USER_CONTEXT])
+                    .collect();
+                let hint = closest(need, names.iter().copied())
+                    .map(|c| format!("did you mean `{c}`?"))
+                    .unwrap_or_else(|| format!("known names: {}", names.join(", ")));
+                cx.error("E_UNKNOWN_DEPENDENCY", np, format!("component `{name}` needs `{need}`, which is neither a component, a service nor `{USER_CONTEXT}`"), hint);
+            }
+        }
+    }
+}
+
+/// Finds every cycle in the `needs` graph of components and services (reported once each).
+fn check_cycles(cx: &mut Ctx) {
+    let mut graph: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for (n, c) in &cx.raw.components {
+        graph.insert(
+            n.clone(),
+            (format!("components.{n}.needs"), c.needs.clone()),
+        );
+    }
+    for (n, s) in &cx.raw.services {
+        graph
+            .entry(n.clone())
+            .or_insert((format!("services.{n}.needs"), s.needs.clone()));
+    }
+    let mut reported: BTreeSet<Vec<String>> = BTreeSet::new();
+    for start in graph.keys() {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        while let Some((node, path)) = stack.pop() {
+            let Some((_, needs)) = graph.get(&node) else {
+                continue;
+            };
+            for n in needs {
+                if n == start {
+                    let mut key = path.clone();
+                    key.sort();
+                    if reported.insert(key) {
+                        let (at, _) = &graph[start];
+                        let cycle = path
+                            .iter()
+                            .chain([start])
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" -> ");
+                        cx.error(
+                            "E_DEPENDENCY_CYCLE",
+                            kp(at),
+                            format!("dependency cycle: {cycle}"),
+                            "break the cycle: one of these must not need the other",
+                        );
+                    }
+                } else if !path.contains(n) && graph.contains_key(n) {
+                    let mut p = path.clone();
+                    p.push(n.clone());
+                    stack.push((n.clone(), p));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Cross-environment rules for `check --all`: differences between environments that make
+//! a client or a test pass in one place and fail (or open a door) in another.
+
+use crate::config::load::place;
+use crate::config::path::kp;
+use crate::config::raw::{EnvironmentKind, RawConfig};
+use crate::diagnostic::{Diagnostic, Severity};
+
+use super::Outcome;
+
+fn of_kind(outcomes: &[Outcome], kind: EnvironmentKind) -> Vec<(&Outcome, &RawConfig)> {
+    outcomes
+        .iter()
+        .filter_map(|o| o.raw.as_ref().map(|r| (o, r)))
+        .filter(|(_, r)| r.environment.kind == kind)
+        .collect()
+}
+
+/// Compares environments; every finding is placed in the file of the environment it is about.
+pub fn check(outcomes: &[Outcome]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut push =
+        |o: &Outcome, code: &'static str, sev: Severity, path: &str, msg: String, hint: String| {
+            if let Some(l) = &o.loaded {
+                out.push(place(l, code, sev, &kp(path), msg, hint));
+            }
+        };
+    let relaxed: Vec<(&Outcome, &RawConfig)> =
+        [EnvironmentKind::Development, EnvironmentKind::Test]
+            .into_iter()
+            .flat_map(|k| of_kind(outcomes, k))
+            .collect();
+    let staging = of_kind(outcomes, EnvironmentKind::Staging);
+    let production = of_kind(outcomes, EnvironmentKind::Production);
+
+    for (o, s) in &staging {
+        for (i, rule) in s.auth.bypass.iter().enumerate() {
+            if !relaxed
+                .iter()
+                .any(|(_, r)| r.auth.bypass.iter().any(|b| b.name == rule.name))
+            {
+                push(
+                    o,
+                    "E_DRIFT_BYPASS",
+                    Severity::Error,
+                    &format!("auth.bypass[{i}].name"),
+                    format!(
+                        "bypass rule `{}` exists only in staging: a back door no test environment exercises",
+                        rule.name
+                    ),
+                    "declare the same rule in test (so CI uses it) or remove it from staging"
+                        .into(),
+                );
+            }
+        }
+        for (p, prod) in &production {
+            for src in &s.auth.token_sources {
+                if !prod.auth.token_sources.contains(src)
+                    && *src != crate::config::raw::TokenSource::Query
+                {
+                    push(
+                        p,
+                        "E_DRIFT_TOKEN_SOURCES",
+                        Severity::Error,
+                        "auth.token_sources",
+                        format!(
+                            "staging accepts tokens from `{src:?}` but production does not: clients that work in staging get refused in production"
+                        ),
+                        format!(
+                            "add {src:?} to production's auth.token_sources or remove it from staging"
+                        ),
+                    );
+                }
+            }
+            if s.auth.reject_at != prod.auth.reject_at {
+                push(p, "W_DRIFT_REJECT_AT", Severity::Warning, "auth.reject_at",
+                    "staging and production refuse bad tokens at different points: clients see different failures".into(),
+                    "use the same auth.reject_at in both".into());
+            }
+            let fams = |r: &RawConfig| {
+                r.auth
+                    .jwt
+                    .as_ref()
+                    .map(|j| {
+                        j.algorithms
+                            .iter()
+                            .filter_map(|a| super::auth::family(a))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            };
+            if fams(s) != fams(prod) {
+                push(p, "W_DRIFT_ALGORITHMS", Severity::Warning, "auth.jwt.algorithms",
+                    "staging and production verify different JWT algorithm families: staging does not test production's key path".into(),
+                    "use the same algorithm family in staging".into());
+            }
+            let ws_paths = |r: &RawConfig| {
+                std::iter::once(r.websocket.path.clone())
+                    .chain(r.websocket.aliases.clone())
+                    .collect::<Vec<_>>()
+            };
+            let stage_path = super::endpoint::split_url(&s.client.websocket_url)
+                .map(|(_, _, p)| p.to_string())
+                .unwrap_or_default();
+            if !ws_paths(prod).contains(&stage_path) {
+                push(
+                    p,
+                    "E_DRIFT_WS_PATH",
+                    Severity::Error,
+                    "websocket.path",
+                    format!("staging clients dial `{stage_path}`, which production does not serve"),
+                    format!(
+                        "add `{stage_path}` to production's websocket.aliases or use one path everywhere"
+                    ),
+                );
+            }
+        }
+    }
+    if production.iter().any(|(_, p)| {
+        !p.websocket.allowed_origins.is_empty()
+            && !p.websocket.allowed_origins.iter().any(|o| o == "*")
+    }) {
+        for (o, r) in &relaxed {
+            if r.websocket.allowed_origins.iter().any(|x| x == "*") {
+                push(
+                    o,
+                    "W_DRIFT_ORIGINS",
+                    Severity::Warning,
+                    "websocket.allowed_origins",
+                    format!(
+                        "`{}` allows any Origin while production pins origins: Origin bugs show up only after deploy",
+                        r.environment.name
+                    ),
+                    "list the development origins explicitly (e.g. \"http://localhost:8080\")"
+                        .into(),
+                );
+            }
+        }
+    }
+    super::sort(&mut out);
+    out
+}

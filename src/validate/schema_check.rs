@@ -1,0 +1,200 @@
+//! The JSON Schema pass: every schema violation of the merged configuration as a finding
+//! with its own code (`E_UNKNOWN_KEY`, `E_MISSING_KEY`, `E_TYPE`, `E_RANGE`, `E_PATTERN`,
+//! `E_ENUM`), plus a copy of the value with unknown keys removed so the semantic rules can
+//! still run and report everything in one pass.
+
+use std::sync::LazyLock;
+
+use jsonschema::error::ValidationErrorKind;
+use serde_json::Value;
+
+use super::schema_walk::{allowed_keys, allowed_values, closest, subschema_at};
+use crate::config::path::{KeyPath, Seg};
+use crate::config::schema::schema_value;
+use crate::diagnostic::Finding;
+
+/// The generated schema and its compiled validator; immutable and process-wide.
+static SCHEMA: LazyLock<(Value, jsonschema::Validator)> = LazyLock::new(|| {
+    let schema = schema_value();
+    let validator = jsonschema::validator_for(&schema).expect("the generated schema compiles");
+    (schema, validator)
+});
+
+/// Result of the schema pass.
+pub struct SchemaOutcome {
+    /// One finding per violation.
+    pub findings: Vec<Finding>,
+    /// The merged value with unknown keys removed.
+    pub pruned: Value,
+}
+
+/// Checks the merged configuration against the schema.
+pub fn check(merged: &Value) -> SchemaOutcome {
+    let (schema, validator) = &*SCHEMA;
+    let mut findings = Vec::new();
+    let mut pruned = merged.clone();
+    for err in validator.iter_errors(merged) {
+        let at = KeyPath::from_pointer(err.instance_path().as_str());
+        let shown = short(err.instance());
+        match err.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let valid = allowed_keys(schema, &at);
+                for key in unexpected {
+                    let hint = match closest(key, valid.iter().map(String::as_str)) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("valid keys here: {}", valid.join(", ")),
+                    };
+                    let place = if at.is_root() {
+                        "at the top level".to_string()
+                    } else {
+                        format!("in `{at}`")
+                    };
+                    findings.push(Finding::error(
+                        "E_UNKNOWN_KEY",
+                        at.key(key),
+                        format!("unknown key `{key}` {place}"),
+                        hint,
+                    ));
+                    remove(&mut pruned, &at, key);
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let prop = property.as_str().unwrap_or_default();
+                let path = at.key(prop);
+                let desc = description(schema, &path);
+                let table = if at.is_root() {
+                    "the file".to_string()
+                } else {
+                    format!("`[{at}]`")
+                };
+                findings.push(Finding::error(
+                    "E_MISSING_KEY",
+                    path,
+                    format!("required key `{prop}` is missing from {table}"),
+                    format!("add `{prop} = …`{desc}"),
+                ));
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = format!("{kind:?}")
+                    .to_lowercase()
+                    .replace("single(", "")
+                    .replace(')', "");
+                findings.push(Finding::error(
+                    "E_TYPE",
+                    at.clone(),
+                    format!("`{at}` = {shown} has the wrong type (expected {expected})"),
+                    format!("write a {expected}{}", description(schema, &at)),
+                ));
+            }
+            ValidationErrorKind::Minimum { .. }
+            | ValidationErrorKind::Maximum { .. }
+            | ValidationErrorKind::ExclusiveMinimum { .. }
+            | ValidationErrorKind::ExclusiveMaximum { .. } => {
+                let (min, max) = bounds(schema, &at);
+                findings.push(Finding::error(
+                    "E_RANGE",
+                    at.clone(),
+                    format!("`{at}` = {shown} is out of range ({min} to {max})"),
+                    format!(
+                        "use a value between {min} and {max}{}",
+                        description(schema, &at)
+                    ),
+                ));
+            }
+            ValidationErrorKind::MinLength { limit } | ValidationErrorKind::MinItems { limit } => {
+                findings.push(Finding::error(
+                    "E_RANGE",
+                    at.clone(),
+                    format!("`{at}` = {shown} is too short (at least {limit})"),
+                    format!("give at least {limit}{}", description(schema, &at)),
+                ));
+            }
+            ValidationErrorKind::MaxLength { limit } | ValidationErrorKind::MaxItems { limit } => {
+                findings.push(Finding::error(
+                    "E_RANGE",
+                    at.clone(),
+                    format!("`{at}` = {shown} is too long (at most {limit})"),
+                    format!("shorten it to at most {limit}"),
+                ));
+            }
+            ValidationErrorKind::Pattern { pattern } => {
+                findings.push(Finding::error(
+                    "E_PATTERN",
+                    at.clone(),
+                    format!("`{at}` = {shown} is not in the expected form (pattern {pattern})"),
+                    format!("write it in that form{}", description(schema, &at)),
+                ));
+            }
+            ValidationErrorKind::Enum { .. }
+            | ValidationErrorKind::OneOfNotValid { .. }
+            | ValidationErrorKind::AnyOf { .. }
+            | ValidationErrorKind::Constant { .. } => {
+                let options = allowed_values(schema, &at);
+                let given = err.instance().as_str().unwrap_or_default();
+                let hint = match closest(given, options.iter().map(String::as_str)) {
+                    Some(c) if !given.is_empty() => {
+                        format!("did you mean \"{c}\"? (one of: {})", options.join(", "))
+                    }
+                    _ => format!("use one of: {}", options.join(", ")),
+                };
+                findings.push(Finding::error(
+                    "E_ENUM",
+                    at.clone(),
+                    format!("`{at}` = {shown} is not an accepted value"),
+                    hint,
+                ));
+            }
+            _ => findings.push(Finding::error(
+                "E_SCHEMA",
+                at.clone(),
+                format!("`{at}`: {err}"),
+                format!("see the schema{}", description(schema, &at)),
+            )),
+        }
+    }
+    SchemaOutcome { findings, pruned }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn description(schema: &Value, path: &KeyPath) -> String {
+    subschema_at(schema, path)
+        .and_then(|s| s.get("description"))
+        .and_then(Value::as_str)
+        .map(|d| format!(" ({})", d.lines().next().unwrap_or(d).trim_end_matches('.')))
+        .unwrap_or_default()
+}
+
+fn bounds(schema: &Value, path: &KeyPath) -> (String, String) {
+    let s = subschema_at(schema, path);
+    let get = |k: &str| {
+        s.and_then(|s| s.get(k))
+            .map(Value::to_string)
+            .unwrap_or_else(|| "?".into())
+    };
+    (get("minimum"), get("maximum"))
+}
+
+fn remove(value: &mut Value, at: &KeyPath, key: &str) {
+    let mut cur = value;
+    for seg in &at.0 {
+        let next = match seg {
+            Seg::Key(k) => cur.get_mut(k.as_str()),
+            Seg::Index(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(obj) = cur.as_object_mut() {
+        obj.remove(key);
+    }
+}
