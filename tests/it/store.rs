@@ -5,6 +5,7 @@
 
 mod events;
 mod harness;
+mod runs;
 mod threads;
 
 /// Generates one `#[tokio::test]` per case and database: `store::sqlite::<case>` and
@@ -41,8 +42,8 @@ on_both_databases!(
     threads::threads_are_isolated_between_users,
     events::seq_is_gapless_under_concurrent_appends,
     events::events_after_filters_and_limits,
-    events::finish_run_stores_answer_and_completion,
-    events::interrupted_runs_are_closed_at_boot,
+    runs::finish_run_stores_answer_and_completion,
+    runs::interrupted_runs_are_closed_at_boot,
     events::data_survives_reopen,
 );
 
