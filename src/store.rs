@@ -3,9 +3,9 @@
 //!
 //! [`Store`] is enum dispatch over the two implementations, so callers hold one
 //! concrete, cloneable type with no boxing or `async_trait`. Each database keeps its SQL
-//! in its own file ([`sqlite`], [`postgres`]) because placeholders, batch inserts and
+//! in its own file (`sqlite.rs`, `postgres.rs`) because placeholders, batch inserts and
 //! locking differ; what both share (ids, timestamps, event serialization) is in
-//! [`model`]. Ownership checks live here, once, so neither implementation can forget one.
+//! `model.rs`. Ownership checks live here, once, so neither implementation can forget one.
 //!
 //! Architecture invariant: a thread's events get `seq` 1, 2, 3, … with no gap or
 //! duplicate, and the JSON text stored is the JSON text sent.
@@ -24,7 +24,8 @@ pub use model::{Accepted, EventRecord, MessageRow, NewMessage, StoredEvent, Thre
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// The store, on one of the two supported databases.
+/// The store, on one of the two supported databases. The variants' own methods are
+/// crate-private: callers go through `Store`, which is where ownership is checked.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// A SQLite file (`sqlite://path/to/file.db`).

@@ -28,7 +28,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects (failing after `connect_timeout` if the server does not answer) and
     /// migrates.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         pool_size: u32,
         connect_timeout: Duration,
@@ -44,12 +44,12 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
 
@@ -73,7 +73,7 @@ impl PgStore {
         }))
     }
 
-    pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+    pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
         // The common repeat (a client resending after a reconnect) is answered without
         // opening a transaction; a race past this check is caught by the unique index.
         if let Some(seen) = self.find_client_message(msg.user_id, msg.client_id).await? {
@@ -203,7 +203,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn append_events(
+    pub(crate) async fn append_events(
         &self,
         thread_id: &str,
         events: Vec<EventRecord>,
@@ -222,7 +222,7 @@ impl PgStore {
         Ok(stored)
     }
 
-    pub async fn finish_run(
+    pub(crate) async fn finish_run(
         &self,
         thread_id: &str,
         run_id: &str,

@@ -42,7 +42,7 @@ struct Write<'a> {
 
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the file.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         pool_size: u32,
         connect_timeout: Duration,
@@ -82,12 +82,12 @@ impl SqliteStore {
         Ok(Write { tx, _slot: slot })
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
 
@@ -111,7 +111,7 @@ impl SqliteStore {
         }))
     }
 
-    pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+    pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
         let mut w = self.write().await?;
         // Inside the write transaction, so no other writer can slip in between the
         // lookup and the insert (from this process; the unique index covers the rest).
@@ -244,7 +244,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn append_events(
+    pub(crate) async fn append_events(
         &self,
         thread_id: &str,
         events: Vec<EventRecord>,
@@ -266,7 +266,7 @@ impl SqliteStore {
         Ok(stored)
     }
 
-    pub async fn finish_run(
+    pub(crate) async fn finish_run(
         &self,
         thread_id: &str,
         run_id: &str,

@@ -18,7 +18,10 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn list_threads(&self, user_id: &str) -> Result<Vec<ThreadSummary>, StoreError> {
+    pub(crate) async fn list_threads(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<ThreadSummary>, StoreError> {
         let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
             "SELECT id, title, created_at, updated_at, last_seq FROM threads \
              WHERE user_id = $1 ORDER BY updated_at DESC, created_at DESC, id DESC",
@@ -40,7 +43,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
         let owner = sqlx::query_scalar("SELECT user_id FROM threads WHERE id = $1")
             .bind(thread_id)
             .fetch_optional(&self.pool)
@@ -48,7 +51,10 @@ impl PgStore {
         Ok(owner)
     }
 
-    pub async fn thread_messages(&self, thread_id: &str) -> Result<Vec<MessageRow>, StoreError> {
+    pub(crate) async fn thread_messages(
+        &self,
+        thread_id: &str,
+    ) -> Result<Vec<MessageRow>, StoreError> {
         let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
             "SELECT id, role, content, run_id, created_at FROM messages \
              WHERE thread_id = $1 ORDER BY n",
@@ -70,7 +76,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn events_after(
+    pub(crate) async fn events_after(
         &self,
         thread_id: &str,
         after_seq: i64,
