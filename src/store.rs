@@ -105,7 +105,8 @@ impl Store {
 
     /// Ends a run atomically: stores the assistant message, records `status`, and appends
     /// the `agent_completed` event. The store sets the event's `type`, `status` and
-    /// `message` (`id`, `content`); the caller may add fields such as `error`.
+    /// `message` (`id`, `content`), and `run_id` from the argument; the caller may add
+    /// fields such as `error`.
     /// A run that is not running (finished, recovered, unknown) is [`StoreError::RunNotActive`].
     pub async fn finish_run(
         &self,
