@@ -1,1 +1,3 @@
+//! The single integration test binary (one link for the whole suite).
 
+mod auth;
