@@ -1,1 +1,264 @@
-//! Placeholder; filled in by its own change.
+//! Agent runtime: the process-scope [`Registry`] of configured agents and the per-message
+//! [`run`] that drives one of them and reports [`AgentEvent`]s through an [`EventSink`].
+//!
+//! Architecture invariant: this module never touches storage or sockets. What it needs
+//! from outside (storing and delivering events, reading the user's thread, the clock) is a
+//! trait defined here ([`EventSink`], [`ThreadHistory`], [`Clock`]) and implemented by the
+//! caller.
+//!
+//! How a WebSocket session uses it, per user message:
+//! 1. `let agent = registry.get(name)` (or `registry.default()`); unknown → `error` reply.
+//! 2. Build a [`RunContext`] for this user, thread and message (with a child of the
+//!    session's cancellation token, and a [`ThreadHistory`] over this thread only).
+//! 3. `let outcome = run(&agent, &ctx, &sink).await` inside a spawned task, where `sink`
+//!    stores each event, assigns `seq`, adds `run_id`/`thread_id` to
+//!    [`AgentEvent::to_body`] and fans it out.
+//! 4. If `outcome.completion_stored` is false, still send `outcome.completed_event()` to
+//!    the user's sockets so the run visibly ends.
+
+mod context;
+mod event;
+mod provider;
+mod runner;
+mod scripted;
+mod tools;
+
+#[cfg(test)]
+mod testkit;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::{AgentConfig, ProviderConfig};
+
+pub use context::{Clock, EmptyHistory, RunContext, ThreadHistory};
+pub use event::{AgentEvent, ErrorInfo, EventSink, RunStatus, SinkError, ToolErrorInfo, codes};
+pub use provider::{
+    ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec,
+};
+pub use runner::{RunOutcome, run};
+pub use scripted::ScriptedProvider;
+pub use tools::{BUILTIN_TOOLS, CalcError, Tool, evaluate};
+
+/// Step and time limits of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most provider steps in one run.
+    pub max_steps: u32,
+    /// Whole-run timeout; the run ends `timeout`.
+    pub run_timeout: Duration,
+    /// Per-tool-call timeout; the call fails with `TOOL_TIMEOUT`.
+    pub tool_timeout: Duration,
+}
+
+/// One configured agent: a provider, its tools and its limits. Process scope: it holds
+/// nothing about any user.
+pub struct Agent {
+    name: String,
+    provider: Arc<dyn Provider>,
+    /// Tools enabled in configuration; only these are described to the provider.
+    tools: Vec<Arc<dyn Tool>>,
+    /// Callable but never described to the provider (the scripted test hooks).
+    hidden: Vec<Arc<dyn Tool>>,
+    specs: Vec<ToolSpec>,
+    max_steps: u32,
+    run_timeout: Duration,
+    tool_timeout: Duration,
+}
+
+impl Agent {
+    /// An agent over any provider and tool set; [`Registry::from_config`] is the usual
+    /// way to get one, this is for embedding other providers (and for tests).
+    pub fn new(
+        name: impl Into<String>,
+        provider: Arc<dyn Provider>,
+        tools: Vec<Arc<dyn Tool>>,
+        limits: Limits,
+    ) -> Self {
+        let specs = tools.iter().map(|tool| tool.spec()).collect();
+        Self {
+            name: name.into(),
+            provider,
+            tools,
+            hidden: Vec::new(),
+            specs,
+            max_steps: limits.max_steps,
+            run_timeout: limits.run_timeout,
+            tool_timeout: limits.tool_timeout,
+        }
+    }
+
+    /// Makes the scripted provider's test-hook tools callable.
+    fn with_test_hooks(mut self) -> Self {
+        self.hidden = tools::test_hooks();
+        self
+    }
+
+    /// The agent's name (`agent_started.agent`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Names of the enabled tools, in configuration order.
+    pub fn tool_names(&self) -> Vec<&'static str> {
+        self.specs.iter().map(|spec| spec.name).collect()
+    }
+
+    fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools
+            .iter()
+            .chain(&self.hidden)
+            .find(|tool| tool.spec().name == name)
+    }
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.name)
+            .field("provider", &self.provider.kind())
+            .field("tools", &self.tool_names())
+            .field("max_steps", &self.max_steps)
+            .field("run_timeout", &self.run_timeout)
+            .field("tool_timeout", &self.tool_timeout)
+            .finish()
+    }
+}
+
+/// One reason the agent configuration cannot be turned into a registry.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum AgentConfigError {
+    /// A tool name that is not built in.
+    #[error(
+        "agent `{agent}`: unknown tool `{tool}` (built-in tools: calculator, clock, thread_history)"
+    )]
+    UnknownTool {
+        /// Agent.
+        agent: String,
+        /// Tool.
+        tool: String,
+    },
+    /// A provider kind this build cannot run yet.
+    #[error(
+        "agent `{agent}`: provider `{provider}` is not available in this build yet; use `scripted`"
+    )]
+    ProviderUnavailable {
+        /// Agent.
+        agent: String,
+        /// Provider kind.
+        provider: &'static str,
+    },
+    /// Two agents with one name.
+    #[error("agent `{0}` is declared more than once")]
+    Duplicate(String),
+    /// Not exactly one default agent.
+    #[error("exactly one agent must have `default = true`, found {0}")]
+    Default(usize),
+}
+
+/// Every problem found in the agent configuration, not just the first.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("invalid agent configuration: {}", list(.0))]
+pub struct RegistryError(pub Vec<AgentConfigError>);
+
+fn list(errors: &[AgentConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The configured agents, built once at boot.
+#[derive(Debug)]
+pub struct Registry {
+    agents: Vec<Arc<Agent>>,
+    default: usize,
+}
+
+impl Registry {
+    /// Builds every agent with the real UTC clock.
+    pub fn from_config(configs: &[AgentConfig]) -> Result<Self, RegistryError> {
+        Self::with_clock(configs, Arc::new(chrono::Utc::now))
+    }
+
+    /// Builds every agent; the `clock` tool reads `clock`.
+    pub fn with_clock(
+        configs: &[AgentConfig],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RegistryError> {
+        let mut errors = Vec::new();
+        let mut agents = Vec::new();
+        for (i, config) in configs.iter().enumerate() {
+            if configs[..i].iter().any(|other| other.name == config.name) {
+                errors.push(AgentConfigError::Duplicate(config.name.clone()));
+            }
+            let mut tools = Vec::new();
+            for name in &config.tools {
+                match tools::builtin(name, &clock) {
+                    Some(tool) => tools.push(tool),
+                    None => errors.push(AgentConfigError::UnknownTool {
+                        agent: config.name.clone(),
+                        tool: name.clone(),
+                    }),
+                }
+            }
+            let limits = Limits {
+                max_steps: config.max_steps,
+                run_timeout: config.run_timeout,
+                tool_timeout: config.tool_timeout,
+            };
+            match &config.provider {
+                ProviderConfig::Scripted => {
+                    let provider = Arc::new(ScriptedProvider::default());
+                    let agent = Agent::new(config.name.clone(), provider, tools, limits);
+                    agents.push(Arc::new(agent.with_test_hooks()));
+                }
+                ProviderConfig::OpenAi { .. } => {
+                    errors.push(AgentConfigError::ProviderUnavailable {
+                        agent: config.name.clone(),
+                        provider: "openai",
+                    })
+                }
+            }
+        }
+        let defaults: Vec<usize> = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.default)
+            .map(|(i, _)| i)
+            .collect();
+        if defaults.len() != 1 {
+            errors.push(AgentConfigError::Default(defaults.len()));
+        }
+        if !errors.is_empty() {
+            return Err(RegistryError(errors));
+        }
+        // No errors means every config became an agent, so indices line up.
+        Ok(Self {
+            agents,
+            default: defaults[0],
+        })
+    }
+
+    /// The agent called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Agent>> {
+        self.agents.iter().find(|agent| agent.name == name).cloned()
+    }
+
+    /// The default agent.
+    pub fn default(&self) -> Arc<Agent> {
+        Arc::clone(&self.agents[self.default])
+    }
+
+    /// The agent a `user_message` asks for: its `agent` field, or the default when absent.
+    pub fn resolve(&self, name: Option<&str>) -> Option<Arc<Agent>> {
+        name.map_or_else(|| Some(self.default()), |name| self.get(name))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,194 @@
-//! Placeholder; filled in by its own change.
+//! The store of record: threads, messages, runs and the ordered event log, on SQLite
+//! (embedded default) or Postgres (production), behind one enum.
+//!
+//! [`Store`] is enum dispatch over the two implementations, so callers hold one
+//! concrete, cloneable type with no boxing or `async_trait`. Each database keeps its SQL
+//! in its own file (`sqlite.rs`, `postgres.rs`) because placeholders, batch inserts and
+//! locking differ; what both share (ids, timestamps, event serialization) is in
+//! `model.rs`. Ownership checks live here, once, so neither implementation can forget one.
+//!
+//! Architecture invariant: a thread's events get `seq` 1, 2, 3, … with no gap or
+//! duplicate, and the JSON text stored is the JSON text sent.
+//! Architecture invariant: no store error message contains the connection URL.
+
+mod error;
+mod migrations;
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+pub use error::StoreError;
+pub use model::{Accepted, EventRecord, MessageRow, NewMessage, StoredEvent, ThreadSummary};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// The store, on one of the two supported databases. The variants' own methods are
+/// crate-private: callers go through `Store`, which is where ownership is checked.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A SQLite file (`sqlite://path/to/file.db`).
+    Sqlite(SqliteStore),
+    /// A Postgres database (`postgres://…` or `postgresql://…`).
+    Postgres(PgStore),
+}
+
+/// Calls the same method on whichever database this store uses.
+macro_rules! dispatch {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects by URL scheme and runs the migrations. `pool_size` caps connections;
+    /// `connect_timeout` bounds both the first connection and every later pool checkout.
+    pub async fn connect(
+        url: &str,
+        pool_size: u32,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        // Only the scheme is ever echoed back: the rest may carry a password.
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Store::Sqlite(
+                SqliteStore::connect(url, pool_size, connect_timeout).await?,
+            )),
+            "postgres" | "postgresql" => Ok(Store::Postgres(
+                PgStore::connect(url, pool_size, connect_timeout).await?,
+            )),
+            _ => Err(StoreError::BadUrl(format!(
+                "unsupported scheme {:?}; expected sqlite:// or postgres://",
+                scheme_for_display(scheme)
+            ))),
+        }
+    }
+
+    /// Which database this is (`sqlite` or `postgres`), for logs and readiness output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    /// Durably stores a user message and starts its run, in one transaction; see
+    /// [`Accepted::duplicate`] for repeated client ids.
+    pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+        dispatch!(self.accept_message(msg))
+    }
+
+    /// Appends a batch of events to a thread in one transaction, assigning consecutive
+    /// seqs, and returns them as they will be sent. The caller must already have checked
+    /// that the thread is the user's (it is, when the run came from [`Self::accept_message`]).
+    pub async fn append_events(
+        &self,
+        thread_id: &str,
+        events: Vec<EventRecord>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        dispatch!(self.append_events(thread_id, events))
+    }
+
+    /// Ends a run atomically: stores the assistant message, records `status`, and appends
+    /// the `agent_completed` event. The store sets the event's `type`, `status` and
+    /// `message` (`id`, `content`), and `run_id` from the argument; the caller may add
+    /// fields such as `error`.
+    /// A run that is not running (finished, recovered, unknown) is [`StoreError::RunNotActive`].
+    pub async fn finish_run(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        status: &str,
+        assistant_content: &str,
+        event: EventRecord,
+    ) -> Result<StoredEvent, StoreError> {
+        dispatch!(self.finish_run(thread_id, run_id, status, assistant_content, event))
+    }
+
+    /// At boot, closes every run a crash left `running` with status `error` and an
+    /// `INTERRUPTED` `agent_completed`, so every replayed `agent_started` has its end.
+    /// Returns the events written, in no particular thread order.
+    pub async fn recover_interrupted_runs(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let open = dispatch!(self.open_runs())?;
+        let mut closed = Vec::with_capacity(open.len());
+        for run in open {
+            let event = model::interrupted_event(&run.run_id);
+            match self
+                .finish_run(&run.thread_id, &run.run_id, "error", "", event)
+                .await
+            {
+                Ok(stored) => closed.push(stored),
+                // Finished by someone else between the scan and now: nothing to do.
+                Err(StoreError::RunNotActive) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(closed)
+    }
+
+    /// The user's threads, most recently active first.
+    pub async fn list_threads(&self, user_id: &str) -> Result<Vec<ThreadSummary>, StoreError> {
+        dispatch!(self.list_threads(user_id))
+    }
+
+    /// Who owns a thread, or `None` if it does not exist.
+    pub async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self.thread_owner(thread_id))
+    }
+
+    /// Fails with [`StoreError::ThreadNotFound`] unless `user_id` owns the thread.
+    async fn check_owner(&self, user_id: &str, thread_id: &str) -> Result<(), StoreError> {
+        match self.thread_owner(thread_id).await? {
+            Some(owner) if owner == user_id => Ok(()),
+            _ => Err(StoreError::ThreadNotFound),
+        }
+    }
+
+    /// The messages of one of the user's threads, in the order they were stored.
+    pub async fn thread_messages(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        self.check_owner(user_id, thread_id).await?;
+        dispatch!(self.thread_messages(thread_id))
+    }
+
+    /// Up to `limit` stored events of one of the user's threads with `seq > after_seq`,
+    /// in seq order: the replay behind `resume` and `?after_seq=`.
+    pub async fn events_after(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.check_owner(user_id, thread_id).await?;
+        dispatch!(self.events_after(thread_id, after_seq, limit))
+    }
+}
+
+/// A scheme is echoed in errors only if it looks like one; anything else (such as a
+/// URL with no scheme, where the text before `:` could be a user name) is elided.
+fn scheme_for_display(scheme: &str) -> &str {
+    let plausible = !scheme.is_empty()
+        && scheme.len() <= 20
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if plausible { scheme } else { "<invalid>" }
+}

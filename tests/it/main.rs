@@ -1,1 +1,4 @@
+//! The single integration test binary (one link for the whole suite).
 
+mod auth;
+mod store;

@@ -1,0 +1,325 @@
+//! Agent events: what a run reports, their protocol JSON bodies, and the sink the caller
+//! stores and delivers them through.
+//!
+//! An [`AgentEvent`] knows nothing about threads or sequence numbers. The caller (the
+//! session) adds `run_id`, `thread_id` and `seq` to the map from [`AgentEvent::to_body`]
+//! when it stores and sends the event, because only it owns the thread's sequence.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+/// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
+pub mod codes {
+    /// The event sink (storage) failed; the run stopped.
+    pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+    /// The provider (model) failed.
+    pub const PROVIDER_ERROR: &str = "PROVIDER_ERROR";
+    /// The provider still asked for tools after `max_steps` steps.
+    pub const MAX_STEPS: &str = "MAX_STEPS";
+    /// The whole run exceeded `run_timeout`.
+    pub const RUN_TIMEOUT: &str = "RUN_TIMEOUT";
+    /// A tool exceeded `tool_timeout`.
+    pub const TOOL_TIMEOUT: &str = "TOOL_TIMEOUT";
+    /// The provider asked for a tool this agent does not have.
+    pub const TOOL_NOT_ENABLED: &str = "TOOL_NOT_ENABLED";
+    /// A tool was called with arguments it cannot use.
+    pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
+    /// A tool failed for its own reasons.
+    pub const TOOL_FAILED: &str = "TOOL_FAILED";
+}
+
+/// How a run ended; the `status` of `agent_completed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The agent answered.
+    Ok,
+    /// The provider, storage or the step cap stopped the run.
+    Error,
+    /// The client (or the server) cancelled the run.
+    Cancelled,
+    /// The run exceeded its `run_timeout`.
+    Timeout,
+}
+
+impl RunStatus {
+    /// The protocol spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// A stable code plus a human-readable message, as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorInfo {
+    /// Stable, machine-matchable code (see [`codes`]).
+    pub code: String,
+    /// Human-readable explanation; never contains secrets.
+    pub message: String,
+}
+
+impl ErrorInfo {
+    /// Builds one from a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The error of a tool call; the same shape as a run error on the wire.
+pub type ToolErrorInfo = ErrorInfo;
+
+/// One event of a run, in the order the run produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// Always first.
+    Started {
+        /// Agent name.
+        agent: String,
+        /// The user message this run answers.
+        message_id: String,
+    },
+    /// The provider's reasoning or plan, for display.
+    Thinking {
+        /// Text.
+        text: String,
+    },
+    /// A tool call is about to run.
+    ToolExecuting {
+        /// Provider-chosen id pairing this with its `ToolCompleted`.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Arguments as the provider gave them.
+        arguments: Value,
+    },
+    /// A tool call finished, failed or timed out.
+    ToolCompleted {
+        /// Same id as the `ToolExecuting`.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Result, or the error fed back to the provider.
+        outcome: Result<Value, ToolErrorInfo>,
+        /// Wall time of the call.
+        duration_ms: u64,
+    },
+    /// A piece of the streamed answer.
+    ResponseDelta {
+        /// Text to append.
+        delta: String,
+    },
+    /// Always last, exactly once.
+    Completed {
+        /// How the run ended.
+        status: RunStatus,
+        /// The whole answer streamed so far (all deltas concatenated).
+        content: String,
+        /// Why, when the status is not `ok`.
+        error: Option<ErrorInfo>,
+    },
+}
+
+impl AgentEvent {
+    /// The protocol `type` of this event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Started { .. } => "agent_started",
+            Self::Thinking { .. } => "agent_thinking",
+            Self::ToolExecuting { .. } => "tool_executing",
+            Self::ToolCompleted { .. } => "tool_completed",
+            Self::ResponseDelta { .. } => "agent_response",
+            Self::Completed { .. } => "agent_completed",
+        }
+    }
+
+    /// The protocol JSON body without `run_id`, `thread_id` and `seq`, which the caller
+    /// adds. `assistant_message_id` becomes `message.id` of `agent_completed` (the stored
+    /// assistant message); other events ignore it.
+    pub fn to_body(&self, assistant_message_id: &str) -> Map<String, Value> {
+        let mut body = Map::new();
+        body.insert("type".into(), self.kind().into());
+        let mut put = |key: &str, value: Value| {
+            body.insert(key.into(), value);
+        };
+        match self {
+            Self::Started { agent, message_id } => {
+                put("agent", json!(agent));
+                put("message_id", json!(message_id));
+            }
+            Self::Thinking { text } => put("text", json!(text)),
+            Self::ToolExecuting {
+                call_id,
+                tool,
+                arguments,
+            } => {
+                put("call_id", json!(call_id));
+                put("tool", json!(tool));
+                put("arguments", arguments.clone());
+            }
+            Self::ToolCompleted {
+                call_id,
+                tool,
+                outcome,
+                duration_ms,
+            } => {
+                put("call_id", json!(call_id));
+                put("tool", json!(tool));
+                match outcome {
+                    Ok(result) => put("result", result.clone()),
+                    Err(error) => put("error", json!(error)),
+                }
+                put("duration_ms", json!(duration_ms));
+            }
+            Self::ResponseDelta { delta } => put("delta", json!(delta)),
+            Self::Completed {
+                status,
+                content,
+                error,
+            } => {
+                put("status", json!(status));
+                put(
+                    "message",
+                    json!({"id": assistant_message_id, "content": content}),
+                );
+                if let Some(error) = error {
+                    put("error", json!(error));
+                }
+            }
+        }
+        body
+    }
+}
+
+/// The sink refused or failed to take an event (typically: storage is down).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("event sink failed: {0}")]
+pub struct SinkError(pub String);
+
+/// Where a run's events go: the caller stores each one (assigning `seq`) and fans it out
+/// to the user's sockets.
+///
+/// `emit` is declared as returning `impl Future + Send` rather than as `async fn`, so the
+/// `Send` bound is part of the contract and a run borrowing the sink can be moved into
+/// `tokio::spawn`; implementors may still write `async fn emit`. The trait is therefore
+/// not object-safe, which is fine: [`crate::agent::run`] is generic over it and a session
+/// has exactly one sink type.
+pub trait EventSink: Send + Sync {
+    /// Stores and delivers one event. An error makes the run stop and end with `error`.
+    fn emit(&self, event: AgentEvent) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(ev: AgentEvent) -> Value {
+        Value::Object(ev.to_body("m_assistant"))
+    }
+
+    #[test]
+    fn bodies_use_protocol_field_names() {
+        let started = AgentEvent::Started {
+            agent: "helper".into(),
+            message_id: "m_1".into(),
+        };
+        assert_eq!(
+            body(started),
+            json!({"type": "agent_started", "agent": "helper", "message_id": "m_1"})
+        );
+        let thinking = AgentEvent::Thinking {
+            text: "plan".into(),
+        };
+        assert_eq!(
+            body(thinking),
+            json!({"type": "agent_thinking", "text": "plan"})
+        );
+        let executing = AgentEvent::ToolExecuting {
+            call_id: "call_1".into(),
+            tool: "calculator".into(),
+            arguments: json!({"expression": "1+1"}),
+        };
+        assert_eq!(
+            body(executing),
+            json!({"type": "tool_executing", "call_id": "call_1", "tool": "calculator",
+                   "arguments": {"expression": "1+1"}})
+        );
+        let delta = AgentEvent::ResponseDelta {
+            delta: "Hi ".into(),
+        };
+        assert_eq!(
+            body(delta),
+            json!({"type": "agent_response", "delta": "Hi "})
+        );
+    }
+
+    #[test]
+    fn tool_completed_carries_result_or_error_never_both() {
+        let ok = AgentEvent::ToolCompleted {
+            call_id: "call_1".into(),
+            tool: "calculator".into(),
+            outcome: Ok(json!({"value": 2})),
+            duration_ms: 3,
+        };
+        assert_eq!(
+            body(ok),
+            json!({"type": "tool_completed", "call_id": "call_1", "tool": "calculator",
+                   "result": {"value": 2}, "duration_ms": 3})
+        );
+        let failed = AgentEvent::ToolCompleted {
+            call_id: "call_2".into(),
+            tool: "clock".into(),
+            outcome: Err(ErrorInfo::new(codes::TOOL_TIMEOUT, "too slow")),
+            duration_ms: 10,
+        };
+        assert_eq!(
+            body(failed),
+            json!({"type": "tool_completed", "call_id": "call_2", "tool": "clock",
+                   "error": {"code": "TOOL_TIMEOUT", "message": "too slow"}, "duration_ms": 10})
+        );
+    }
+
+    #[test]
+    fn completed_names_the_assistant_message_and_omits_absent_error() {
+        let ok = AgentEvent::Completed {
+            status: RunStatus::Ok,
+            content: "14".into(),
+            error: None,
+        };
+        assert_eq!(
+            body(ok),
+            json!({"type": "agent_completed", "status": "ok",
+                   "message": {"id": "m_assistant", "content": "14"}})
+        );
+        let timeout = AgentEvent::Completed {
+            status: RunStatus::Timeout,
+            content: String::new(),
+            error: Some(ErrorInfo::new(codes::RUN_TIMEOUT, "late")),
+        };
+        assert_eq!(
+            body(timeout),
+            json!({"type": "agent_completed", "status": "timeout",
+                   "message": {"id": "m_assistant", "content": ""},
+                   "error": {"code": "RUN_TIMEOUT", "message": "late"}})
+        );
+        for (status, text) in [
+            (RunStatus::Ok, "ok"),
+            (RunStatus::Error, "error"),
+            (RunStatus::Cancelled, "cancelled"),
+            (RunStatus::Timeout, "timeout"),
+        ] {
+            assert_eq!(status.as_str(), text);
+            assert_eq!(json!(status), json!(text));
+        }
+    }
+}

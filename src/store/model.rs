@@ -1,0 +1,214 @@
+//! The store's data types and the pure helpers both databases share: ids, timestamps,
+//! thread titles and turning an event body into the exact JSON text clients receive.
+
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+/// A user message as the WebSocket layer hands it to the store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// The verified user (the token's subject).
+    pub user_id: &'a str,
+    /// The client-chosen message id: the idempotency key, unique per user.
+    pub client_id: &'a str,
+    /// The thread to post into; `None` starts a new thread.
+    pub thread_id: Option<&'a str>,
+    /// The message text.
+    pub content: &'a str,
+    /// The agent that will answer (recorded on the run).
+    pub agent: &'a str,
+}
+
+/// What the `ack` frame carries: the ids under which a user message was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The thread the message is in (new or given).
+    pub thread_id: String,
+    /// The stored user message.
+    pub message_id: String,
+    /// The run started for it.
+    pub run_id: String,
+    /// True when this client id was seen before: these are the original ids and
+    /// nothing new was created, so the caller must not start a second run.
+    pub duplicate: bool,
+}
+
+/// An event to append to a thread, before the store assigns its `seq`.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// The run the event belongs to.
+    pub run_id: String,
+    /// The event object (`type` and its fields). The store adds `thread_id`, `seq`
+    /// and `run_id`, overwriting any values already there.
+    pub body: Map<String, Value>,
+}
+
+/// A stored event: its sequence number and the exact JSON text sent to clients, both
+/// live and on replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the thread: 1, 2, 3, … without gaps, across runs and restarts.
+    pub seq: i64,
+    /// The run the event belongs to.
+    pub run_id: String,
+    /// The serialized event, including `thread_id`, `seq` and `run_id`.
+    pub json: String,
+}
+
+/// One entry of a user's thread list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSummary {
+    /// Thread id (`t_…`).
+    pub thread_id: String,
+    /// The first characters of the thread's first message.
+    pub title: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC; moves on every message and event.
+    pub updated_at: String,
+    /// The highest `seq` stored in the thread (0 when it has no events).
+    pub last_seq: i64,
+}
+
+/// One message of a thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    /// Message id (`m_…`).
+    pub message_id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// The run the message started (user) or ended (assistant).
+    pub run_id: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// A run left `running` by a crash, as found at boot.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenRun {
+    pub thread_id: String,
+    pub run_id: String,
+}
+
+/// A fresh id: `prefix` + `_` + 20 lowercase hex characters (80 random bits), enough
+/// that collisions are not a practical concern and short enough to read in logs.
+pub(crate) fn new_id(prefix: &str) -> String {
+    let bits: u128 = rand::rng().random::<u128>() >> 48;
+    format!("{prefix}_{bits:020x}")
+}
+
+/// Now as RFC 3339 UTC with fixed millisecond precision, so that text order is time
+/// order in both databases (timestamps are stored as TEXT in both).
+pub(crate) fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// Maximum title length in characters (not bytes, so multi-byte text is never cut).
+const TITLE_CHARS: usize = 60;
+
+/// A thread title from its first message: whitespace collapsed, at most 60 characters,
+/// with an ellipsis when cut.
+pub(crate) fn title_from(content: &str) -> String {
+    let words: Vec<&str> = content.split_whitespace().collect();
+    let flat = words.join(" ");
+    if flat.is_empty() {
+        return "New thread".to_string();
+    }
+    if flat.chars().count() <= TITLE_CHARS {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(TITLE_CHARS - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+/// Stamps `thread_id`, `seq` and `run_id` into the body and serializes it once; the
+/// resulting text is stored and sent as is, so replay is byte-identical to live.
+pub(crate) fn seal(thread_id: &str, seq: i64, record: EventRecord) -> StoredEvent {
+    let EventRecord { run_id, mut body } = record;
+    body.insert("thread_id".into(), Value::from(thread_id));
+    body.insert("seq".into(), Value::from(seq));
+    body.insert("run_id".into(), Value::from(run_id.as_str()));
+    StoredEvent {
+        seq,
+        run_id,
+        json: Value::Object(body).to_string(),
+    }
+}
+
+/// The `agent_completed` body for a finished run: the caller's extra fields (such as
+/// `error`) plus the fields the store owns, which win.
+pub(crate) fn completed_body(
+    mut body: Map<String, Value>,
+    status: &str,
+    message_id: &str,
+    content: &str,
+) -> Map<String, Value> {
+    body.insert("type".into(), Value::from("agent_completed"));
+    body.insert("status".into(), Value::from(status));
+    body.insert(
+        "message".into(),
+        json!({ "id": message_id, "content": content }),
+    );
+    body
+}
+
+/// The event closing a run that a crash interrupted.
+pub(crate) fn interrupted_event(run_id: &str) -> EventRecord {
+    let mut body = Map::new();
+    body.insert(
+        "error".into(),
+        json!({ "code": "INTERRUPTED", "message": "the server restarted during this run" }),
+    );
+    EventRecord {
+        run_id: run_id.to_string(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_and_distinct() {
+        let a = new_id("t");
+        assert!(a.starts_with("t_") && a.len() == 22, "{a}");
+        assert_ne!(a, new_id("t"));
+    }
+
+    #[test]
+    fn titles_collapse_whitespace_and_cut_on_chars() {
+        assert_eq!(title_from("  hello\n\nworld "), "hello world");
+        assert_eq!(title_from(""), "New thread");
+        let long = "é".repeat(100);
+        let t = title_from(&long);
+        assert_eq!(t.chars().count(), TITLE_CHARS);
+        assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn seal_overwrites_store_owned_fields() {
+        let mut body = Map::new();
+        body.insert("type".into(), Value::from("agent_thinking"));
+        body.insert("seq".into(), Value::from(99));
+        let ev = seal(
+            "t_1",
+            3,
+            EventRecord {
+                run_id: "r_1".into(),
+                body,
+            },
+        );
+        let v: Value = serde_json::from_str(&ev.json).expect("valid json");
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["thread_id"], "t_1");
+        assert_eq!(v["run_id"], "r_1");
+        assert_eq!(v["type"], "agent_thinking");
+    }
+}

@@ -1,0 +1,100 @@
+//! SQLite reads: thread lists, messages, event replay and the boot-time scan for open
+//! runs. None of them writes, so none takes a transaction or the writer slot.
+
+use super::SqliteStore;
+use crate::store::error::StoreError;
+use crate::store::model::{MessageRow, OpenRun, StoredEvent, ThreadSummary};
+
+impl SqliteStore {
+    pub(crate) async fn open_runs(&self) -> Result<Vec<OpenRun>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT thread_id, id FROM runs WHERE status = 'running' ORDER BY started_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(thread_id, run_id)| OpenRun { thread_id, run_id })
+            .collect())
+    }
+
+    pub(crate) async fn list_threads(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<ThreadSummary>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT id, title, created_at, updated_at, last_seq FROM threads \
+             WHERE user_id = ? ORDER BY updated_at DESC, created_at DESC, id DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(thread_id, title, created_at, updated_at, last_seq)| ThreadSummary {
+                    thread_id,
+                    title,
+                    created_at,
+                    updated_at,
+                    last_seq,
+                },
+            )
+            .collect())
+    }
+
+    pub(crate) async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+        let owner = sqlx::query_scalar("SELECT user_id FROM threads WHERE id = ?")
+            .bind(thread_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(owner)
+    }
+
+    pub(crate) async fn thread_messages(
+        &self,
+        thread_id: &str,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        // Insertion order (rowid), which timestamps cannot give within one millisecond.
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, role, content, run_id, created_at FROM messages \
+             WHERE thread_id = ? ORDER BY rowid",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(message_id, role, content, run_id, created_at)| MessageRow {
+                    message_id,
+                    role,
+                    content,
+                    run_id,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+
+    pub(crate) async fn events_after(
+        &self,
+        thread_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, run_id, body FROM events WHERE thread_id = ? AND seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(thread_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, run_id, json)| StoredEvent { seq, run_id, json })
+            .collect())
+    }
+}

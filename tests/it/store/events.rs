@@ -1,0 +1,238 @@
+//! Store cases about the event log: seq order under concurrency, replay, durability
+//! across a reopen, and connection errors.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use portcullis::store::{Store, StoreError, StoredEvent};
+use serde_json::json;
+use sqlx::Connection;
+
+use super::harness::{TestDb, event, msg, parse};
+
+pub async fn seq_is_gapless_under_concurrent_appends(db: &TestDb) {
+    let store = db.open().await;
+    let a = store
+        .accept_message(msg("alice", "c1", None, "go"))
+        .await
+        .expect("accept");
+    let b = store
+        .accept_message(msg("alice", "c2", Some(&a.thread_id), "again"))
+        .await
+        .expect("accept");
+    let mut tasks = Vec::new();
+    for task in 0..6 {
+        let store = store.clone();
+        let thread = a.thread_id.clone();
+        let run = if task % 2 == 0 {
+            a.run_id.clone()
+        } else {
+            b.run_id.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut mine: Vec<Vec<StoredEvent>> = Vec::new();
+            for batch in 0..12 {
+                let events = (0..1 + batch % 3)
+                    .map(|i| {
+                        event(
+                            &run,
+                            "agent_thinking",
+                            json!({ "text": format!("{task}/{batch}/{i}") }),
+                        )
+                    })
+                    .collect();
+                mine.push(store.append_events(&thread, events).await.expect("append"));
+            }
+            mine
+        }));
+    }
+    let mut all: BTreeMap<i64, String> = BTreeMap::new();
+    for task in tasks {
+        let batches = task.await.expect("task");
+        let mut previous = 0;
+        for batch in batches {
+            // A batch gets consecutive seqs, and a caller's batches are in order.
+            for (i, stored) in batch.iter().enumerate() {
+                assert_eq!(stored.seq, batch[0].seq + i as i64);
+                assert!(stored.seq > previous);
+                previous = stored.seq;
+                let v = parse(&stored.json);
+                assert_eq!(v["seq"], stored.seq);
+                assert_eq!(v["thread_id"], a.thread_id.as_str());
+                assert_eq!(v["run_id"], stored.run_id.as_str());
+                assert!(
+                    all.insert(stored.seq, stored.json.clone()).is_none(),
+                    "duplicate seq"
+                );
+            }
+        }
+    }
+    let total = all.len() as i64;
+    // Six tasks, each 12 batches of 1, 2 and 3 events in turn.
+    assert_eq!(total, 6 * 4 * (1 + 2 + 3));
+    assert_eq!(
+        all.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+
+    // Replay returns the exact text that was handed out live.
+    let replay = store
+        .events_after("alice", &a.thread_id, 0, 10_000)
+        .await
+        .expect("replay");
+    let replayed: BTreeMap<i64, String> = replay.into_iter().map(|e| (e.seq, e.json)).collect();
+    assert_eq!(replayed, all);
+    let list = store.list_threads("alice").await.expect("list");
+    assert_eq!(list[0].last_seq, total);
+}
+
+pub async fn events_after_filters_and_limits(db: &TestDb) {
+    let store = db.open().await;
+    let a = store
+        .accept_message(msg("alice", "c1", None, "go"))
+        .await
+        .expect("accept");
+    let first = (0..4)
+        .map(|i| event(&a.run_id, "agent_response", json!({ "delta": i })))
+        .collect();
+    store
+        .append_events(&a.thread_id, first)
+        .await
+        .expect("batch");
+    for i in 4..10 {
+        store
+            .append_events(
+                &a.thread_id,
+                vec![event(&a.run_id, "agent_response", json!({ "delta": i }))],
+            )
+            .await
+            .expect("single");
+    }
+    assert!(
+        store
+            .append_events(&a.thread_id, Vec::new())
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+
+    let seqs = |events: Vec<StoredEvent>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    let after = |n, limit| store.events_after("alice", &a.thread_id, n, limit);
+    assert_eq!(
+        seqs(after(0, 100).await.expect("all")),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(seqs(after(4, 3).await.expect("window")), vec![5, 6, 7]);
+    assert_eq!(seqs(after(9, 5).await.expect("tail")), vec![10]);
+    assert!(after(10, 5).await.expect("none").is_empty());
+    assert!(after(0, 0).await.expect("limit 0").is_empty());
+    let fifth = parse(&after(4, 1).await.expect("one")[0].json);
+    assert_eq!(fifth["delta"], 4);
+    assert_eq!(fifth["type"], "agent_response");
+
+    // Seqs are per thread.
+    let other = store
+        .accept_message(msg("alice", "c2", None, "other"))
+        .await
+        .expect("accept");
+    let stored = store
+        .append_events(
+            &other.thread_id,
+            vec![event(&other.run_id, "agent_started", json!({}))],
+        )
+        .await
+        .expect("append other");
+    assert_eq!(stored[0].seq, 1);
+    assert_eq!(after(0, 100).await.expect("unchanged").len(), 10);
+
+    match store
+        .append_events("t_missing", vec![event("r_x", "agent_started", json!({}))])
+        .await
+    {
+        Err(StoreError::ThreadNotFound) => {}
+        other => panic!("append to a missing thread: {other:?}"),
+    }
+}
+
+pub async fn data_survives_reopen(db: &TestDb) {
+    let store = db.open().await;
+    let a = store
+        .accept_message(msg("alice", "c1", None, "keep me"))
+        .await
+        .expect("accept");
+    let events = (0..3)
+        .map(|i| event(&a.run_id, "agent_response", json!({ "delta": i })))
+        .collect();
+    let before = store
+        .append_events(&a.thread_id, events)
+        .await
+        .expect("append");
+    store.close().await;
+    drop(store);
+
+    if db.is_sqlite() {
+        // The journal mode is stored in the file, so a separate connection can see it.
+        let path = db.url.trim_start_matches("sqlite://");
+        assert!(
+            std::path::Path::new(path).exists(),
+            "database file created at {path}"
+        );
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("raw connect");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+        conn.close().await.expect("close");
+    }
+
+    let store = db.open().await;
+    let after = store
+        .events_after("alice", &a.thread_id, 0, 100)
+        .await
+        .expect("replay");
+    assert_eq!(after, before);
+    let again = store
+        .accept_message(msg("alice", "c1", None, "keep me"))
+        .await
+        .expect("repeat");
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, a.message_id);
+    let next = store
+        .append_events(
+            &a.thread_id,
+            vec![event(&a.run_id, "agent_response", json!({ "delta": 3 }))],
+        )
+        .await
+        .expect("append after reopen");
+    assert_eq!(next[0].seq, 4);
+}
+
+pub async fn bad_urls_are_clear_errors_without_secrets() {
+    let quick = Duration::from_secs(2);
+    let cases = [
+        ("mysql://root:hunter2@localhost/db", "STORE_BAD_URL"),
+        ("hunter2", "STORE_BAD_URL"),
+        ("", "STORE_BAD_URL"),
+        ("postgres://u:hunter2@[::1/db", "STORE_BAD_URL"),
+        // Nothing listens on port 1: unavailable, which is retryable.
+        ("postgres://u:hunter2@127.0.0.1:1/db", "STORE_UNAVAILABLE"),
+    ];
+    for (url, code) in cases {
+        let err = match Store::connect(url, 1, quick).await {
+            Ok(_) => panic!("{url:?} connected"),
+            Err(e) => e,
+        };
+        assert_eq!(err.code(), code, "{url:?}: {err}");
+        assert_eq!(err.is_retryable(), code == "STORE_UNAVAILABLE");
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains("hunter2"),
+            "{url:?} leaked the password: {text}"
+        );
+    }
+    let seen: HashSet<&str> = cases.iter().map(|(_, c)| *c).collect();
+    assert_eq!(seen.len(), 2);
+}

@@ -1,0 +1,217 @@
+//! Store cases about ending runs: `finish_run` and the boot-time recovery of runs a
+//! crash left open, which together keep "one `agent_completed` per run".
+
+use std::collections::BTreeMap;
+
+use portcullis::store::{StoreError, StoredEvent};
+use serde_json::json;
+
+use super::harness::{TestDb, event, msg, parse};
+
+pub async fn finish_run_stores_answer_and_completion(db: &TestDb) {
+    let store = db.open().await;
+    let a = store
+        .accept_message(msg("alice", "c1", None, "hello"))
+        .await
+        .expect("accept");
+    let started = event(&a.run_id, "agent_started", json!({ "agent": "echo" }));
+    let delta = event(&a.run_id, "agent_response", json!({ "delta": "Hello" }));
+    store
+        .append_events(&a.thread_id, vec![started, delta])
+        .await
+        .expect("append");
+
+    let extra = event(
+        &a.run_id,
+        "ignored",
+        json!({ "status": "overwritten", "usage": 7 }),
+    );
+    let done = store
+        .finish_run(&a.thread_id, &a.run_id, "ok", "Hello there", extra)
+        .await
+        .expect("finish");
+    assert_eq!(done.seq, 3);
+    let v = parse(&done.json);
+    assert_eq!(v["type"], "agent_completed");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["usage"], 7);
+    assert_eq!(v["run_id"], a.run_id.as_str());
+    assert_eq!(v["thread_id"], a.thread_id.as_str());
+    assert_eq!(v["seq"], 3);
+    assert_eq!(v["message"]["content"], "Hello there");
+    let answer_id = v["message"]["id"].as_str().expect("message id").to_string();
+    assert!(answer_id.starts_with("m_"));
+
+    let messages = store
+        .thread_messages("alice", &a.thread_id)
+        .await
+        .expect("messages");
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].role, "assistant");
+    assert_eq!(messages[1].message_id, answer_id);
+    assert_eq!(messages[1].content, "Hello there");
+    assert_eq!(messages[1].run_id, a.run_id);
+
+    // A run ends once: a second finish, or one naming the wrong thread, is refused.
+    let again = store
+        .finish_run(
+            &a.thread_id,
+            &a.run_id,
+            "ok",
+            "twice",
+            event(&a.run_id, "x", json!({})),
+        )
+        .await;
+    assert!(
+        matches!(&again, Err(e) if e.code() == "RUN_NOT_ACTIVE"),
+        "{again:?}"
+    );
+    let b = store
+        .accept_message(msg("alice", "c2", None, "elsewhere"))
+        .await
+        .expect("accept");
+    let wrong = store
+        .finish_run(
+            &b.thread_id,
+            &a.run_id,
+            "ok",
+            "",
+            event(&a.run_id, "x", json!({})),
+        )
+        .await;
+    assert!(matches!(wrong, Err(StoreError::RunNotActive)), "{wrong:?}");
+
+    let failure = event(
+        &b.run_id,
+        "agent_completed",
+        json!({ "error": { "code": "MODEL", "message": "down" } }),
+    );
+    let failed = store
+        .finish_run(&b.thread_id, &b.run_id, "error", "", failure)
+        .await
+        .expect("finish b");
+    let v = parse(&failed.json);
+    assert_eq!(
+        (v["status"].clone(), v["error"]["code"].clone()),
+        (json!("error"), json!("MODEL"))
+    );
+    assert_eq!(failed.seq, 1);
+    assert!(
+        store
+            .recover_interrupted_runs()
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events_after("alice", &a.thread_id, 0, 100)
+            .await
+            .expect("events")
+            .len(),
+        3
+    );
+}
+
+pub async fn interrupted_runs_are_closed_at_boot(db: &TestDb) {
+    let store = db.open().await;
+    let done = store
+        .accept_message(msg("alice", "c1", None, "one"))
+        .await
+        .expect("accept");
+    let thread = done.thread_id.clone();
+    store
+        .append_events(
+            &thread,
+            vec![event(&done.run_id, "agent_started", json!({}))],
+        )
+        .await
+        .expect("append");
+    store
+        .finish_run(
+            &thread,
+            &done.run_id,
+            "ok",
+            "fine",
+            event(&done.run_id, "x", json!({})),
+        )
+        .await
+        .expect("finish");
+    let cut = store
+        .accept_message(msg("alice", "c2", Some(&thread), "two"))
+        .await
+        .expect("accept");
+    store
+        .append_events(
+            &thread,
+            vec![event(&cut.run_id, "agent_started", json!({}))],
+        )
+        .await
+        .expect("append");
+    let bobs = store
+        .accept_message(msg("bob", "c1", None, "bob"))
+        .await
+        .expect("accept");
+    store.close().await;
+
+    // "Restart": a new pool on the same database.
+    let store = db.open().await;
+    let recovered = store.recover_interrupted_runs().await.expect("recover");
+    let mut by_run: BTreeMap<String, StoredEvent> = recovered
+        .into_iter()
+        .map(|e| (e.run_id.clone(), e))
+        .collect();
+    assert_eq!(by_run.len(), 2);
+    let alice_end = by_run.remove(&cut.run_id).expect("alice's cut run closed");
+    let bob_end = by_run.remove(&bobs.run_id).expect("bob's run closed");
+    assert_eq!(alice_end.seq, 4);
+    assert_eq!(bob_end.seq, 1);
+    for ended in [&alice_end, &bob_end] {
+        let v = parse(&ended.json);
+        assert_eq!(v["type"], "agent_completed");
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["error"]["code"], "INTERRUPTED");
+        assert_eq!(
+            v["error"]["message"],
+            "the server restarted during this run"
+        );
+        assert_eq!(v["message"]["content"], "");
+        assert!(
+            v["message"]["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("m_"))
+        );
+    }
+    assert!(
+        store
+            .recover_interrupted_runs()
+            .await
+            .expect("second recover")
+            .is_empty()
+    );
+    let late = store
+        .finish_run(
+            &thread,
+            &cut.run_id,
+            "ok",
+            "late",
+            event(&cut.run_id, "x", json!({})),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::RunNotActive)), "{late:?}");
+
+    let roles: Vec<(String, String)> = store
+        .thread_messages("alice", &thread)
+        .await
+        .expect("messages")
+        .into_iter()
+        .map(|m| (m.role, m.content))
+        .collect();
+    let expected = [
+        ("user", "one"),
+        ("assistant", "fine"),
+        ("user", "two"),
+        ("assistant", ""),
+    ];
+    assert_eq!(roles, expected.map(|(r, c)| (r.to_string(), c.to_string())));
+}
