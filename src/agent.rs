@@ -185,10 +185,28 @@ impl Registry {
         Self::with_clock(configs, Arc::new(chrono::Utc::now))
     }
 
+    /// Builds every agent for an environment: the scripted provider's test hooks
+    /// (`[[fail_tool]]`, `[[slow_tool]]`) exist only where `test_hooks` is true, i.e. in
+    /// development and test, so nobody can trigger them against staging or production.
+    pub fn for_environment(
+        configs: &[AgentConfig],
+        test_hooks: bool,
+    ) -> Result<Self, RegistryError> {
+        Self::build(configs, Arc::new(chrono::Utc::now), test_hooks)
+    }
+
     /// Builds every agent; the `clock` tool reads `clock`.
     pub fn with_clock(
         configs: &[AgentConfig],
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, RegistryError> {
+        Self::build(configs, clock, true)
+    }
+
+    fn build(
+        configs: &[AgentConfig],
+        clock: Arc<dyn Clock>,
+        test_hooks: bool,
     ) -> Result<Self, RegistryError> {
         let mut errors = Vec::new();
         let mut agents = Vec::new();
@@ -215,7 +233,12 @@ impl Registry {
                 ProviderConfig::Scripted => {
                     let provider = Arc::new(ScriptedProvider::default());
                     let agent = Agent::new(config.name.clone(), provider, tools, limits);
-                    agents.push(Arc::new(agent.with_test_hooks()));
+                    let agent = if test_hooks {
+                        agent.with_test_hooks()
+                    } else {
+                        agent
+                    };
+                    agents.push(Arc::new(agent));
                 }
                 ProviderConfig::OpenAi { .. } => {
                     errors.push(AgentConfigError::ProviderUnavailable {

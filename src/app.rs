@@ -1,29 +1,140 @@
 //! Process-scope components, built once at boot from the validated configuration and
-//! shared by every filter and connection. Nothing in here is per user.
+//! shared by every filter and connection: the store, the JWT verifier, the agent registry,
+//! the event hub, the run manager, metrics, the rate limiter and the connection cap.
+//! Nothing in here is per user; per-user state lives in sessions and runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use crate::config::Config;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::Registry;
+use crate::auth::Verifier;
+use crate::config::{AuthMode, Config};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::runs::{RunDeps, RunManager};
+use crate::server::ServeError;
+use crate::store::Store;
 
 /// Everything built once per process.
 #[derive(Clone)]
 pub struct App {
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// The store, once connected (the server listens before the database answers, so
+    /// `ready` can say what is missing instead of the process dying at boot).
+    pub store: Arc<OnceCell<Store>>,
+    /// JWT verification (absent when `auth.mode = "none"`).
+    pub verifier: Option<Arc<Verifier>>,
+    /// Configured agents.
+    pub agents: Arc<Registry>,
+    /// Routes events to the user's connections.
+    pub hub: Arc<Hub>,
+    /// In-flight runs.
+    pub runs: Arc<RunManager>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-user message rate.
+    pub limiter: Arc<RateLimiter>,
+    /// Connection cap (`server.max_connections`).
+    pub connections: Arc<Semaphore>,
+    /// Fired after runs drained: sessions close with 1001.
+    pub close_sessions: CancellationToken,
+    /// Open sessions, waited for on shutdown.
+    pub sessions: TaskTracker,
     draining: Arc<AtomicBool>,
 }
 
 impl App {
-    /// Builds the process-scope components.
-    pub async fn build(config: Config) -> Result<App, crate::server::ServeError> {
-        Ok(App {
+    /// Builds the process-scope components. Keys and agents are checked here, so a key
+    /// file that cannot be parsed stops the boot with a message instead of failing the
+    /// first connection.
+    pub async fn build(config: Config) -> Result<App, ServeError> {
+        let verifier = match (&config.auth.jwt, config.auth.mode) {
+            (Some(jwt), AuthMode::Jwt) => {
+                Some(Arc::new(Verifier::from_config(jwt).map_err(|e| {
+                    ServeError::Component {
+                        component: "jwt_keys",
+                        message: e.to_string(),
+                    }
+                })?))
+            }
+            _ => None,
+        };
+        let agents =
+            Registry::for_environment(&config.agents, config.kind.is_relaxed()).map_err(|e| {
+                ServeError::Component {
+                    component: "agent_registry",
+                    message: e.to_string(),
+                }
+            })?;
+        let app = App {
+            limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute)),
+            connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
             config: Arc::new(config),
+            store: Arc::new(OnceCell::new()),
+            verifier,
+            agents: Arc::new(agents),
+            hub: Arc::new(Hub::default()),
+            runs: Arc::new(RunManager::default()),
+            metrics: Arc::new(Metrics::new()),
+            close_sessions: CancellationToken::new(),
+            sessions: TaskTracker::new(),
             draining: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(app)
+    }
+
+    /// Connects the store, retrying with backoff until it answers or shutdown begins.
+    /// Interrupted runs of a previous process are closed so replay stays consistent.
+    pub async fn connect_store(&self, shutdown: CancellationToken) {
+        let Some((name, svc)) = self.config.database() else {
+            return;
+        };
+        let Some(url) = svc.url.clone() else { return };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Store::connect(url.expose(), svc.pool_size, svc.connect_timeout).await {
+                Ok(store) => {
+                    match store.recover_interrupted_runs().await {
+                        Ok(closed) if !closed.is_empty() => tracing::warn!(
+                            runs = closed.len(),
+                            "closed runs interrupted by a restart"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "could not close interrupted runs"),
+                    }
+                    let _ = self.store.set(store);
+                    tracing::info!(service = name, "store connected");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(service = name, error = %e, retry_in_ms = delay.as_millis() as u64, "store not reachable; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// What runs need, when the store is connected.
+    pub fn run_deps(&self) -> Option<RunDeps> {
+        self.store.get().map(|s| RunDeps {
+            store: s.clone(),
+            hub: Arc::clone(&self.hub),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 
-    /// True once shutdown has begun (`ready` then answers 503).
+    /// True once shutdown has begun (`ready` answers 503, new messages are refused).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -31,5 +142,20 @@ impl App {
     /// Marks the process as draining.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown after the listener stopped: let runs finish (up to the grace period),
+    /// then close every session with 1001 once its queue is flushed.
+    pub async fn drain(&self) {
+        self.start_draining();
+        self.runs.drain(self.config.server.shutdown_grace).await;
+        self.close_sessions.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close in time");
+        }
     }
 }

@@ -92,7 +92,9 @@ fn redact(msg: &str, url: &str) -> String {
 }
 
 /// Probes every service with a URL, each bounded by its connect timeout, concurrently.
-pub async fn probe_all(config: &Config) -> Vec<ProbeResult> {
+/// The database is asked through the store's own pool when it is connected, so `ready`
+/// reports what the server itself sees.
+pub async fn probe_all(config: &Config, store: Option<&crate::store::Store>) -> Vec<ProbeResult> {
     let futures =
         config
             .services
@@ -100,7 +102,17 @@ pub async fn probe_all(config: &Config) -> Vec<ProbeResult> {
             .filter(|(_, s)| s.url.is_some())
             .map(|(name, s)| async move {
                 let start = Instant::now();
-                let result = match tokio::time::timeout(s.connect_timeout, probe_one(s)).await {
+                let is_db = matches!(s.kind, ServiceKind::Sqlite | ServiceKind::Postgres);
+                let probe = async {
+                    match (is_db, store) {
+                        (true, Some(st)) => st.ping().await.map_err(|e| e.to_string()),
+                        (true, None) => {
+                            Err("the store has not connected yet (retrying)".to_string())
+                        }
+                        _ => probe_one(s).await,
+                    }
+                };
+                let result = match tokio::time::timeout(s.connect_timeout, probe).await {
                     Ok(r) => r,
                     Err(_) => Err(format!(
                         "no answer within {} ms",

@@ -71,18 +71,23 @@ pub async fn start(config: Config) -> Result<Server, ServeError> {
     let app = App::build(config).await?;
     let shutdown = CancellationToken::new();
     let filters = crate::http::filters(app.clone());
+    let connecting = app.clone();
+    let stop_connecting = shutdown.clone();
+    tokio::spawn(async move { connecting.connect_store(stop_connecting).await });
     let token = shutdown.clone();
     let drain_app = app.clone();
     let handle = tokio::spawn(async move {
+        let signal_app = drain_app.clone();
         let signal = async move {
             token.cancelled().await;
-            drain_app.start_draining();
+            signal_app.start_draining();
         };
         warp::serve(filters)
             .incoming(listener)
             .graceful(signal)
             .run()
             .await;
+        drain_app.drain().await;
     });
     Ok(Server {
         addr,

@@ -29,7 +29,7 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
 }
 
 async fn ready(app: &App) -> Response {
-    let deps = crate::probe::probe_all(&app.config).await;
+    let deps = crate::probe::probe_all(&app.config, app.store.get()).await;
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({

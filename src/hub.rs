@@ -1,0 +1,134 @@
+//! The in-process event bus: routes each stored event to every open connection of the
+//! event's user (several tabs), and to nobody else.
+//!
+//! Process scope, but it holds no per-user state of its own beyond the routing table of
+//! live connections; each entry is added by a session and removed when it ends.
+//! Delivery never blocks a run: a connection whose bounded queue is full is marked slow
+//! and closed with 4509 by its session (the events stay stored, so `resume` recovers them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection's writer sends.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A reply to this connection only (ack, error, pong, …).
+    Reply(Arc<str>),
+    /// A stored thread event.
+    Event {
+        /// Its thread.
+        thread_id: Arc<str>,
+        /// Its seq in the thread.
+        seq: i64,
+        /// Its `type` (for metrics).
+        kind: &'static str,
+        /// The exact stored JSON.
+        json: Arc<str>,
+    },
+    /// Replay stored events of a thread after `after_seq` (a `resume`).
+    Replay {
+        /// The thread (ownership already checked).
+        thread_id: String,
+        /// Replay events with a larger seq.
+        after_seq: i64,
+        /// The client message id, for an error reply.
+        ref_id: Option<String>,
+    },
+}
+
+/// One registered connection.
+struct Conn {
+    id: String,
+    tx: mpsc::Sender<Outbound>,
+    slow: CancellationToken,
+}
+
+/// The routing table: user -> open connections.
+#[derive(Default)]
+pub struct Hub {
+    users: Mutex<HashMap<String, Vec<Conn>>>,
+}
+
+impl Hub {
+    /// Registers a connection of `user`.
+    pub fn register(
+        &self,
+        user: &str,
+        conn_id: &str,
+        tx: mpsc::Sender<Outbound>,
+        slow: CancellationToken,
+    ) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.entry(user.to_string()).or_default().push(Conn {
+            id: conn_id.to_string(),
+            tx,
+            slow,
+        });
+    }
+
+    /// Removes a connection.
+    pub fn unregister(&self, user: &str, conn_id: &str) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(conns) = users.get_mut(user) {
+            conns.retain(|c| c.id != conn_id);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Sends an event to every connection of `user`; returns how many took it.
+    pub fn publish(&self, user: &str, item: Outbound) -> usize {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(conns) = users.get(user) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for c in conns {
+            match c.tx.try_send(item.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => c.slow.cancel(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        delivered
+    }
+
+    /// Open connections of a user (for tests and metrics).
+    pub fn connections_of(&self, user: &str) -> usize {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.get(user).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_to_every_tab_of_the_user_only_and_flags_full_queues() {
+        let hub = Hub::default();
+        let (a1, mut r1) = mpsc::channel(4);
+        let (a2, mut r2) = mpsc::channel(1);
+        let (b1, mut rb) = mpsc::channel(4);
+        let slow2 = CancellationToken::new();
+        hub.register("alice", "c1", a1, CancellationToken::new());
+        hub.register("alice", "c2", a2, slow2.clone());
+        hub.register("bob", "c3", b1, CancellationToken::new());
+        assert_eq!(hub.publish("alice", Outbound::Reply("x".into())), 2);
+        assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
+        assert!(rb.try_recv().is_err(), "bob sees nothing of alice's");
+        hub.publish("alice", Outbound::Reply("y".into()));
+        hub.publish("alice", Outbound::Reply("z".into()));
+        assert!(
+            slow2.is_cancelled(),
+            "a full queue marks the connection slow"
+        );
+        hub.unregister("alice", "c1");
+        hub.unregister("alice", "c2");
+        assert_eq!(hub.connections_of("alice"), 0);
+    }
+}

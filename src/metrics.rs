@@ -1,0 +1,146 @@
+//! Process metrics in Prometheus text format: connections, auth failures by reason,
+//! bypass uses, events sent, messages, run durations. Built once at boot (process scope).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label with one `reason` / `rule` / `type` / `status` value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    /// The label value.
+    pub kind: String,
+}
+
+fn label(kind: &str) -> Label {
+    Label {
+        kind: kind.to_string(),
+    }
+}
+
+/// All metrics of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections_open: Gauge,
+    /// Authenticated connections since start.
+    pub connections_total: Counter,
+    /// Refused authentications by reason code.
+    pub auth_failures: Family<Label, Counter>,
+    /// Connections admitted by bypass rules, by rule.
+    pub bypass_uses: Family<Label, Counter>,
+    /// Messages sent to clients by type.
+    pub events_sent: Family<Label, Counter>,
+    /// Accepted user messages.
+    pub user_messages: Counter,
+    /// Run durations by final status.
+    pub run_seconds: Family<Label, Histogram>,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let connections_open = Gauge::default();
+        let connections_total = Counter::default();
+        let auth_failures = Family::<Label, Counter>::default();
+        let bypass_uses = Family::<Label, Counter>::default();
+        let events_sent = Family::<Label, Counter>::default();
+        let user_messages = Counter::default();
+        let run_seconds = Family::<Label, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        let slow_consumers = Counter::default();
+        registry.register(
+            "connections_open",
+            "Open WebSocket connections",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections",
+            "Authenticated WebSocket connections",
+            connections_total.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused authentications by reason (label kind)",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "bypass_uses",
+            "Connections admitted by a bypass rule (label kind = rule)",
+            bypass_uses.clone(),
+        );
+        registry.register(
+            "events_sent",
+            "Messages sent to clients by type (label kind)",
+            events_sent.clone(),
+        );
+        registry.register(
+            "user_messages",
+            "Accepted user messages",
+            user_messages.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Agent run durations by final status (label kind)",
+            run_seconds.clone(),
+        );
+        registry.register(
+            "slow_consumers",
+            "Connections closed with 4509",
+            slow_consumers.clone(),
+        );
+        Self {
+            registry,
+            connections_open,
+            connections_total,
+            auth_failures,
+            bypass_uses,
+            events_sent,
+            user_messages,
+            run_seconds,
+            slow_consumers,
+        }
+    }
+
+    /// Counts a refused authentication.
+    pub fn auth_failure(&self, code: &str) {
+        self.auth_failures.get_or_create(&label(code)).inc();
+    }
+
+    /// Counts a bypass use.
+    pub fn bypass_use(&self, rule: &str) {
+        self.bypass_uses.get_or_create(&label(rule)).inc();
+    }
+
+    /// Counts a message sent.
+    pub fn sent(&self, kind: &str) {
+        self.events_sent.get_or_create(&label(kind)).inc();
+    }
+
+    /// Records a finished run.
+    pub fn run_finished(&self, status: &str, seconds: f64) {
+        self.run_seconds
+            .get_or_create(&label(status))
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

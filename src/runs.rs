@@ -1,0 +1,212 @@
+//! Runs: one per accepted user message (run scope). A run's events are stored first and
+//! only then published to the user's connections, so `resume` can always replay what a
+//! client saw. Every `agent_started` gets exactly one `agent_completed`, also when storage
+//! fails mid-run (the completion is then delivered unstored).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::{Agent, AgentEvent, EventSink, RunContext, SinkError, ThreadHistory};
+use crate::hub::{Hub, Outbound};
+use crate::metrics::Metrics;
+use crate::store::{Accepted, EventRecord, Store};
+
+struct Active {
+    user_id: String,
+    cancel: CancellationToken,
+}
+
+/// Process-scope registry of in-flight runs (for `cancel` and shutdown).
+#[derive(Default)]
+pub struct RunManager {
+    active: Mutex<HashMap<String, Active>>,
+    tracker: TaskTracker,
+    cancel_all: CancellationToken,
+}
+
+/// What a run needs from the process.
+#[derive(Clone)]
+pub struct RunDeps {
+    /// The store of record.
+    pub store: Store,
+    /// Event routing.
+    pub hub: Arc<Hub>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl RunManager {
+    /// Starts the run for a freshly accepted message.
+    pub fn start(
+        self: &Arc<Self>,
+        deps: RunDeps,
+        accepted: &Accepted,
+        user_id: &str,
+        content: &str,
+        agent: Arc<Agent>,
+    ) {
+        let cancel = self.cancel_all.child_token();
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                accepted.run_id.clone(),
+                Active {
+                    user_id: user_id.to_string(),
+                    cancel: cancel.clone(),
+                },
+            );
+        let ctx = RunContext {
+            run_id: accepted.run_id.clone(),
+            thread_id: accepted.thread_id.clone(),
+            user_id: user_id.to_string(),
+            message_id: accepted.message_id.clone(),
+            assistant_message_id: String::new(),
+            content: content.to_string(),
+            cancel,
+            history: Arc::new(StoreHistory {
+                store: deps.store.clone(),
+                user_id: user_id.to_string(),
+                thread_id: accepted.thread_id.clone(),
+            }),
+        };
+        let manager = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let started = Instant::now();
+            let sink = StoreSink { deps: deps.clone(), user_id: ctx.user_id.clone(), thread_id: Arc::from(ctx.thread_id.as_str()), run_id: ctx.run_id.clone() };
+            let outcome = crate::agent::run(&agent, &ctx, &sink).await;
+            if !outcome.completion_stored {
+                // Storage failed: the client still sees the run end, without a seq.
+                let mut body = outcome.completed_event().to_body("");
+                body.insert("run_id".into(), ctx.run_id.clone().into());
+                body.insert("thread_id".into(), ctx.thread_id.clone().into());
+                let json = serde_json::Value::Object(body).to_string();
+                deps.hub.publish(&ctx.user_id, Outbound::Reply(Arc::from(json)));
+                tracing::warn!(run_id = %ctx.run_id, "run completion could not be stored; delivered unstored");
+            }
+            deps.metrics.run_finished(outcome.status.as_str(), started.elapsed().as_secs_f64());
+            manager.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&ctx.run_id);
+        });
+    }
+
+    /// Cancels a run of `user_id`; false when there is no such run of theirs.
+    pub fn cancel(&self, user_id: &str, run_id: &str) -> bool {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        match active.get(run_id) {
+            Some(a) if a.user_id == user_id => {
+                a.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Lets in-flight runs finish for up to `grace`, then cancels the rest and waits for
+    /// their `agent_completed` (bounded).
+    pub async fn drain(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                runs = self.in_flight(),
+                "grace period over; cancelling runs"
+            );
+            self.cancel_all.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+    }
+}
+
+/// Stores each event, then publishes it to the user's connections.
+struct StoreSink {
+    deps: RunDeps,
+    user_id: String,
+    thread_id: Arc<str>,
+    run_id: String,
+}
+
+impl EventSink for StoreSink {
+    async fn emit(&self, event: AgentEvent) -> Result<(), SinkError> {
+        let kind = event.kind();
+        let record = EventRecord {
+            run_id: self.run_id.clone(),
+            body: event.to_body(""),
+        };
+        let stored = match &event {
+            AgentEvent::Completed {
+                status, content, ..
+            } => {
+                self.deps
+                    .store
+                    .finish_run(
+                        &self.thread_id,
+                        &self.run_id,
+                        status.as_str(),
+                        content,
+                        record,
+                    )
+                    .await
+            }
+            _ => self
+                .deps
+                .store
+                .append_events(&self.thread_id, vec![record])
+                .await
+                .and_then(|mut v| {
+                    v.pop()
+                        .ok_or_else(|| crate::store::StoreError::Database("no event stored".into()))
+                }),
+        }
+        .map_err(|e| SinkError(format!("{}: {e}", e.code())))?;
+        self.deps.hub.publish(
+            &self.user_id,
+            Outbound::Event {
+                thread_id: Arc::clone(&self.thread_id),
+                seq: stored.seq,
+                kind,
+                json: Arc::from(stored.json),
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The `thread_history` tool's view: this user's own thread, nothing else.
+struct StoreHistory {
+    store: Store,
+    user_id: String,
+    thread_id: String,
+}
+
+impl ThreadHistory for StoreHistory {
+    fn recent_messages(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
+        Box::pin(async move {
+            let rows = self
+                .store
+                .thread_messages(&self.user_id, &self.thread_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let skip = rows.len().saturating_sub(limit);
+            Ok(rows
+                .into_iter()
+                .skip(skip)
+                .map(|m| (m.role, m.content))
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The decision made before the upgrade: Origin, readiness, connection cap, then the auth
+//! chain (bypass rule, header, subprotocol, query), and whether a refusal is an HTTP answer
+//! (`reject_at = "handshake"`) or an `error` message and close after the upgrade.
+
+use std::net::SocketAddr;
+
+use tokio::sync::OwnedSemaphorePermit;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+
+use crate::app::App;
+use crate::auth::{AuthFailure, AuthMethod, Identity, extract_tokens, match_bypass};
+use crate::config::{AuthMode, RejectAt, TokenSource};
+use crate::http::recover::error_reply;
+
+/// Where authentication stands when the socket opens.
+pub enum AuthState {
+    /// Verified before the upgrade.
+    Authenticated(Identity),
+    /// Refused; the session sends the `error` message and closes with its code.
+    Failed(AuthFailure),
+    /// Wait for a first `{"type":"auth"}` message.
+    AwaitFirstMessage,
+    /// A dependency is not ready: `error` then close 1013.
+    Unavailable(&'static str, &'static str),
+}
+
+/// What the session starts from.
+pub struct PreAuth {
+    /// The `Sec-WebSocket-Protocol` answer.
+    pub subprotocol: Option<String>,
+    /// Auth state.
+    pub state: AuthState,
+    /// Connection slot, released when the session ends.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Peer address.
+    pub remote: Option<SocketAddr>,
+}
+
+/// Upgrade or refuse.
+pub enum Decision {
+    /// Complete the upgrade.
+    Accept(PreAuth),
+    /// Answer with this HTTP response.
+    Refuse(Response),
+}
+
+fn failure_response(f: &AuthFailure) -> Response {
+    let (parts, body) = f.handshake_response().into_parts();
+    Response::from_parts(parts, body.into())
+}
+
+/// Runs the pre-upgrade checks.
+pub fn decide(app: &App, headers: &HeaderMap, query: &str, remote: Option<SocketAddr>) -> Decision {
+    let cfg = &app.config;
+    let handshake_mode = cfg.auth.reject_at == RejectAt::Handshake;
+    if !cfg.websocket.allowed_origins.is_empty()
+        && let Some(origin) = headers.get("origin")
+    {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
+        if !ok {
+            app.metrics.auth_failure("ORIGIN_NOT_ALLOWED");
+            return Decision::Refuse(error_reply(
+                StatusCode::FORBIDDEN,
+                "ORIGIN_NOT_ALLOWED",
+                "this Origin may not open a socket here; it must be listed in websocket.allowed_origins",
+            ));
+        }
+    }
+    let extracted = extract_tokens(headers, Some(query), &cfg.auth.token_sources);
+    if let Some(w) = extracted.warning {
+        tracing::warn!(warning = %w, "subprotocol negotiation");
+    }
+    let subprotocol = extracted
+        .subprotocol
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    let accept = |state| {
+        Decision::Accept(PreAuth {
+            subprotocol: subprotocol.clone(),
+            state,
+            permit: None,
+            remote,
+        })
+    };
+    if app.is_draining() {
+        return Decision::Refuse(error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "the server is shutting down; reconnect to another node",
+        ));
+    }
+    if app.store.get().is_none() {
+        return match handshake_mode {
+            true => Decision::Refuse(error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "the message store is not reachable yet; retry shortly",
+            )),
+            false => accept(AuthState::Unavailable(
+                "STORE_UNAVAILABLE",
+                "the message store is not reachable yet; retry shortly",
+            )),
+        };
+    }
+    let Ok(permit) = app.connections.clone().try_acquire_owned() else {
+        app.metrics.auth_failure("CONNECTION_LIMIT");
+        let f = AuthFailure::RateLimited;
+        return match handshake_mode {
+            true => Decision::Refuse(error_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "CONNECTION_LIMIT",
+                "too many connections on this node; retry later",
+            )),
+            false => accept(AuthState::Failed(f)),
+        };
+    };
+    let state = authenticate(app, headers, &extracted, remote);
+    if let AuthState::Failed(f) = &state {
+        app.metrics.auth_failure(f.code());
+        tracing::info!(code = f.code(), remote = ?remote, "authentication refused");
+        if handshake_mode {
+            return Decision::Refuse(failure_response(f));
+        }
+    }
+    Decision::Accept(PreAuth {
+        subprotocol,
+        state,
+        permit: Some(permit),
+        remote,
+    })
+}
+
+fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    extracted: &crate::auth::Extracted,
+    remote: Option<SocketAddr>,
+) -> AuthState {
+    let cfg = &app.config;
+    if let Some(rule) = match_bypass(&cfg.auth.bypass, headers, remote.map(|r| r.ip())) {
+        app.metrics.bypass_use(&rule.name);
+        tracing::warn!(rule = %rule.name, user_id = %rule.user_id, remote = ?remote, "connection admitted by bypass rule");
+        return AuthState::Authenticated(Identity::bypass(rule));
+    }
+    if cfg.auth.mode == AuthMode::None {
+        return AuthState::Authenticated(Identity {
+            user_id: "anonymous".into(),
+            expires_at: None,
+            issued_at: None,
+            method: AuthMethod::Jwt { source: None },
+        });
+    }
+    let Some(verifier) = &app.verifier else {
+        return AuthState::Failed(AuthFailure::AuthUnavailable("no verifier configured"));
+    };
+    match verifier.verify_found(&extracted.found, chrono::Utc::now()) {
+        Ok(id) => AuthState::Authenticated(id),
+        Err(AuthFailure::NoToken)
+            if cfg.auth.token_sources.contains(&TokenSource::FirstMessage) =>
+        {
+            AuthState::AwaitFirstMessage
+        }
+        Err(f) => AuthState::Failed(f),
+    }
+}

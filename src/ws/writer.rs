@@ -1,0 +1,197 @@
+//! A connection's writer: the only task that writes to the socket. It drains the bounded
+//! outbound queue (flushing once per burst, not per message), sends heartbeat pings,
+//! replays stored events for `resume`, and drops live events the client already got, so
+//! each thread's events reach the client exactly once and in `seq` order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use warp::ws::Message;
+
+use super::protocol;
+use crate::hub::Outbound;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Most events fetched per replay query.
+const REPLAY_PAGE: u32 = 500;
+/// Most messages written before a flush.
+const BURST: usize = 64;
+
+/// An instruction from the session to close.
+#[derive(Debug, Clone)]
+pub struct Close {
+    /// Close code.
+    pub code: u16,
+    /// Reason text.
+    pub reason: &'static str,
+    /// Send what is queued first (shutdown) or close at once (slow consumer, violations).
+    pub flush_first: bool,
+}
+
+/// What the writer needs.
+pub struct WriterCtx {
+    /// Store for replays.
+    pub store: Store,
+    /// The connection's user (replays are ownership-checked again by the store).
+    pub user_id: String,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Ping interval.
+    pub heartbeat: Duration,
+    /// Pong wait.
+    pub pong_timeout: Duration,
+    /// Set by the reader when a pong arrives.
+    pub pong_seen: Arc<AtomicBool>,
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// Runs until a close is requested, the queue closes, or the socket fails.
+pub async fn run<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Outbound>,
+    mut ctrl: mpsc::Receiver<Close>,
+    cx: WriterCtx,
+) where
+    S: Sink<Message> + Unpin,
+{
+    let mut last_seq: HashMap<Arc<str>, i64> = HashMap::new();
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + cx.heartbeat, cx.heartbeat);
+    let mut pong_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = async {
+            match pong_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            close = ctrl.recv() => {
+                let Some(close) = close else { break };
+                if close.flush_first {
+                    while let Ok(item) = rx.try_recv() {
+                        if let Step::Stop = write(&mut sink, item, &mut last_seq, &cx).await { break }
+                    }
+                }
+                let _ = sink.send(Message::close_with(close.code, close.reason)).await;
+                break;
+            }
+            item = rx.recv() => {
+                let Some(item) = item else { break };
+                if let Step::Stop = write(&mut sink, item, &mut last_seq, &cx).await { break }
+                let mut n = 1;
+                while n < BURST {
+                    let Ok(more) = rx.try_recv() else { break };
+                    if let Step::Stop = write(&mut sink, more, &mut last_seq, &cx).await { return }
+                    n += 1;
+                }
+                if sink.flush().await.is_err() { break }
+            }
+            _ = ping.tick() => {
+                cx.pong_seen.store(false, Ordering::Relaxed);
+                if sink.send(Message::ping(Vec::new())).await.is_err() { break }
+                pong_deadline = Some(tokio::time::Instant::now() + cx.pong_timeout);
+            }
+            _ = deadline => {
+                if cx.pong_seen.load(Ordering::Relaxed) {
+                    pong_deadline = None;
+                } else {
+                    let _ = sink.send(Message::close_with(1001u16, "no pong within the pong timeout")).await;
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn write<S>(
+    sink: &mut S,
+    item: Outbound,
+    last_seq: &mut HashMap<Arc<str>, i64>,
+    cx: &WriterCtx,
+) -> Step
+where
+    S: Sink<Message> + Unpin,
+{
+    match item {
+        Outbound::Reply(json) => feed(sink, &json, "reply", cx).await,
+        Outbound::Event {
+            thread_id,
+            seq,
+            kind,
+            json,
+        } => {
+            let last = last_seq.entry(thread_id).or_insert(0);
+            if seq <= *last {
+                return Step::Continue;
+            }
+            *last = seq;
+            feed(sink, &json, kind, cx).await
+        }
+        Outbound::Replay {
+            thread_id,
+            after_seq,
+            ref_id,
+        } => {
+            let key: Arc<str> = Arc::from(thread_id.as_str());
+            let mut from = after_seq.max(last_seq.get(&key).copied().unwrap_or(0));
+            loop {
+                let page = match cx
+                    .store
+                    .events_after(&cx.user_id, &thread_id, from, REPLAY_PAGE)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let msg = protocol::error(
+                            e.code(),
+                            "could not replay this thread",
+                            ref_id.as_deref(),
+                            e.is_retryable(),
+                        );
+                        return feed(sink, &msg, "error", cx).await;
+                    }
+                };
+                let full = page.len() as u32 == REPLAY_PAGE;
+                for ev in page {
+                    from = ev.seq;
+                    if let Step::Stop = feed(sink, &ev.json, "replay", cx).await {
+                        return Step::Stop;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            if from > 0 {
+                last_seq.insert(key, from);
+            }
+            if sink.flush().await.is_err() {
+                return Step::Stop;
+            }
+            Step::Continue
+        }
+    }
+}
+
+async fn feed<S>(sink: &mut S, json: &str, kind: &'static str, cx: &WriterCtx) -> Step
+where
+    S: Sink<Message> + Unpin,
+{
+    cx.metrics.sent(kind);
+    match sink.feed(Message::text(json.to_string())).await {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Stop,
+    }
+}
