@@ -1,4 +1,4 @@
-//! The `portcullis` command line: `check`, `routes`, `explain`, `schema`, `serve`, `token`.
+//! The `portcullis` command line: `check`, `routes`, `explain`, `schema`, `token`, `serve`.
 //!
 //! Every command takes `--config-dir` (default `./environments`, also
 //! `PORTCULLIS_CONFIG_DIR`) so CI can check any checkout or fixture directory.
@@ -7,6 +7,7 @@ mod check;
 mod explain;
 mod routes;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,18 @@ pub enum Command {
     },
     /// Print the JSON Schema of environment files.
     Schema,
+    /// Mint a token with an environment's key (refused for production).
+    Token {
+        /// Environment.
+        #[arg(long)]
+        env: String,
+        /// The token's subject (user id).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `15m`, `1h`, `2h30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Validate, then serve; on any error print the report and exit 78 without binding.
     Serve {
         /// Environment.
@@ -91,6 +104,7 @@ pub fn main() -> ExitCode {
             print!("{}", crate::config::schema::schema_json());
             ExitCode::SUCCESS
         }
+        Command::Token { env, sub, ttl } => token::run(&cli.config_dir, &env, &sub, ttl),
         Command::Serve { env } => serve::run(&cli.config_dir, &env),
     }
 }

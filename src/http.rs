@@ -2,6 +2,7 @@
 //! path(s) of a validated [`Config`](crate::config::Config), with one `recover` turning
 //! every rejection into a JSON error.
 
+pub mod console;
 pub mod handlers;
 pub mod path_match;
 pub mod recover;

@@ -1,5 +1,9 @@
-//! The built-in HTTP handlers named in `[[routes]]`.
+//! The built-in HTTP handlers named in `[[routes]]` (PROTOCOL.md §4). Each returns a
+//! response or an [`ApiError`]; `recover` is the one place errors become JSON.
 
+use std::time::Duration;
+
+use serde::Deserialize;
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -7,7 +11,9 @@ use warp::reply::Response;
 use super::Request;
 use super::recover::ApiError;
 use crate::app::App;
-use crate::config::{Handler, TokenSource};
+use crate::auth::{AuthFailure, extract_tokens};
+use crate::config::{AuthMode, Handler, TokenSource};
+use crate::store::{Store, StoreError};
 
 /// Dispatches a request to its handler.
 pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Response, ApiError> {
@@ -16,15 +22,17 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
             Ok(warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response())
         }
         Handler::Ready => Ok(ready(app).await),
-        Handler::ClientConfig => Ok(client_config(app)),
-        other => {
-            let _ = req;
-            Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "NOT_IMPLEMENTED",
-                format!("handler `{}` is not available in this build", other.name()),
-            ))
-        }
+        Handler::ClientConfig => Ok(warp::reply::json(&client_config_value(app)).into_response()),
+        Handler::Threads => threads(app, &req).await,
+        Handler::ThreadMessages => thread_messages(app, &req).await,
+        Handler::DevToken => dev_token(app, &req),
+        Handler::Metrics => Ok(warp::reply::with_header(
+            app.metrics.render(),
+            "content-type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .into_response()),
+        Handler::Console => Ok(super::console::page(app)),
     }
 }
 
@@ -42,6 +50,162 @@ async fn ready(app: &App) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// The caller of an API route: `Authorization: Bearer <jwt>` verified like a socket's.
+fn caller(app: &App, req: &Request) -> Result<String, ApiError> {
+    if app.config.auth.mode == AuthMode::None {
+        return Ok("anonymous".into());
+    }
+    let unauthorized = |f: AuthFailure| {
+        app.metrics.auth_failure(f.code());
+        ApiError::new(
+            f.http_status(),
+            f.code(),
+            format!("{f}; send Authorization: Bearer <token>"),
+        )
+    };
+    let extracted = extract_tokens(&req.headers, None, &[TokenSource::Header]);
+    let verifier = app
+        .verifier
+        .as_ref()
+        .ok_or_else(|| unauthorized(AuthFailure::AuthUnavailable("no verifier configured")))?;
+    verifier
+        .verify_found(&extracted.found, chrono::Utc::now())
+        .map(|id| id.user_id)
+        .map_err(unauthorized)
+}
+
+fn store(app: &App) -> Result<&Store, ApiError> {
+    app.store.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STORE_UNAVAILABLE",
+            "the message store is not reachable yet; retry shortly",
+        )
+    })
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::ThreadNotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "THREAD_NOT_FOUND", "no such thread")
+        }
+        other => {
+            let status = if other.is_retryable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            tracing::error!(error = %other, "store request failed");
+            ApiError::new(
+                status,
+                other.code(),
+                "the store could not answer; retry shortly",
+            )
+        }
+    }
+}
+
+async fn threads(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let user = caller(app, req)?;
+    let threads = store(app)?.list_threads(&user).await.map_err(store_error)?;
+    let list: Vec<_> = threads
+        .into_iter()
+        .map(|t| serde_json::json!({"thread_id": t.thread_id, "title": t.title, "created_at": t.created_at, "updated_at": t.updated_at, "last_seq": t.last_seq}))
+        .collect();
+    Ok(warp::reply::json(&serde_json::json!({ "threads": list })).into_response())
+}
+
+async fn thread_messages(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let user = caller(app, req)?;
+    let thread_id = req.params.get("thread_id").cloned().unwrap_or_default();
+    let mut after_seq = 0i64;
+    for (k, v) in req.query.split('&').filter_map(|p| p.split_once('=')) {
+        if k == "after_seq" {
+            after_seq = v.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_QUERY",
+                    "after_seq must be a whole number",
+                )
+            })?;
+        }
+    }
+    let st = store(app)?;
+    let messages = st
+        .thread_messages(&user, &thread_id)
+        .await
+        .map_err(store_error)?;
+    let events = st
+        .events_after(&user, &thread_id, after_seq, 10_000)
+        .await
+        .map_err(store_error)?;
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(&e.json).ok())
+        .collect();
+    let messages: Vec<_> = messages
+        .into_iter()
+        .map(|m| serde_json::json!({"message_id": m.message_id, "role": m.role, "content": m.content, "run_id": m.run_id, "created_at": m.created_at}))
+        .collect();
+    Ok(warp::reply::json(
+        &serde_json::json!({ "thread_id": thread_id, "messages": messages, "events": events }),
+    )
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DevTokenRequest {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+/// Mints a token for a chosen user; only in development and test (the validator refuses
+/// the route elsewhere, and this check keeps it refused even if that were bypassed).
+fn dev_token(app: &App, req: &Request) -> Result<Response, ApiError> {
+    if !app.config.kind.is_relaxed() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no route here",
+        ));
+    }
+    let body: DevTokenRequest = if req.body.is_empty() {
+        DevTokenRequest::default()
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("body must be {{\"user_id\": …, \"ttl_s\": …}}: {e}"),
+            )
+        })?
+    };
+    let user = body.user_id.unwrap_or_else(|| "dev-user".into());
+    if user.is_empty() || user.len() > 128 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "user_id must be 1 to 128 characters",
+        ));
+    }
+    let ttl = Duration::from_secs(body.ttl_s.unwrap_or(3600).clamp(1, 86_400));
+    let jwt = app.config.auth.jwt.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "NO_SIGNING_KEY",
+            "this environment has no JWT settings",
+        )
+    })?;
+    let now = chrono::Utc::now();
+    let token = crate::auth::mint_for_config(jwt, &user, ttl, now)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "NO_SIGNING_KEY", e.to_string()))?;
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+    Ok(warp::reply::json(&serde_json::json!({ "token": token, "user_id": user, "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) })).into_response())
 }
 
 /// What a frontend needs, derived from the configuration so no frontend keeps a copy.
@@ -71,18 +235,15 @@ pub fn client_config_value(app: &App) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "environment": c.name,
-        "protocol": "portcullis.v1",
+        "protocol": crate::ws::protocol::PROTOCOL,
         "websocket_url": c.client_websocket_url,
         "websocket_urls": urls,
-        "subprotocol": "portcullis.v1",
+        "websocket_paths": c.websocket_paths().collect::<Vec<_>>(),
+        "subprotocol": crate::ws::protocol::PROTOCOL,
         "token_sources": sources,
         "heartbeat_ms": c.websocket.heartbeat.as_millis() as u64,
         "max_message_bytes": c.websocket.max_message_bytes,
         "messages_per_minute": c.websocket.messages_per_minute,
         "agents": c.agents.iter().map(|a| serde_json::json!({"name": a.name, "default": a.default, "tools": a.tools})).collect::<Vec<_>>(),
     })
-}
-
-fn client_config(app: &App) -> Response {
-    warp::reply::json(&client_config_value(app)).into_response()
 }
