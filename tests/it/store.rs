@@ -4,7 +4,7 @@
 //! A missing Postgres server fails the Postgres tests; nothing is skipped.
 
 mod events;
-mod harness;
+pub mod harness;
 mod runs;
 mod threads;
 

@@ -1,0 +1,180 @@
+//! `serve` on the production environment against the real services: Postgres as the
+//! store of record (a fresh database) and Redis probed through deadpool-redis. The
+//! golden path runs end to end over a real socket with the events stored in Postgres.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use portcullis::config::load::LoadOptions;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::store::harness::TestDb;
+
+const SECRET: &str = "serve-test-secret-0123456789abcdef-0123456789";
+
+fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
+    let db = TestDb::postgres().await;
+    let env: BTreeMap<String, String> = [
+        ("PORTCULLIS_JWT_SECRET", SECRET.to_string()),
+        ("PORTCULLIS_DATABASE_URL", db.url.clone()),
+        ("PORTCULLIS_REDIS_URL", redis_url()),
+        ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let outcome = portcullis::validate::check_env(
+        &LoadOptions {
+            config_dir: "environments".into(),
+            env,
+        },
+        "production",
+    );
+    assert!(outcome.report.is_ok(), "{:?}", outcome.report.errors);
+    let config = outcome.config.expect("valid production config");
+    let jwt = config.auth.jwt.clone().expect("jwt settings");
+    let server = portcullis::server::start(config)
+        .await
+        .expect("server starts");
+    let addr = server.addr;
+
+    let (status, body) = http_get(addr, "/health").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let mut ready = (0, String::new());
+    for _ in 0..100 {
+        ready = http_get(addr, "/ready").await;
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready.0, 200, "ready never answered 200: {}", ready.1);
+    let deps: Value = serde_json::from_str(&ready.1).expect("json");
+    let kinds: Vec<(&str, bool)> = deps["dependencies"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or(""),
+                d["ok"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("postgres", true)) && kinds.contains(&("redis", true)),
+        "{kinds:?}"
+    );
+
+    let token = portcullis::auth::mint_for_config(
+        &jwt,
+        "erin",
+        Duration::from_secs(600),
+        chrono::Utc::now(),
+    )
+    .expect("mint");
+    let mut req = format!("ws://{addr}/websocket")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("portcullis.v1, jwt.{token}")
+            .parse()
+            .expect("header"),
+    );
+    req.headers_mut().insert(
+        "origin",
+        "https://chat.example.com".parse().expect("header"),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("portcullis.v1")
+    );
+    let mut next = async || -> Value {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("frame in time")
+                .expect("open")
+                .expect("ok");
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).expect("json frame");
+            }
+        }
+    };
+    let first = next().await;
+    assert_eq!(first["type"], "connection_established");
+    assert_eq!(first["user_id"], "erin");
+    drop(next);
+    ws.send(Message::text(
+        r#"{"type":"user_message","id":"p1","content":"what is 2^10?"}"#,
+    ))
+    .await
+    .expect("send");
+    let mut kinds = Vec::new();
+    let answer = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("frame")
+            .expect("open")
+            .expect("ok");
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        kinds.push(v["type"].as_str().unwrap_or("").to_string());
+        if v["type"] == "agent_completed" {
+            break v["message"]["content"].as_str().unwrap_or("").to_string();
+        }
+    };
+    assert_eq!(kinds.first().map(String::as_str), Some("ack"));
+    assert!(kinds.contains(&"tool_completed".to_string()), "{kinds:?}");
+    assert!(answer.contains("1024"), "answer: {answer}");
+
+    // The events are in Postgres: a fresh store on the same database replays them.
+    let store = db.open().await;
+    let threads = store.list_threads("erin").await.expect("threads");
+    assert_eq!(threads.len(), 1);
+    let events = store
+        .events_after("erin", &threads[0].thread_id, 0, 100)
+        .await
+        .expect("events");
+    assert_eq!(events.len() as i64, threads[0].last_seq);
+    assert_eq!(
+        events.len(),
+        kinds.len() - 1,
+        "every sent event was stored: {kinds:?}"
+    );
+
+    server.shutdown();
+    tokio::time::timeout(Duration::from_secs(15), server.wait())
+        .await
+        .expect("shuts down");
+}
