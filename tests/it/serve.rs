@@ -119,22 +119,18 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
             .map(|v| v.to_str().unwrap_or("")),
         Some("portcullis.v1")
     );
-    let mut next = async || -> Value {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .expect("frame in time")
-                .expect("open")
-                .expect("ok");
-            if let Message::Text(t) = m {
-                return serde_json::from_str(&t).expect("json frame");
-            }
+    let first = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("frame in time")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = m {
+            break serde_json::from_str::<Value>(&t).expect("json frame");
         }
     };
-    let first = next().await;
     assert_eq!(first["type"], "connection_established");
     assert_eq!(first["user_id"], "erin");
-    drop(next);
     ws.send(Message::text(
         r#"{"type":"user_message","id":"p1","content":"what is 2^10?"}"#,
     ))
