@@ -146,6 +146,8 @@ fi
 
 # Key figures side by side (medians).
 keys=(
+    "handshake errors_total" "handshake violations_total" "chat errors_total" "chat violations_total"
+    "idle errors_total" "fanout errors_total" "fanout violations_total"
     "handshake conns_per_s" "handshake latency_us.p50" "handshake latency_us.p99"
     "handshake server.cpu_us_per_op"
     "chat runs_per_s" "chat rtt_us.p50" "chat rtt_us.p99" "chat server.cpu_us_per_op"
@@ -158,7 +160,7 @@ lookup() { # file workload path
         cur == w && $1 == p { print $2; exit }' "$1" 2>/dev/null || true
 }
 echo
-echo "== key figures (median of $REPS; violations and errors: see the medians files in $OUT_DIR)"
+echo "== key figures (median of $REPS; breakdowns of errors and violations in the logs in $OUT_DIR)"
 printf '%-44s %16s %16s\n' "workload figure" baseline portcullis
 for k in "${keys[@]}"; do
     w=${k%% *}; p=${k#* }

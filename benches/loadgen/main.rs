@@ -132,6 +132,14 @@ async fn run(cli: Cli) -> ExitCode {
         // Workload figures first in spirit, but a flat object keeps the JSON easy to query.
         s.extend(f);
     }
+    // Totals make "no errors, no violations" visible in medians, where empty maps vanish.
+    for key in ["errors", "violations"] {
+        let total: u64 = summary[key]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        summary[format!("{key}_total")] = json!(total);
+    }
     if let Some(w) = &ctx.server {
         summary["server"] = w.finish(outcome.ops);
     }
