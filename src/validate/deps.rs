@@ -65,7 +65,11 @@ fn check_services(cx: &mut Ctx) {
             kp(&format!("services.{}", redis[1])),
             format!(
                 "several redis services ({}); the event bus must be one",
-                redis.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                redis
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "keep one redis service for the event bus",
         );
