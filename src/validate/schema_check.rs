@@ -83,7 +83,15 @@ pub fn check(merged: &Value) -> SchemaOutcome {
                     "E_TYPE",
                     at.clone(),
                     format!("`{at}` = {shown} has the wrong type (expected {expected})"),
-                    format!("write a {expected}{}", description(schema, &at)),
+                    format!(
+                        "write {} {expected}{}",
+                        if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                            "an"
+                        } else {
+                            "a"
+                        },
+                        description(schema, &at)
+                    ),
                 ));
             }
             ValidationErrorKind::Minimum { .. }
