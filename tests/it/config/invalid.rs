@@ -364,6 +364,26 @@ fn misspelled_key_with_closest_valid_key() {
 
 // ---- schema ----
 
+/// Schema errors inside an optional table (`[auth.jwt]` is `anyOf: [JwtSection, null]`)
+/// are reported at the key, not as one opaque error about the whole table.
+#[test]
+fn misspelled_key_inside_an_optional_table() {
+    invalid("unknown_key_jwt", "test")
+        .errors(&["E_UNKNOWN_KEY"])
+        .at("E_UNKNOWN_KEY", "test.toml:24", "auth.jwt.isuer")
+        .says("E_UNKNOWN_KEY", "did you mean `issuer`?")
+        .snapshot();
+}
+
+#[test]
+fn wrong_type_inside_an_optional_table() {
+    invalid("type_jwt", "test")
+        .errors(&["E_TYPE"])
+        .at("E_TYPE", "test.toml:21", "auth.jwt.algorithms")
+        .says("E_TYPE", "expected array")
+        .snapshot();
+}
+
 #[test]
 fn missing_required_key() {
     invalid("missing_key", "test")
