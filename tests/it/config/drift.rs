@@ -48,3 +48,34 @@ fn token_source_accepted_in_staging_only() {
     assert!(r.errors[0].hint.contains("\"first_message\""));
     snapshot("drift_token_sources", &human(&r));
 }
+
+#[test]
+fn staging_clients_dial_a_path_production_does_not_serve() {
+    let r = drift("tests/fixtures/drift/ws_path");
+    assert_eq!(
+        located(&r),
+        ["E_DRIFT_WS_PATH tests/fixtures/drift/ws_path/production.toml:15:1 websocket.path"]
+    );
+    snapshot("drift_ws_path", &human(&r));
+}
+
+/// Every drift code the validator can emit has a fixture set named after it.
+#[test]
+fn every_drift_error_code_has_a_fixture() {
+    let text = std::fs::read_to_string("src/validate/drift.rs").unwrap();
+    let codes: Vec<&str> = text
+        .split('"')
+        .filter(|s| s.starts_with("E_DRIFT_"))
+        .collect();
+    assert!(!codes.is_empty());
+    for code in codes {
+        let dir = format!(
+            "tests/fixtures/drift/{}",
+            code.trim_start_matches("E_DRIFT_").to_lowercase()
+        );
+        assert!(
+            std::path::Path::new(&dir).is_dir(),
+            "{code} has no fixture {dir}"
+        );
+    }
+}
