@@ -115,6 +115,18 @@ fn scope_process_component_needing_connection_component() {
 }
 
 #[test]
+fn scope_error_in_the_extended_base_file_points_into_the_base() {
+    invalid("scope_in_base", "test")
+        .errors(&["E_SCOPE"])
+        .at(
+            "E_SCOPE",
+            "base.toml:11",
+            "components.connection_registry.needs[1]",
+        )
+        .snapshot();
+}
+
+#[test]
 fn client_dials_ws_while_socket_is_websocket() {
     invalid("client_ws_url", "test")
         .errors(&["E_CLIENT_WS_URL"])
