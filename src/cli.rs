@@ -3,7 +3,7 @@
 //! Every command takes `--config-dir` (default `./environments`, also
 //! `PORTCULLIS_CONFIG_DIR`) so CI can check any checkout or fixture directory.
 
-mod check;
+pub mod check;
 mod explain;
 mod routes;
 mod serve;

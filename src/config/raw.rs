@@ -207,6 +207,18 @@ pub enum TokenSource {
     FirstMessage,
 }
 
+impl TokenSource {
+    /// The name as written in `auth.token_sources`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Subprotocol => "subprotocol",
+            Self::Query => "query",
+            Self::FirstMessage => "first_message",
+        }
+    }
+}
+
 /// When a bad or missing token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -52,7 +52,7 @@ pub fn check(cx: &mut Ctx) {
             cx.error(
                 "E_TOKEN_SOURCE_DUPLICATE",
                 kp(&format!("auth.token_sources[{i}]")),
-                format!("token source `{s:?}` is listed twice"),
+                format!("token source `{}` is listed twice", s.as_str()),
                 "list each source once",
             );
         }

@@ -52,16 +52,25 @@ fn check_services(cx: &mut Ctx) {
         1 => {}
         _ => cx.error("E_MULTIPLE_DATABASES", kp(&format!("services.{}", dbs[1])), format!("several database services ({}); the store of record must be one", dbs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")), "keep one sqlite or postgres service"),
     }
-    if services
-        .values()
-        .filter(|s| s.kind == ServiceKind::Redis)
-        .count()
-        > 1
-    {
+    let redis: Vec<&String> = services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Redis)
+        .map(|(n, _)| n)
+        .collect();
+    if redis.len() > 1 {
+        // Point at the second one, as for databases: `services` itself is usually the
+        // header of an unrelated table (`[services.database]`).
         cx.error(
             "E_MULTIPLE_REDIS",
-            kp("services"),
-            "several redis services",
+            kp(&format!("services.{}", redis[1])),
+            format!(
+                "several redis services ({}); the event bus must be one",
+                redis
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             "keep one redis service for the event bus",
         );
     }

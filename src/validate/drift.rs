@@ -64,10 +64,12 @@ pub fn check(outcomes: &[Outcome]) -> Vec<Diagnostic> {
                         Severity::Error,
                         "auth.token_sources",
                         format!(
-                            "staging accepts tokens from `{src:?}` but production does not: clients that work in staging get refused in production"
+                            "staging accepts tokens from `{}` but production does not: clients that work in staging get refused in production",
+                            src.as_str()
                         ),
                         format!(
-                            "add {src:?} to production's auth.token_sources or remove it from staging"
+                            "add \"{}\" to production's auth.token_sources or remove it from staging",
+                            src.as_str()
                         ),
                     );
                 }

@@ -31,10 +31,27 @@ pub struct SchemaOutcome {
 /// Checks the merged configuration against the schema.
 pub fn check(merged: &Value) -> SchemaOutcome {
     let (schema, validator) = &*SCHEMA;
-    let mut findings = Vec::new();
-    let mut pruned = merged.clone();
-    for err in validator.iter_errors(merged) {
-        let at = KeyPath::from_pointer(err.instance_path().as_str());
+    let mut out = SchemaOutcome {
+        findings: Vec::new(),
+        pruned: merged.clone(),
+    };
+    collect(schema, validator, merged, &KeyPath::root(), &mut out);
+    out
+}
+
+/// Validates `instance` (found at `prefix` in the whole configuration) and records one
+/// finding per violation, with paths relative to the document root.
+fn collect(
+    schema: &Value,
+    validator: &jsonschema::Validator,
+    instance: &Value,
+    prefix: &KeyPath,
+    out: &mut SchemaOutcome,
+) {
+    let SchemaOutcome { findings, pruned } = out;
+    for err in validator.iter_errors(instance) {
+        let rel = KeyPath::from_pointer(err.instance_path().as_str());
+        let at = KeyPath(prefix.0.iter().chain(&rel.0).cloned().collect());
         let shown = short(err.instance());
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -55,7 +72,7 @@ pub fn check(merged: &Value) -> SchemaOutcome {
                         format!("unknown key `{key}` {place}"),
                         hint,
                     ));
-                    remove(&mut pruned, &at, key);
+                    remove(pruned, &at, key);
                 }
             }
             ValidationErrorKind::Required { property } => {
@@ -83,7 +100,15 @@ pub fn check(merged: &Value) -> SchemaOutcome {
                     "E_TYPE",
                     at.clone(),
                     format!("`{at}` = {shown} has the wrong type (expected {expected})"),
-                    format!("write a {expected}{}", description(schema, &at)),
+                    format!(
+                        "write {} {expected}{}",
+                        if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                            "an"
+                        } else {
+                            "a"
+                        },
+                        description(schema, &at)
+                    ),
                 ));
             }
             ValidationErrorKind::Minimum { .. }
@@ -125,6 +150,33 @@ pub fn check(merged: &Value) -> SchemaOutcome {
                     format!("write it in that form{}", description(schema, &at)),
                 ));
             }
+            ValidationErrorKind::AnyOf { .. }
+                if !err.instance().is_null() && allowed_values(schema, &at).is_empty() =>
+            {
+                // An optional table (`Option<JwtSection>` is `anyOf: [JwtSection, null]`)
+                // that does not match: the anyOf error alone would hide which key inside
+                // it is wrong, so validate against the table's own schema and report that.
+                let before = findings.len();
+                if let Some(sub) =
+                    subschema_at(schema, &at).and_then(|s| validator_for_sub(schema, s))
+                {
+                    let mut inner = SchemaOutcome {
+                        findings: Vec::new(),
+                        pruned: std::mem::take(pruned),
+                    };
+                    collect(schema, &sub, err.instance(), &at, &mut inner);
+                    *pruned = inner.pruned;
+                    findings.extend(inner.findings);
+                }
+                if findings.len() == before {
+                    findings.push(Finding::error(
+                        "E_SCHEMA",
+                        at.clone(),
+                        format!("`{at}`: {err}"),
+                        format!("see the schema{}", description(schema, &at)),
+                    ));
+                }
+            }
             ValidationErrorKind::Enum { .. }
             | ValidationErrorKind::OneOfNotValid { .. }
             | ValidationErrorKind::AnyOf { .. }
@@ -152,7 +204,18 @@ pub fn check(merged: &Value) -> SchemaOutcome {
             )),
         }
     }
-    SchemaOutcome { findings, pruned }
+}
+
+/// A validator for one subschema of the generated schema (its `$ref`s still resolve).
+fn validator_for_sub(schema: &Value, sub: &Value) -> Option<jsonschema::Validator> {
+    let mut doc = sub.clone();
+    let obj = doc.as_object_mut()?;
+    for key in ["$schema", "$defs"] {
+        if let Some(v) = schema.get(key) {
+            obj.insert(key.to_string(), v.clone());
+        }
+    }
+    jsonschema::validator_for(&doc).ok()
 }
 
 fn short(v: &Value) -> String {

@@ -1,0 +1,175 @@
+//! The built `portcullis` binary: exit codes of `check` and `serve`, and `--format json`.
+//! Each child gets exactly the environment the test gives it (`env_clear`).
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn portcullis(args: &[&str], env: &BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(env);
+    cmd
+}
+
+fn run(args: &[&str], env: &BTreeMap<String, String>) -> Output {
+    portcullis(args, env).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_exits_0_when_valid_and_1_on_errors() {
+    let ok = run(&["check", "--env", "test"], &vars(&[]));
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("ok test: valid"));
+
+    let bad = run(
+        &[
+            "check",
+            "--env",
+            "test",
+            "--config-dir",
+            "tests/fixtures/invalid/scope",
+        ],
+        &vars(&[]),
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", stdout(&bad));
+    assert!(stdout(&bad).contains("error[E_SCOPE] tests/fixtures/invalid/scope/test.toml:42:"));
+
+    // Staging without its secrets is an error, not a crash.
+    let unset = run(&["check", "--env", "staging"], &vars(&[]));
+    assert_eq!(unset.status.code(), Some(1));
+    let all = run(&["check", "--all"], &fake_env());
+    assert_eq!(all.status.code(), Some(0), "{}", stdout(&all));
+}
+
+#[test]
+fn deny_warnings_turns_warnings_into_failure() {
+    let args = [
+        "check",
+        "--env",
+        "test",
+        "--config-dir",
+        "tests/fixtures/warnings",
+    ];
+    let lenient = run(&args, &vars(&[]));
+    assert_eq!(lenient.status.code(), Some(0), "{}", stdout(&lenient));
+    assert!(stdout(&lenient).contains("warning[W_ORIGINS_ANY]"));
+    let strict = run(&[&args[..], &["--deny-warnings"]].concat(), &vars(&[]));
+    assert_eq!(strict.status.code(), Some(1), "{}", stdout(&strict));
+}
+
+#[test]
+fn json_format_parses_and_matches_the_exit_code() {
+    let out = run(&["check", "--all", "--format", "json"], &fake_env());
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["ok"], true);
+    let envs: Vec<&str> = v["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["env"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            "development",
+            "production",
+            "staging",
+            "test",
+            "(drift between environments)"
+        ]
+    );
+
+    let out = run(
+        &["check", "--env", "production", "--format", "json"],
+        &vars(&[]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["ok"], false);
+    let first = &v["environments"][0]["errors"][0];
+    assert_eq!(first["code"], "E_ENV_MISSING");
+    assert_eq!(first["file"], "environments/production.toml");
+    assert_eq!(first["line"], 19);
+    assert_eq!(first["key"], "auth.jwt.secret_env");
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let out = run(&["schema"], &vars(&[]));
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read("schema/portcullis.schema.json").unwrap();
+    assert!(
+        out.stdout == committed,
+        "run `cargo run -- schema > schema/portcullis.schema.json`"
+    );
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_refuses_production_without_secrets_with_78_and_never_binds() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = portcullis(
+        &[
+            "serve",
+            "--env",
+            "production",
+            "--config-dir",
+            "environments",
+        ],
+        &vars(&[("PORTCULLIS_SERVER__LISTEN", &listen)]),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with production secrets unset");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    // One report naming every missing variable, not one per attempt.
+    for var in [
+        "PORTCULLIS_JWT_SECRET",
+        "PORTCULLIS_DATABASE_URL",
+        "PORTCULLIS_REDIS_URL",
+    ] {
+        assert!(stderr.contains(var), "{var} not named:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.matches("error[E_ENV_MISSING]").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(stderr.contains("FAILED production: 3 errors"), "{stderr}");
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    // It never bound: the port is still free.
+    TcpListener::bind(&listen).expect("serve must not have bound the port");
+}
