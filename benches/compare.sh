@@ -31,7 +31,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
 REPS="${REPS:-3}"
 HS_N="${HS_N:-2000}"; HS_C="${HS_C:-50}"
