@@ -25,16 +25,38 @@ use crate::auth::{AuthFailure, Identity, first_message_token};
 use crate::config::{AuthMode, RejectAt};
 use crate::hub::Outbound;
 
-/// Sends one message and a close frame before the session proper exists.
-async fn refuse<S: Sink<Message> + Unpin>(
+/// Sends one message and a close frame before the session proper exists, then waits
+/// (bounded) for the client's close frame, as in [`run`].
+async fn refuse<S, St, E>(
     sink: &mut S,
+    stream: &mut St,
     body: String,
     code: u16,
     reason: &'static str,
-) {
+) where
+    S: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
     let _ = sink.send(Message::text(body)).await;
     let _ = sink.send(Message::close_with(code, reason)).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(stream)).await;
     let _ = sink.close().await;
+}
+
+/// How long a closing connection waits for the writer to flush and the client to answer
+/// the close frame before the socket is dropped regardless.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards until the client's close frame (or the end of the stream).
+async fn discard_until_close<St, E>(stream: &mut St)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    while let Some(Ok(msg)) = stream.next().await {
+        if msg.is_close() {
+            break;
+        }
+    }
 }
 
 /// Reads text frames until one arrives (pings and pongs are skipped).
@@ -69,6 +91,7 @@ where
         AuthState::Failed(f) => {
             return refuse(
                 &mut sink,
+                &mut stream,
                 f.error_message().to_string(),
                 f.close_code(),
                 "authentication failed",
@@ -78,6 +101,7 @@ where
         AuthState::Unavailable(code, msg) => {
             return refuse(
                 &mut sink,
+                &mut stream,
                 protocol::error(code, msg, None, true),
                 1013,
                 "try again later",
@@ -111,12 +135,13 @@ where
                         None,
                         false,
                     );
-                    return refuse(&mut sink, body, 1008, "message before auth").await;
+                    return refuse(&mut sink, &mut stream, body, 1008, "message before auth").await;
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
                     return refuse(
                         &mut sink,
+                        &mut stream,
                         f.error_message().to_string(),
                         f.close_code(),
                         "authentication failed",
@@ -129,6 +154,7 @@ where
     let Some(store) = app.store.get().cloned() else {
         return refuse(
             &mut sink,
+            &mut stream,
             protocol::error(
                 "STORE_UNAVAILABLE",
                 "the message store is not reachable",
@@ -188,12 +214,29 @@ where
         warned_expiry: false,
     };
     let close = session.read_loop(&mut stream, &slow, &pong_seen).await;
+    let closing = close.is_some();
     if let Some(c) = close {
         let _ = ctrl_tx.send(c).await;
     }
     drop(session);
     drop(ctrl_tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    // The writer sends what it must and the close frame; meanwhile keep reading when we
+    // started the close, so the client's answer completes the closing handshake. A socket
+    // dropped with unread input is reset, and the reset can destroy the close frame (and
+    // its code) before the client reads it. A client that reads nothing at all gets the
+    // writer aborted after the linger, so it cannot hold the socket open forever.
+    let mut writer = writer;
+    let finish = async {
+        let linger = async {
+            if closing {
+                discard_until_close(&mut stream).await;
+            }
+        };
+        let _ = tokio::join!(&mut writer, linger);
+    };
+    if tokio::time::timeout(CLOSE_LINGER, finish).await.is_err() {
+        writer.abort();
+    }
     app.hub.unregister(&user, &conn_id);
     app.metrics.connections_open.dec();
     drop(pre.permit);
