@@ -194,7 +194,10 @@ where
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
     tracing::debug!(user_id = %user, conn_id = %conn_id, auth = %auth_label, "connection established");
-    let writer = tokio::spawn(writer::run(
+    // The writer can end the connection on its own (no pong in time, a failed write); the
+    // reader then has nothing left to wait for, since a dead client never sends again.
+    let writer_done = CancellationToken::new();
+    let writer_task = writer::run(
         sink,
         rx,
         ctrl_rx,
@@ -206,14 +209,21 @@ where
             pong_timeout: cfg.websocket.pong_timeout,
             pong_seen: Arc::clone(&pong_seen),
         },
-    ));
+    );
+    let done = writer_done.clone().drop_guard();
+    let writer = tokio::spawn(async move {
+        writer_task.await;
+        drop(done);
+    });
     let mut session = Session {
         app: app.clone(),
         identity,
         tx,
         warned_expiry: false,
     };
-    let close = session.read_loop(&mut stream, &slow, &pong_seen).await;
+    let close = session
+        .read_loop(&mut stream, &slow, &pong_seen, &writer_done)
+        .await;
     let closing = close.is_some();
     if let Some(c) = close {
         let _ = ctrl_tx.send(c).await;
@@ -284,6 +294,7 @@ impl Session {
         stream: &mut St,
         slow: &CancellationToken,
         pong_seen: &AtomicBool,
+        writer_done: &CancellationToken,
     ) -> Option<Close>
     where
         St: Stream<Item = Result<Message, E>> + Unpin,
@@ -311,6 +322,7 @@ impl Session {
                     tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
                     return close(4509, "slow consumer: outbound queue stayed full");
                 }
+                _ = writer_done.cancelled() => return None,
                 _ = self.app.close_sessions.cancelled() => {
                     return Some(Close { code: 1001, reason: "server shutting down", flush_first: true });
                 }
