@@ -277,6 +277,9 @@ impl Session {
         }
     }
 
+    /// When to send `token_expiring` and when to close: the close comes at `exp` plus the
+    /// verifier's leeway, the same rule that admitted the token, so a token accepted inside
+    /// the leeway is not declared expired the moment the connection opens.
     fn expiry_at(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let exp = self.identity.expires_at?;
         let lifetime = self
@@ -286,7 +289,10 @@ impl Session {
         let margin = (lifetime / 5)
             .min(chrono::Duration::seconds(60))
             .max(chrono::Duration::seconds(1));
-        Some((exp - margin, exp))
+        let leeway = self.app.config.auth.jwt.as_ref().map_or(0, |j| j.leeway_s);
+        // The schema caps leeway at 300 s.
+        let leeway = chrono::Duration::seconds(i64::try_from(leeway.min(300)).unwrap_or(300));
+        Some((exp - margin, exp + leeway))
     }
 
     async fn read_loop<St, E>(
@@ -331,7 +337,7 @@ impl Session {
                     return Some(Close { code: 4401, reason: "token expired", flush_first: true });
                 }
                 _ = until(warn_due) => {
-                    if let Some(exp) = expire_at {
+                    if let Some(exp) = self.identity.expires_at {
                         self.reply(protocol::token_expiring(&exp), slow);
                     }
                     self.warned_expiry = true;

@@ -7,6 +7,8 @@ use serde_json::json;
 
 use super::harness::*;
 
+const NO_LEEWAY: (&str, &str) = ("AUTH__JWT__LEEWAY_S", "0");
+
 /// Connects `user` with a token that expires `ttl_s` seconds from now.
 async fn short_lived(s: &TestServer, user: &str, ttl_s: i64) -> (Client, i64) {
     let c = claims(user, ttl_s);
@@ -17,7 +19,8 @@ async fn short_lived(s: &TestServer, user: &str, ttl_s: i64) -> (Client, i64) {
 
 #[tokio::test]
 async fn an_expiring_token_is_warned_about_then_closes_4401() {
-    let s = TestServer::start(&[]).await;
+    // No leeway, so the close is due at `exp` itself.
+    let s = TestServer::start(&[NO_LEEWAY]).await;
     let (mut c, exp) = short_lived(&s, "alice", 3).await;
     let (msgs, code) = c.until_close().await;
     assert_eq!(code, 4401, "{msgs:?}");
@@ -33,7 +36,8 @@ async fn an_expiring_token_is_warned_about_then_closes_4401() {
 
 #[tokio::test]
 async fn refreshing_with_the_same_subject_keeps_the_connection() {
-    let s = TestServer::start(&[]).await;
+    // No leeway: without the refresh the close would be due at `exp`.
+    let s = TestServer::start(&[NO_LEEWAY]).await;
     let (mut c, exp) = short_lived(&s, "alice", 3).await;
     c.recv_type("token_expiring").await;
     let fresh = claims("alice", 600);
@@ -179,4 +183,27 @@ async fn a_run_outliving_the_grace_period_is_completed_as_cancelled_before_1001(
     tokio::time::timeout(FRAME_TIMEOUT, server.wait())
         .await
         .expect("the server stops after draining");
+}
+
+/// The leeway that let a token in also keeps it in: a token accepted up to `leeway_s`
+/// after its `exp` is not declared expired the moment the connection opens.
+#[tokio::test]
+async fn a_token_accepted_within_the_leeway_is_not_expired_at_once() {
+    let s = TestServer::start(&[("AUTH__JWT__LEEWAY_S", "2")]).await;
+    // Expired one second ago: inside the two-second leeway.
+    let (mut c, exp) = short_lived(&s, "alice", -1).await;
+    // Warned at once (the token is past its exp), but not closed.
+    assert_eq!(
+        c.recv_type("token_expiring").await["type"],
+        "token_expiring"
+    );
+    c.ping_pong().await;
+    let (msgs, code) = c.until_close().await;
+    assert_eq!(code, 4401, "{msgs:?}");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["code"], "TOKEN_EXPIRED");
+    assert!(
+        chrono::Utc::now().timestamp() >= exp + 2,
+        "closed before exp + leeway"
+    );
 }
