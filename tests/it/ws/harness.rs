@@ -44,6 +44,18 @@ impl TestServer {
     /// Starts the `test` environment with `overrides` (`("WEBSOCKET__SEND_QUEUE", "8")`
     /// becomes `PORTCULLIS_WEBSOCKET__SEND_QUEUE=8`) and waits until the store is connected.
     pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
+        let s = TestServer::start_unready(overrides).await;
+        let app = s.app();
+        let started = tokio::time::Instant::now();
+        while app.store.get().is_none() {
+            assert!(started.elapsed() < FRAME_TIMEOUT, "store never connected");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s
+    }
+
+    /// Like [`TestServer::start`], without waiting for the store.
+    pub async fn start_unready(overrides: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = BTreeMap::new();
         env.insert(
@@ -69,11 +81,6 @@ impl TestServer {
             .await
             .expect("server starts");
         let addr = server.addr;
-        let started = tokio::time::Instant::now();
-        while server.app.store.get().is_none() {
-            assert!(started.elapsed() < FRAME_TIMEOUT, "store never connected");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         TestServer {
             server: Some(server),
             addr,

@@ -207,3 +207,32 @@ async fn a_token_accepted_within_the_leeway_is_not_expired_at_once() {
         "closed before exp + leeway"
     );
 }
+
+#[tokio::test]
+async fn without_a_store_ready_is_503_and_sockets_are_told_to_retry() {
+    // A database path that cannot be created: the store never connects.
+    let unreachable = (
+        "SERVICES__DATABASE__URL",
+        "sqlite:///proc/portcullis/none.db",
+    );
+    let s = TestServer::start_unready(&[unreachable]).await;
+    let ready = s.http("GET", "/ready", &[]).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    let (mut c, _) = s
+        .connect()
+        .bearer(&token("alice", 600))
+        .open()
+        .await
+        .unwrap();
+    let (msgs, code) = c.until_close().await;
+    assert_eq!(code, 1013, "{msgs:?}");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["code"], "STORE_UNAVAILABLE");
+    assert_eq!(msgs[0]["retryable"], true);
+
+    let s = TestServer::start_unready(&[unreachable, ("AUTH__REJECT_AT", "handshake")]).await;
+    let reply = s.connect().bearer(&token("alice", 600)).refused().await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.json()["error_code"], "STORE_UNAVAILABLE");
+    assert!(reply.json()["message"].is_string());
+}
