@@ -92,7 +92,7 @@ impl TestServer {
         &self.server.as_ref().expect("server running").app
     }
 
-    /// `ws://addr/websocket` plus `suffix` (a query string, or another path).
+    /// `ws://<addr><path>`; `path` may carry a query string.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
