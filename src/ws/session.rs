@@ -98,6 +98,17 @@ where
             )
             .await;
         }
+        AuthState::ConnectionLimit => {
+            let (code, msg) = super::handshake::CONNECTION_LIMIT;
+            return refuse(
+                &mut sink,
+                &mut stream,
+                protocol::error(code, msg, None, true),
+                4429,
+                "connection limit",
+            )
+            .await;
+        }
         AuthState::Unavailable(code, msg) => {
             return refuse(
                 &mut sink,

@@ -153,11 +153,12 @@ async fn the_connection_limit_is_4429_after_accept_and_429_at_handshake() {
             assert_eq!(code, 4429, "{msgs:?}");
             assert_eq!(msgs.len(), 1, "{msgs:?}");
             assert_eq!(msgs[0]["type"], "error");
+            assert_eq!(msgs[0]["code"], "CONNECTION_LIMIT", "{}", msgs[0]);
             assert_eq!(msgs[0]["retryable"], true, "{}", msgs[0]);
         } else {
             let reply = conn.refused().await;
             assert_eq!(reply.status, 429, "{reply:?}");
-            assert!(reply.json()["error_code"].is_string(), "{reply:?}");
+            assert_eq!(reply.json()["error_code"], "CONNECTION_LIMIT", "{reply:?}");
             assert!(reply.header("www-authenticate").is_none());
         }
         first.ping_pong().await;
