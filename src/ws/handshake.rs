@@ -23,6 +23,9 @@ pub enum AuthState {
     AwaitFirstMessage,
     /// A dependency is not ready: `error` then close 1013.
     Unavailable(&'static str, &'static str),
+    /// This node holds `server.max_connections` sockets: `error` then close 4429, with
+    /// the code and message a handshake refusal would carry.
+    ConnectionLimit,
 }
 
 /// What the session starts from.
@@ -36,6 +39,12 @@ pub struct PreAuth {
     /// Peer address.
     pub remote: Option<SocketAddr>,
 }
+
+/// The code and message of a refusal at the connection cap, in both `reject_at` modes.
+pub const CONNECTION_LIMIT: (&str, &str) = (
+    "CONNECTION_LIMIT",
+    "too many connections on this node; retry later",
+);
 
 /// Upgrade or refuse.
 pub enum Decision {
@@ -106,15 +115,14 @@ pub fn decide(app: &App, headers: &HeaderMap, query: &str, remote: Option<Socket
         };
     }
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
-        app.metrics.auth_failure("CONNECTION_LIMIT");
-        let f = AuthFailure::RateLimited;
+        app.metrics.auth_failure(CONNECTION_LIMIT.0);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::TOO_MANY_REQUESTS,
-                "CONNECTION_LIMIT",
-                "too many connections on this node; retry later",
+                CONNECTION_LIMIT.0,
+                CONNECTION_LIMIT.1,
             )),
-            false => accept(AuthState::Failed(f)),
+            false => accept(AuthState::ConnectionLimit),
         };
     };
     let state = authenticate(app, headers, &extracted, remote);

@@ -25,16 +25,38 @@ use crate::auth::{AuthFailure, Identity, first_message_token};
 use crate::config::{AuthMode, RejectAt};
 use crate::hub::Outbound;
 
-/// Sends one message and a close frame before the session proper exists.
-async fn refuse<S: Sink<Message> + Unpin>(
+/// Sends one message and a close frame before the session proper exists, then waits
+/// (bounded) for the client's close frame, as in [`run`].
+async fn refuse<S, St, E>(
     sink: &mut S,
+    stream: &mut St,
     body: String,
     code: u16,
     reason: &'static str,
-) {
+) where
+    S: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
     let _ = sink.send(Message::text(body)).await;
     let _ = sink.send(Message::close_with(code, reason)).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(stream)).await;
     let _ = sink.close().await;
+}
+
+/// How long a closing connection waits for the writer to flush and the client to answer
+/// the close frame before the socket is dropped regardless.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards until the client's close frame (or the end of the stream).
+async fn discard_until_close<St, E>(stream: &mut St)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    while let Some(Ok(msg)) = stream.next().await {
+        if msg.is_close() {
+            break;
+        }
+    }
 }
 
 /// Reads text frames until one arrives (pings and pongs are skipped).
@@ -69,15 +91,28 @@ where
         AuthState::Failed(f) => {
             return refuse(
                 &mut sink,
+                &mut stream,
                 f.error_message().to_string(),
                 f.close_code(),
                 "authentication failed",
             )
             .await;
         }
+        AuthState::ConnectionLimit => {
+            let (code, msg) = super::handshake::CONNECTION_LIMIT;
+            return refuse(
+                &mut sink,
+                &mut stream,
+                protocol::error(code, msg, None, true),
+                4429,
+                "connection limit",
+            )
+            .await;
+        }
         AuthState::Unavailable(code, msg) => {
             return refuse(
                 &mut sink,
+                &mut stream,
                 protocol::error(code, msg, None, true),
                 1013,
                 "try again later",
@@ -111,12 +146,13 @@ where
                         None,
                         false,
                     );
-                    return refuse(&mut sink, body, 1008, "message before auth").await;
+                    return refuse(&mut sink, &mut stream, body, 1008, "message before auth").await;
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
                     return refuse(
                         &mut sink,
+                        &mut stream,
                         f.error_message().to_string(),
                         f.close_code(),
                         "authentication failed",
@@ -129,6 +165,7 @@ where
     let Some(store) = app.store.get().cloned() else {
         return refuse(
             &mut sink,
+            &mut stream,
             protocol::error(
                 "STORE_UNAVAILABLE",
                 "the message store is not reachable",
@@ -168,7 +205,10 @@ where
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
     tracing::debug!(user_id = %user, conn_id = %conn_id, auth = %auth_label, "connection established");
-    let writer = tokio::spawn(writer::run(
+    // The writer can end the connection on its own (no pong in time, a failed write); the
+    // reader then has nothing left to wait for, since a dead client never sends again.
+    let writer_done = CancellationToken::new();
+    let writer_task = writer::run(
         sink,
         rx,
         ctrl_rx,
@@ -180,20 +220,44 @@ where
             pong_timeout: cfg.websocket.pong_timeout,
             pong_seen: Arc::clone(&pong_seen),
         },
-    ));
+    );
+    let done = writer_done.clone().drop_guard();
+    let writer = tokio::spawn(async move {
+        writer_task.await;
+        drop(done);
+    });
     let mut session = Session {
         app: app.clone(),
         identity,
         tx,
         warned_expiry: false,
     };
-    let close = session.read_loop(&mut stream, &slow, &pong_seen).await;
+    let close = session
+        .read_loop(&mut stream, &slow, &pong_seen, &writer_done)
+        .await;
+    let closing = close.is_some();
     if let Some(c) = close {
         let _ = ctrl_tx.send(c).await;
     }
     drop(session);
     drop(ctrl_tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    // The writer sends what it must and the close frame; meanwhile keep reading when we
+    // started the close, so the client's answer completes the closing handshake. A socket
+    // dropped with unread input is reset, and the reset can destroy the close frame (and
+    // its code) before the client reads it. A client that reads nothing at all gets the
+    // writer aborted after the linger, so it cannot hold the socket open forever.
+    let mut writer = writer;
+    let finish = async {
+        let linger = async {
+            if closing {
+                discard_until_close(&mut stream).await;
+            }
+        };
+        let _ = tokio::join!(&mut writer, linger);
+    };
+    if tokio::time::timeout(CLOSE_LINGER, finish).await.is_err() {
+        writer.abort();
+    }
     app.hub.unregister(&user, &conn_id);
     app.metrics.connections_open.dec();
     drop(pre.permit);
@@ -224,6 +288,9 @@ impl Session {
         }
     }
 
+    /// When to send `token_expiring` and when to close: the close comes at `exp` plus the
+    /// verifier's leeway, the same rule that admitted the token, so a token accepted inside
+    /// the leeway is not declared expired the moment the connection opens.
     fn expiry_at(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let exp = self.identity.expires_at?;
         let lifetime = self
@@ -233,7 +300,10 @@ impl Session {
         let margin = (lifetime / 5)
             .min(chrono::Duration::seconds(60))
             .max(chrono::Duration::seconds(1));
-        Some((exp - margin, exp))
+        let leeway = self.app.config.auth.jwt.as_ref().map_or(0, |j| j.leeway_s);
+        // The schema caps leeway at 300 s.
+        let leeway = chrono::Duration::seconds(i64::try_from(leeway.min(300)).unwrap_or(300));
+        Some((exp - margin, exp + leeway))
     }
 
     async fn read_loop<St, E>(
@@ -241,6 +311,7 @@ impl Session {
         stream: &mut St,
         slow: &CancellationToken,
         pong_seen: &AtomicBool,
+        writer_done: &CancellationToken,
     ) -> Option<Close>
     where
         St: Stream<Item = Result<Message, E>> + Unpin,
@@ -268,6 +339,7 @@ impl Session {
                     tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
                     return close(4509, "slow consumer: outbound queue stayed full");
                 }
+                _ = writer_done.cancelled() => return None,
                 _ = self.app.close_sessions.cancelled() => {
                     return Some(Close { code: 1001, reason: "server shutting down", flush_first: true });
                 }
@@ -276,7 +348,7 @@ impl Session {
                     return Some(Close { code: 4401, reason: "token expired", flush_first: true });
                 }
                 _ = until(warn_due) => {
-                    if let Some(exp) = expire_at {
+                    if let Some(exp) = self.identity.expires_at {
                         self.reply(protocol::token_expiring(&exp), slow);
                     }
                     self.warned_expiry = true;

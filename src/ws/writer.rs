@@ -1,7 +1,10 @@
 //! A connection's writer: the only task that writes to the socket. It drains the bounded
 //! outbound queue (flushing once per burst, not per message), sends heartbeat pings,
-//! replays stored events for `resume`, and drops live events the client already got, so
-//! each thread's events reach the client exactly once and in `seq` order.
+//! replays stored events for `resume`, and drops events the client already got, so each
+//! thread's events reach the client exactly once. They arrive in `seq` order except when
+//! live events of a thread reach a new connection before its `resume` does: the replay
+//! then fills the gap below them (the server cannot know in advance which threads a new
+//! connection will resume, and holding live events back could delay them indefinitely).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +52,19 @@ pub struct WriterCtx {
     pub pong_seen: Arc<AtomicBool>,
 }
 
+/// The events `first..=last` of one thread have been sent on this connection.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    first: i64,
+    last: i64,
+}
+
+impl Sent {
+    fn contains(&self, seq: i64) -> bool {
+        self.first <= seq && seq <= self.last
+    }
+}
+
 enum Step {
     Continue,
     Stop,
@@ -63,7 +79,7 @@ pub async fn run<S>(
 ) where
     S: Sink<Message> + Unpin,
 {
-    let mut last_seq: HashMap<Arc<str>, i64> = HashMap::new();
+    let mut sent: HashMap<Arc<str>, Sent> = HashMap::new();
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + cx.heartbeat, cx.heartbeat);
     let mut pong_deadline: Option<tokio::time::Instant> = None;
@@ -80,7 +96,7 @@ pub async fn run<S>(
                 let Some(close) = close else { break };
                 if close.flush_first {
                     while let Ok(item) = rx.try_recv() {
-                        if let Step::Stop = write(&mut sink, item, &mut last_seq, &cx).await { break }
+                        if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
                     }
                 }
                 let _ = sink.send(Message::close_with(close.code, close.reason)).await;
@@ -88,11 +104,11 @@ pub async fn run<S>(
             }
             item = rx.recv() => {
                 let Some(item) = item else { break };
-                if let Step::Stop = write(&mut sink, item, &mut last_seq, &cx).await { break }
+                if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
                 let mut n = 1;
                 while n < BURST {
                     let Ok(more) = rx.try_recv() else { break };
-                    if let Step::Stop = write(&mut sink, more, &mut last_seq, &cx).await { return }
+                    if let Step::Stop = write(&mut sink, more, &mut sent, &cx).await { return }
                     n += 1;
                 }
                 if sink.flush().await.is_err() { break }
@@ -118,7 +134,7 @@ pub async fn run<S>(
 async fn write<S>(
     sink: &mut S,
     item: Outbound,
-    last_seq: &mut HashMap<Arc<str>, i64>,
+    sent: &mut HashMap<Arc<str>, Sent>,
     cx: &WriterCtx,
 ) -> Step
 where
@@ -132,11 +148,20 @@ where
             kind,
             json,
         } => {
-            let last = last_seq.entry(thread_id).or_insert(0);
-            if seq <= *last {
-                return Step::Continue;
+            match sent.get_mut(&thread_id) {
+                // Runs publish in seq order, so anything at or below `last` was sent.
+                Some(range) if seq <= range.last => return Step::Continue,
+                Some(range) => range.last = seq,
+                None => {
+                    sent.insert(
+                        thread_id,
+                        Sent {
+                            first: seq,
+                            last: seq,
+                        },
+                    );
+                }
             }
-            *last = seq;
             feed(sink, &json, kind, cx).await
         }
         Outbound::Replay {
@@ -145,7 +170,11 @@ where
             ref_id,
         } => {
             let key: Arc<str> = Arc::from(thread_id.as_str());
-            let mut from = after_seq.max(last_seq.get(&key).copied().unwrap_or(0));
+            // Live events of this thread may already have gone out (they can reach a new
+            // connection before its `resume`): skip those, send everything else after
+            // `after_seq`, so the client gets each event once and none is missing.
+            let before = sent.get(&key).copied();
+            let mut from = after_seq;
             loop {
                 let page = match cx
                     .store
@@ -166,6 +195,9 @@ where
                 let full = page.len() as u32 == REPLAY_PAGE;
                 for ev in page {
                     from = ev.seq;
+                    if before.is_some_and(|b| b.contains(ev.seq)) {
+                        continue;
+                    }
                     if let Step::Stop = feed(sink, &ev.json, "replay", cx).await {
                         return Step::Stop;
                     }
@@ -174,8 +206,22 @@ where
                     break;
                 }
             }
-            if from > 0 {
-                last_seq.insert(key, from);
+            // Now everything in `after_seq + 1..=from` has been sent, plus what was before.
+            if from > after_seq {
+                let mut now = Sent {
+                    first: after_seq + 1,
+                    last: from,
+                };
+                if let Some(b) = before
+                    && b.first < now.first
+                    && b.last >= after_seq
+                {
+                    now.first = b.first;
+                }
+                if let Some(b) = before {
+                    now.last = now.last.max(b.last);
+                }
+                sent.insert(key, now);
             }
             if sink.flush().await.is_err() {
                 return Step::Stop;

@@ -4,3 +4,4 @@ mod auth;
 mod config;
 mod serve;
 mod store;
+mod ws;
