@@ -1,4 +1,5 @@
 //! The single integration test binary (one link for the whole suite).
 
 mod auth;
+mod browser;
 mod store;
