@@ -1,6 +1,7 @@
 //! The single integration test binary (one link for the whole suite).
 
 mod auth;
+mod browser;
 mod config;
 mod serve;
 mod store;
