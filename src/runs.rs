@@ -25,6 +25,9 @@ struct Active {
 #[derive(Default)]
 pub struct RunManager {
     active: Mutex<HashMap<String, Active>>,
+    /// One turn at a time per thread: runs of a thread execute in message order, so its
+    /// events are stored and published in `seq` order (the writer relies on that).
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
     cancel_all: CancellationToken,
 }
@@ -79,7 +82,11 @@ impl RunManager {
         self.tracker.spawn(async move {
             let started = Instant::now();
             let sink = StoreSink { deps: deps.clone(), user_id: ctx.user_id.clone(), thread_id: Arc::from(ctx.thread_id.as_str()), run_id: ctx.run_id.clone() };
+            let turn = manager.turn_of(&ctx.thread_id);
+            let guard = turn.lock().await;
             let outcome = crate::agent::run(&agent, &ctx, &sink).await;
+            drop(guard);
+            manager.release_turn(&ctx.thread_id, turn);
             if !outcome.completion_stored {
                 // Storage failed: the client still sees the run end, without a seq.
                 let mut body = outcome.completed_event().to_body("");
@@ -92,6 +99,23 @@ impl RunManager {
             deps.metrics.run_finished(outcome.status.as_str(), started.elapsed().as_secs_f64());
             manager.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&ctx.run_id);
         });
+    }
+
+    fn turn_of(&self, thread_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(turns.entry(thread_id.to_string()).or_default())
+    }
+
+    /// Forgets a thread's turn lock once no run holds or waits for it.
+    fn release_turn(&self, thread_id: &str, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        drop(turn);
+        if turns
+            .get(thread_id)
+            .is_some_and(|t| Arc::strong_count(t) == 1)
+        {
+            turns.remove(thread_id);
+        }
     }
 
     /// Cancels a run of `user_id`; false when there is no such run of theirs.

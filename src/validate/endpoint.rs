@@ -121,16 +121,13 @@ pub fn check(cx: &mut Ctx) {
         ),
         Some((scheme, host, path)) => {
             if !seen.contains(&path) {
-                let hint = match closest(path, seen.iter().copied()) {
-                    Some(c) => format!(
-                        "did you mean `{c}`? declared WebSocket paths: {}",
-                        seen.join(", ")
-                    ),
-                    None => format!(
-                        "use a declared WebSocket path ({}) or add `{path}` to websocket.aliases",
-                        seen.join(", ")
-                    ),
-                };
+                let guess = closest(path, seen.iter().copied())
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                let hint = format!(
+                    "{guess}use a declared WebSocket path ({}) or add `{path}` to websocket.aliases",
+                    seen.join(", ")
+                );
                 cx.error(
                     "E_CLIENT_WS_URL",
                     kp("client.websocket_url"),

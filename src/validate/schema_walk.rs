@@ -98,9 +98,22 @@ pub fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -
                 strsim::normalized_damerau_levenshtein(&given_l, &c.to_ascii_lowercase()),
             )
         })
-        .filter(|(c, score)| *score >= 0.5 || c.contains(&given_l) || given_l.contains(*c))
+        .filter(|(c, score)| {
+            let c = c.to_ascii_lowercase();
+            *score >= 0.5
+                || c.contains(&given_l)
+                || given_l.contains(&c)
+                || is_subsequence(&given_l, &c)
+        })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(c, _)| c)
+}
+
+/// True when every character of `short` appears in `long` in order (`/ws` in
+/// `/websocket`): abbreviations are likely meant as the longer name.
+fn is_subsequence(short: &str, long: &str) -> bool {
+    let mut rest = long.chars();
+    short.len() >= 2 && short.len() < long.len() && short.chars().all(|c| rest.any(|l| l == c))
 }
 
 #[cfg(test)]
@@ -125,5 +138,9 @@ mod tests {
         let keys = ["heartbeat_ms", "path", "aliases"];
         assert_eq!(closest("hearbeat_ms", keys), Some("heartbeat_ms"));
         assert_eq!(closest("zzzzzzzz", keys), None);
+        assert_eq!(
+            closest("/ws", ["/websocket", "/api/v1/chat"]),
+            Some("/websocket")
+        );
     }
 }

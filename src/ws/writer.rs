@@ -122,7 +122,7 @@ pub async fn run<S>(
                 if cx.pong_seen.load(Ordering::Relaxed) {
                     pong_deadline = None;
                 } else {
-                    let _ = sink.send(Message::close_with(1001u16, "no pong within the pong timeout")).await;
+                    let _ = sink.send(Message::close_with(1002u16, "no pong within the pong timeout")).await;
                     break;
                 }
             }

@@ -132,7 +132,10 @@ async fn a_client_that_never_answers_pings_is_dropped() {
     }
     // The close frame was sent before the socket was dropped.
     let (_, code) = Client::from_stream(ws).until_close().await;
-    assert_eq!(code, 1001);
+    assert_eq!(
+        code, 1002,
+        "a missed pong is a protocol error (docs/PROTOCOL-NOTES.md)"
+    );
 }
 
 #[tokio::test]
