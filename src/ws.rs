@@ -5,55 +5,69 @@
 //! Architecture invariant: `ws/` never reads configuration files; it gets the validated
 //! `Config` through [`App`].
 
+mod frames;
 pub mod handshake;
 pub mod protocol;
 pub mod session;
+pub mod upgrade;
 pub mod writer;
 
 use std::net::SocketAddr;
 
+use hyper::upgrade::OnUpgrade;
 use warp::Filter;
-use warp::http::{HeaderMap, HeaderValue};
+use warp::http::HeaderMap;
 use warp::reply::Response;
-use warp::ws::Ws;
 
 use crate::app::App;
 use handshake::Decision;
 
-/// The upgrade filter for a WebSocket path (the caller matched the path).
+/// The upgrade filter for a WebSocket path (the caller matched the path). A request that
+/// is not a WebSocket upgrade is rejected here so the caller answers 426.
 pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::ws()
+    warp::get()
         .and(warp::header::headers_cloned())
         .and(query)
         .and(warp::addr::remote())
-        .map(
-            move |ws: Ws, headers: HeaderMap, query: String, remote: Option<SocketAddr>| {
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            move |headers: HeaderMap,
+                  query: String,
+                  remote: Option<SocketAddr>,
+                  on_upgrade: Option<OnUpgrade>| {
                 let app = app.clone();
-                match handshake::decide(&app, &headers, &query, remote) {
-                    Decision::Refuse(resp) => resp,
-                    Decision::Accept(pre) => {
-                        // Frames up to twice the limit are read so an oversize message can be
-                        // answered with a proper 1009 close instead of a dropped connection.
-                        let limit = app
-                            .config
-                            .websocket
-                            .max_message_bytes
-                            .saturating_mul(2)
-                            .max(4096);
-                        let selected = pre.subprotocol.clone();
-                        let ws = ws.max_message_size(limit).max_frame_size(limit);
-                        let token = app.sessions.token();
-                        let reply = ws.on_upgrade(move |socket| async move {
-                            session::run(app, socket, pre).await;
-                            drop(token);
-                        });
-                        let mut resp = warp::Reply::into_response(reply);
-                        if let Some(p) = selected.and_then(|p| HeaderValue::from_str(&p).ok()) {
-                            resp.headers_mut().insert("sec-websocket-protocol", p);
+                async move {
+                    let (Some(key), Some(on_upgrade)) =
+                        (upgrade::websocket_key(&headers), on_upgrade)
+                    else {
+                        return Err(warp::reject::not_found());
+                    };
+                    Ok(match handshake::decide(&app, &headers, &query, remote) {
+                        Decision::Refuse(resp) => resp,
+                        Decision::Accept(pre) => {
+                            // Frames up to twice the limit are read so an oversize message can be
+                            // answered with a proper 1009 close instead of a dropped connection.
+                            let limit = app
+                                .config
+                                .websocket
+                                .max_message_bytes
+                                .saturating_mul(2)
+                                .max(4096);
+                            let selected = pre.subprotocol.clone();
+                            let token = app.sessions.token();
+                            upgrade::accept(
+                                key,
+                                on_upgrade,
+                                upgrade::config(limit),
+                                selected.as_deref(),
+                                move |socket| async move {
+                                    session::run(app, socket, pre).await;
+                                    drop(token);
+                                },
+                            )
                         }
-                        resp
-                    }
+                    })
                 }
             },
         )

@@ -4,7 +4,7 @@
 //! or a specific close code; nothing here becomes 1011.
 //!
 //! Generic over the socket's `Sink`/`Stream`, so it runs over warp's `WebSocket` and over
-//! anything else speaking `warp::ws::Message`.
+//! anything else speaking tungstenite's `Message`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +14,10 @@ use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use warp::ws::Message;
+
+use super::frames;
 
 use super::handshake::{AuthState, PreAuth};
 use super::protocol::{self, ClientMessage, ParseError};
@@ -38,7 +40,7 @@ async fn refuse<S, St, E>(
     St: Stream<Item = Result<Message, E>> + Unpin,
 {
     let _ = sink.send(Message::text(body)).await;
-    let _ = sink.send(Message::close_with(code, reason)).await;
+    let _ = sink.send(frames::close(code, reason)).await;
     let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(stream)).await;
     let _ = sink.close().await;
 }
@@ -70,7 +72,7 @@ where
             return None;
         }
         if msg.is_text() {
-            return Some(Ok(msg.to_str().unwrap_or_default().to_string()));
+            return Some(Ok(msg.to_text().unwrap_or_default().to_string()));
         }
         if msg.is_binary() {
             return Some(Err(()));
@@ -369,13 +371,13 @@ impl Session {
                         pong_seen.store(true, Ordering::Relaxed);
                     } else if msg.is_close() {
                         return None;
-                    } else if msg.as_bytes().len() > max {
+                    } else if msg.len() > max {
                         self.reply(protocol::error("MESSAGE_TOO_LARGE", &format!("messages are limited to {max} bytes"), None, false), slow);
                         return Some(Close { code: 1009, reason: "message too large", flush_first: true });
                     } else if msg.is_binary() {
                         self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false), slow);
                     } else if msg.is_text() {
-                        let text = msg.to_str().unwrap_or_default().to_string();
+                        let text = msg.to_text().unwrap_or_default().to_string();
                         if let Some(c) = self.handle(&text, slow).await {
                             return Some(c);
                         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::frames;
 
 use super::protocol;
 use crate::hub::Outbound;
@@ -99,7 +101,7 @@ pub async fn run<S>(
                         if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
                     }
                 }
-                let _ = sink.send(Message::close_with(close.code, close.reason)).await;
+                let _ = sink.send(frames::close(close.code, close.reason)).await;
                 break;
             }
             item = rx.recv() => {
@@ -115,14 +117,14 @@ pub async fn run<S>(
             }
             _ = ping.tick() => {
                 cx.pong_seen.store(false, Ordering::Relaxed);
-                if sink.send(Message::ping(Vec::new())).await.is_err() { break }
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break }
                 pong_deadline = Some(tokio::time::Instant::now() + cx.pong_timeout);
             }
             _ = deadline => {
                 if cx.pong_seen.load(Ordering::Relaxed) {
                     pong_deadline = None;
                 } else {
-                    let _ = sink.send(Message::close_with(1002u16, "no pong within the pong timeout")).await;
+                    let _ = sink.send(frames::close(1002u16, "no pong within the pong timeout")).await;
                     break;
                 }
             }
