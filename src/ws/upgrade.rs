@@ -109,7 +109,7 @@ mod tests {
         // RFC 6455's example key and accept value.
         assert_eq!(
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kxG+xOo4P1BcOo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         h.insert("sec-websocket-version", HeaderValue::from_static("8"));
         assert!(websocket_key(&h).is_none());
