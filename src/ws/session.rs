@@ -29,13 +29,14 @@ use crate::hub::Outbound;
 
 /// Sends one message and a close frame before the session proper exists, then waits
 /// (bounded) for the client's close frame, as in [`run`].
-async fn refuse<S, St, E>(
+async fn refuse<S, St, E, T>(
     sink: &mut S,
     stream: &mut St,
     body: String,
     code: u16,
     reason: &'static str,
-) where
+) -> Option<T>
+where
     S: Sink<Message> + Unpin,
     St: Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -43,6 +44,7 @@ async fn refuse<S, St, E>(
     let _ = sink.send(frames::close(code, reason)).await;
     let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(stream)).await;
     let _ = sink.close().await;
+    None
 }
 
 /// How long a closing connection waits for the writer to flush and the client to answer
@@ -88,96 +90,12 @@ where
     E: std::fmt::Display,
 {
     let (mut sink, mut stream) = socket.split();
-    let identity = match pre.state {
-        AuthState::Authenticated(id) => id,
-        AuthState::Failed(f) => {
-            return refuse(
-                &mut sink,
-                &mut stream,
-                f.error_message().to_string(),
-                f.close_code(),
-                "authentication failed",
-            )
-            .await;
-        }
-        AuthState::ConnectionLimit => {
-            let (code, msg) = super::handshake::CONNECTION_LIMIT;
-            return refuse(
-                &mut sink,
-                &mut stream,
-                protocol::error(code, msg, None, true),
-                4429,
-                "connection limit",
-            )
-            .await;
-        }
-        AuthState::Unavailable(code, msg) => {
-            return refuse(
-                &mut sink,
-                &mut stream,
-                protocol::error(code, msg, None, true),
-                1013,
-                "try again later",
-            )
-            .await;
-        }
-        AuthState::AwaitFirstMessage => {
-            let wait = tokio::time::timeout(
-                app.config.auth.first_message_timeout,
-                next_text(&mut stream),
-            )
-            .await;
-            let result = match wait {
-                Err(_) => Err(AuthFailure::AuthTimeout),
-                Ok(None) => return,
-                Ok(Some(Err(()))) => Err(AuthFailure::NoToken),
-                Ok(Some(Ok(text))) => {
-                    first_message_token(&text).and_then(|found| match &app.verifier {
-                        Some(v) => v.verify_found(&[found], Utc::now()),
-                        None => Err(AuthFailure::AuthUnavailable("no verifier configured")),
-                    })
-                }
-            };
-            match result {
-                Ok(id) => id,
-                Err(AuthFailure::NoToken) if app.config.auth.reject_at == RejectAt::Handshake => {
-                    app.metrics.auth_failure("NO_TOKEN");
-                    let body = protocol::error(
-                        "POLICY_VIOLATION",
-                        "the first message must be {\"type\":\"auth\",\"token\":…}",
-                        None,
-                        false,
-                    );
-                    return refuse(&mut sink, &mut stream, body, 1008, "message before auth").await;
-                }
-                Err(f) => {
-                    app.metrics.auth_failure(f.code());
-                    return refuse(
-                        &mut sink,
-                        &mut stream,
-                        f.error_message().to_string(),
-                        f.close_code(),
-                        "authentication failed",
-                    )
-                    .await;
-                }
-            }
-        }
-    };
-    let Some(store) = app.store.get().cloned() else {
-        return refuse(
-            &mut sink,
-            &mut stream,
-            protocol::error(
-                "STORE_UNAVAILABLE",
-                "the message store is not reachable",
-                None,
-                true,
-            ),
-            1013,
-            "try again later",
-        )
-        .await;
+    // Boxed: the authentication phase (first-message wait, refusals) would otherwise
+    // stay part of every idle session's future and cost memory per connection.
+    let Some((identity, store)) =
+        Box::pin(establish(&app, &mut sink, &mut stream, pre.state)).await
+    else {
+        return;
     };
     let cfg = Arc::clone(&app.config);
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
@@ -263,6 +181,110 @@ where
     app.hub.unregister(&user, &conn_id);
     app.metrics.connections_open.dec();
     drop(pre.permit);
+}
+
+/// Finishes authentication (first-message auth or the refusal decided at the handshake)
+/// and checks the store; `None` when the connection was refused and closed.
+async fn establish<Si, St, E>(
+    app: &App,
+    sink: &mut Si,
+    stream: &mut St,
+    state: AuthState,
+) -> Option<(Identity, crate::store::Store)>
+where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let identity = match state {
+        AuthState::Authenticated(id) => id,
+        AuthState::Failed(f) => {
+            return refuse(
+                sink,
+                stream,
+                f.error_message().to_string(),
+                f.close_code(),
+                "authentication failed",
+            )
+            .await;
+        }
+        AuthState::ConnectionLimit => {
+            let (code, msg) = super::handshake::CONNECTION_LIMIT;
+            return refuse(
+                sink,
+                stream,
+                protocol::error(code, msg, None, true),
+                4429,
+                "connection limit",
+            )
+            .await;
+        }
+        AuthState::Unavailable(code, msg) => {
+            return refuse(
+                sink,
+                stream,
+                protocol::error(code, msg, None, true),
+                1013,
+                "try again later",
+            )
+            .await;
+        }
+        AuthState::AwaitFirstMessage => {
+            let wait =
+                tokio::time::timeout(app.config.auth.first_message_timeout, next_text(stream))
+                    .await;
+            let result = match wait {
+                Err(_) => Err(AuthFailure::AuthTimeout),
+                Ok(None) => return None,
+                Ok(Some(Err(()))) => Err(AuthFailure::NoToken),
+                Ok(Some(Ok(text))) => {
+                    first_message_token(&text).and_then(|found| match &app.verifier {
+                        Some(v) => v.verify_found(&[found], Utc::now()),
+                        None => Err(AuthFailure::AuthUnavailable("no verifier configured")),
+                    })
+                }
+            };
+            match result {
+                Ok(id) => id,
+                Err(AuthFailure::NoToken) if app.config.auth.reject_at == RejectAt::Handshake => {
+                    app.metrics.auth_failure("NO_TOKEN");
+                    let body = protocol::error(
+                        "POLICY_VIOLATION",
+                        "the first message must be {\"type\":\"auth\",\"token\":…}",
+                        None,
+                        false,
+                    );
+                    return refuse(sink, stream, body, 1008, "message before auth").await;
+                }
+                Err(f) => {
+                    app.metrics.auth_failure(f.code());
+                    return refuse(
+                        sink,
+                        stream,
+                        f.error_message().to_string(),
+                        f.close_code(),
+                        "authentication failed",
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    let Some(store) = app.store.get().cloned() else {
+        return refuse(
+            sink,
+            stream,
+            protocol::error(
+                "STORE_UNAVAILABLE",
+                "the message store is not reachable",
+                None,
+                true,
+            ),
+            1013,
+            "try again later",
+        )
+        .await;
+    };
+    Some((identity, store))
 }
 
 struct Session {
@@ -378,7 +400,7 @@ impl Session {
                         self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false), slow);
                     } else if msg.is_text() {
                         let text = msg.to_text().unwrap_or_default().to_string();
-                        if let Some(c) = self.handle(&text, slow).await {
+                        if let Some(c) = Box::pin(self.handle(&text, slow)).await {
                             return Some(c);
                         }
                     }

@@ -171,64 +171,68 @@ where
             after_seq,
             ref_id,
         } => {
-            let key: Arc<str> = Arc::from(thread_id.as_str());
-            // Live events of this thread may already have gone out (they can reach a new
-            // connection before its `resume`): skip those, send everything else after
-            // `after_seq`, so the client gets each event once and none is missing.
-            let before = sent.get(&key).copied();
-            let mut from = after_seq;
-            loop {
-                let page = match cx
-                    .store
-                    .events_after(&cx.user_id, &thread_id, from, REPLAY_PAGE)
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let msg = protocol::error(
-                            e.code(),
-                            "could not replay this thread",
-                            ref_id.as_deref(),
-                            e.is_retryable(),
-                        );
-                        return feed(sink, &msg, "error", cx).await;
+            // Boxed so the replay's store query is not part of every idle writer's future.
+            Box::pin(async move {
+                let key: Arc<str> = Arc::from(thread_id.as_str());
+                // Live events of this thread may already have gone out (they can reach a new
+                // connection before its `resume`): skip those, send everything else after
+                // `after_seq`, so the client gets each event once and none is missing.
+                let before = sent.get(&key).copied();
+                let mut from = after_seq;
+                loop {
+                    let page = match cx
+                        .store
+                        .events_after(&cx.user_id, &thread_id, from, REPLAY_PAGE)
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let msg = protocol::error(
+                                e.code(),
+                                "could not replay this thread",
+                                ref_id.as_deref(),
+                                e.is_retryable(),
+                            );
+                            return feed(sink, &msg, "error", cx).await;
+                        }
+                    };
+                    let full = page.len() as u32 == REPLAY_PAGE;
+                    for ev in page {
+                        from = ev.seq;
+                        if before.is_some_and(|b| b.contains(ev.seq)) {
+                            continue;
+                        }
+                        if let Step::Stop = feed(sink, &ev.json, "replay", cx).await {
+                            return Step::Stop;
+                        }
                     }
-                };
-                let full = page.len() as u32 == REPLAY_PAGE;
-                for ev in page {
-                    from = ev.seq;
-                    if before.is_some_and(|b| b.contains(ev.seq)) {
-                        continue;
-                    }
-                    if let Step::Stop = feed(sink, &ev.json, "replay", cx).await {
-                        return Step::Stop;
+                    if !full {
+                        break;
                     }
                 }
-                if !full {
-                    break;
+                // Now everything in `after_seq + 1..=from` has been sent, plus what was before.
+                if from > after_seq {
+                    let mut now = Sent {
+                        first: after_seq + 1,
+                        last: from,
+                    };
+                    if let Some(b) = before
+                        && b.first < now.first
+                        && b.last >= after_seq
+                    {
+                        now.first = b.first;
+                    }
+                    if let Some(b) = before {
+                        now.last = now.last.max(b.last);
+                    }
+                    sent.insert(key, now);
                 }
-            }
-            // Now everything in `after_seq + 1..=from` has been sent, plus what was before.
-            if from > after_seq {
-                let mut now = Sent {
-                    first: after_seq + 1,
-                    last: from,
-                };
-                if let Some(b) = before
-                    && b.first < now.first
-                    && b.last >= after_seq
-                {
-                    now.first = b.first;
+                if sink.flush().await.is_err() {
+                    return Step::Stop;
                 }
-                if let Some(b) = before {
-                    now.last = now.last.max(b.last);
-                }
-                sent.insert(key, now);
-            }
-            if sink.flush().await.is_err() {
-                return Step::Stop;
-            }
-            Step::Continue
+                Step::Continue
+            })
+            .await
         }
     }
 }
