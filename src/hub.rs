@@ -12,31 +12,52 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What a connection's writer sends.
+/// What a connection's writer sends. Kept to two words plus a tag: every connection's
+/// queue allocates room for 32 of these up front, which counts per idle connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A reply to this connection only (ack, error, pong, …).
     Reply(Arc<str>),
-    /// A stored thread event.
-    Event {
-        /// Its thread.
-        thread_id: Arc<str>,
-        /// Its seq in the thread.
-        seq: i64,
-        /// Its `type` (for metrics).
-        kind: &'static str,
-        /// The exact stored JSON.
-        json: Arc<str>,
-    },
-    /// Replay stored events of a thread after `after_seq` (a `resume`).
-    Replay {
-        /// The thread (ownership already checked).
-        thread_id: String,
-        /// Replay events with a larger seq.
-        after_seq: i64,
-        /// The client message id, for an error reply.
-        ref_id: Option<String>,
-    },
+    /// A stored thread event, shared by every connection of the user.
+    Event(Arc<EventFrame>),
+    /// Replay stored events of a thread (a `resume`).
+    Replay(Box<ReplayRequest>),
+}
+
+/// A stored event on its way to the user's connections.
+#[derive(Debug)]
+pub struct EventFrame {
+    /// Its thread.
+    pub thread_id: Arc<str>,
+    /// Its seq in the thread.
+    pub seq: i64,
+    /// Its `type` (for metrics).
+    pub kind: &'static str,
+    /// The exact stored JSON.
+    pub json: Arc<str>,
+}
+
+/// A `resume` request, checked for ownership, for the writer to serve.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The thread.
+    pub thread_id: String,
+    /// Replay events with a larger seq.
+    pub after_seq: i64,
+    /// The client message id, for an error reply.
+    pub ref_id: Option<String>,
+}
+
+impl Outbound {
+    /// A stored event.
+    pub fn event(thread_id: Arc<str>, seq: i64, kind: &'static str, json: Arc<str>) -> Self {
+        Self::Event(Arc::new(EventFrame {
+            thread_id,
+            seq,
+            kind,
+            json,
+        }))
+    }
 }
 
 /// One registered connection.
@@ -107,6 +128,12 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_items_stay_small() {
+        // Each connection's queue allocates a block of 32 items when it is created.
+        assert!(std::mem::size_of::<Outbound>() <= 24, "{}", std::mem::size_of::<Outbound>());
+    }
 
     #[tokio::test]
     async fn delivers_to_every_tab_of_the_user_only_and_flags_full_queues() {

@@ -196,12 +196,12 @@ impl EventSink for StoreSink {
         .map_err(|e| SinkError(format!("{}: {e}", e.code())))?;
         self.deps.hub.publish(
             &self.user_id,
-            Outbound::Event {
-                thread_id: Arc::clone(&self.thread_id),
-                seq: stored.seq,
+            Outbound::event(
+                Arc::clone(&self.thread_id),
+                stored.seq,
                 kind,
-                json: Arc::from(stored.json),
-            },
+                Arc::from(stored.json),
+            ),
         );
         Ok(())
     }

@@ -101,7 +101,7 @@ where
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
     let user = identity.user_id.clone();
     let (tx, rx) = mpsc::channel(cfg.websocket.send_queue);
-    let (ctrl_tx, ctrl_rx) = mpsc::channel::<Close>(2);
+    let (ctrl_tx, ctrl_rx) = tokio::sync::oneshot::channel::<Close>();
     let slow = CancellationToken::new();
     let pong_seen = Arc::new(AtomicBool::new(true));
     let auth_label = if cfg.auth.mode == AuthMode::None {
@@ -109,6 +109,7 @@ where
     } else {
         identity.method.label()
     };
+    // Serialized at once: a `Value` kept in this future would cost memory per connection.
     let established = json!({
         "type": "connection_established",
         "protocol": protocol::PROTOCOL,
@@ -119,8 +120,9 @@ where
         "heartbeat_ms": cfg.websocket.heartbeat.as_millis() as u64,
         "token_expires_at": identity.expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "limits": { "max_message_bytes": cfg.websocket.max_message_bytes, "messages_per_minute": cfg.websocket.messages_per_minute },
-    });
-    let _ = tx.try_send(Outbound::Reply(Arc::from(established.to_string())));
+    })
+    .to_string();
+    let _ = tx.try_send(Outbound::Reply(Arc::from(established)));
     app.hub.register(&user, &conn_id, tx.clone(), slow.clone());
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
@@ -156,11 +158,13 @@ where
         .read_loop(&mut stream, &slow, &pong_seen, &writer_done)
         .await;
     let closing = close.is_some();
-    if let Some(c) = close {
-        let _ = ctrl_tx.send(c).await;
+    match close {
+        Some(c) => {
+            let _ = ctrl_tx.send(c);
+        }
+        None => drop(ctrl_tx),
     }
     drop(session);
-    drop(ctrl_tx);
     // The writer sends what it must and the close frame; meanwhile keep reading when we
     // started the close, so the client's answer completes the closing handshake. A socket
     // dropped with unread input is reset, and the reset can destroy the close frame (and
@@ -570,11 +574,12 @@ impl Session {
         match store.thread_owner(&thread_id).await {
             Ok(Some(owner)) if owner == self.identity.user_id => {
                 if let Err(mpsc::error::TrySendError::Full(_)) =
-                    self.tx.try_send(Outbound::Replay {
-                        thread_id,
-                        after_seq,
-                        ref_id: None,
-                    })
+                    self.tx
+                        .try_send(Outbound::Replay(Box::new(crate::hub::ReplayRequest {
+                            thread_id,
+                            after_seq,
+                            ref_id: None,
+                        })))
                 {
                     slow.cancel();
                 }

@@ -17,7 +17,7 @@ pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Bytes read from the socket at a time. Chat frames are small; larger ones are read in
 /// several chunks, so this bounds idle memory, not message size.
-pub const READ_BUFFER: usize = 2 * 1024;
+pub const READ_BUFFER: usize = 1024;
 
 /// The `Sec-WebSocket-Key` of a valid upgrade request, or `None` when the request is not a
 /// WebSocket upgrade (it then gets the 426 answer).

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::frames;
 
 use super::protocol;
-use crate::hub::Outbound;
+use crate::hub::{Outbound, ReplayRequest};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -76,7 +76,7 @@ enum Step {
 pub async fn run<S>(
     mut sink: S,
     mut rx: mpsc::Receiver<Outbound>,
-    mut ctrl: mpsc::Receiver<Close>,
+    mut ctrl: tokio::sync::oneshot::Receiver<Close>,
     cx: WriterCtx,
 ) where
     S: Sink<Message> + Unpin,
@@ -94,8 +94,8 @@ pub async fn run<S>(
         };
         tokio::select! {
             biased;
-            close = ctrl.recv() => {
-                let Some(close) = close else { break };
+            close = &mut ctrl => {
+                let Ok(close) = close else { break };
                 if close.flush_first {
                     while let Ok(item) = rx.try_recv() {
                         if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
@@ -144,19 +144,15 @@ where
 {
     match item {
         Outbound::Reply(json) => feed(sink, &json, "reply", cx).await,
-        Outbound::Event {
-            thread_id,
-            seq,
-            kind,
-            json,
-        } => {
-            match sent.get_mut(&thread_id) {
+        Outbound::Event(frame) => {
+            let (seq, kind) = (frame.seq, frame.kind);
+            match sent.get_mut(&frame.thread_id) {
                 // Runs publish in seq order, so anything at or below `last` was sent.
                 Some(range) if seq <= range.last => return Step::Continue,
                 Some(range) => range.last = seq,
                 None => {
                     sent.insert(
-                        thread_id,
+                        Arc::clone(&frame.thread_id),
                         Sent {
                             first: seq,
                             last: seq,
@@ -164,13 +160,14 @@ where
                     );
                 }
             }
-            feed(sink, &json, kind, cx).await
+            feed(sink, &frame.json, kind, cx).await
         }
-        Outbound::Replay {
-            thread_id,
-            after_seq,
-            ref_id,
-        } => {
+        Outbound::Replay(request) => {
+            let ReplayRequest {
+                thread_id,
+                after_seq,
+                ref_id,
+            } = *request;
             // Boxed so the replay's store query is not part of every idle writer's future.
             Box::pin(async move {
                 let key: Arc<str> = Arc::from(thread_id.as_str());
