@@ -132,7 +132,11 @@ mod tests {
     #[test]
     fn queue_items_stay_small() {
         // Each connection's queue allocates a block of 32 items when it is created.
-        assert!(std::mem::size_of::<Outbound>() <= 24, "{}", std::mem::size_of::<Outbound>());
+        assert!(
+            std::mem::size_of::<Outbound>() <= 24,
+            "{}",
+            std::mem::size_of::<Outbound>()
+        );
     }
 
     #[tokio::test]
