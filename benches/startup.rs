@@ -3,7 +3,9 @@
 //!
 //! - `check --all` in-process on `environments/` with fake secrets;
 //! - boot-to-listening of `portcullis serve --env test` as a subprocess: from spawn until
-//!   `GET /health` answers 200, then SIGTERM.
+//!   `GET /health` answers 200, then SIGTERM;
+//! - boot-to-ready of the embedded default (`serve --env development`, a new SQLite file
+//!   each run, so migrations are included): from spawn until `GET /ready` answers 200.
 //!
 //! Run with `cargo bench --bench startup` (`-- --runs N` to change the run count).
 
@@ -32,7 +34,11 @@ fn main() {
     report("check --all (in-process)", &time_check_all(root, runs));
     report(
         "serve --env test: spawn to GET /health 200",
-        &time_boot(root, runs),
+        &time_boot(root, runs, "test", "/health"),
+    );
+    report(
+        "serve --env development: spawn to GET /ready 200",
+        &time_boot(root, runs, "development", "/ready"),
     );
 }
 
@@ -87,7 +93,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn time_boot(root: &Path, runs: usize) -> Vec<Duration> {
+fn time_boot(root: &Path, runs: usize, env: &str, probe: &'static str) -> Vec<Duration> {
     let bin = binary(root);
     let data = tempfile::tempdir().expect("a temporary directory");
     (0..runs)
@@ -96,7 +102,7 @@ fn time_boot(root: &Path, runs: usize) -> Vec<Duration> {
             let db = data.path().join(format!("boot-{i}.db"));
             let start = Instant::now();
             let mut child = Command::new(&bin)
-                .args(["serve", "--env", "test", "--config-dir"])
+                .args(["serve", "--env", env, "--config-dir"])
                 .arg(root.join("environments"))
                 .current_dir(root)
                 .env_clear()
@@ -110,36 +116,36 @@ fn time_boot(root: &Path, runs: usize) -> Vec<Duration> {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .expect("the portcullis binary starts");
-            let ready = wait_for_health(&mut child, port, start);
+            let ready = wait_for(&mut child, port, probe, start);
             terminate(&mut child);
             ready
         })
         .collect()
 }
 
-/// Polls `GET /health` until it answers 200; the time is taken from `start`.
-fn wait_for_health(child: &mut Child, port: u16, start: Instant) -> Duration {
+/// Polls `GET <probe>` until it answers 200; the time is taken from `start`.
+fn wait_for(child: &mut Child, port: u16, probe: &str, start: Instant) -> Duration {
     loop {
-        if health_ok(port) {
+        if answers_200(port, probe) {
             return start.elapsed();
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("serve exited with {status} before answering /health");
+            panic!("serve exited with {status} before answering {probe}");
         }
         if start.elapsed() > BOOT_LIMIT {
             let _ = child.kill();
-            panic!("serve did not answer /health within {BOOT_LIMIT:?}");
+            panic!("serve did not answer {probe} within {BOOT_LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-fn health_ok(port: u16) -> bool {
+fn answers_200(port: u16, probe: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let request = format!("GET {probe} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     if s.write_all(request.as_bytes()).is_err() {
         return false;
     }
