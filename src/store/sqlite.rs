@@ -52,7 +52,12 @@ impl SqliteStore {
             // FULL: an acknowledged message must survive a power loss, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(connect_timeout.max(Duration::from_secs(5)))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoint every ~40 MB of WAL instead of SQLite's default ~4 MB: a page
+            // that every batch rewrites (thread rows, the tail of each thread's events)
+            // is then copied into the database file once per checkpoint, not ten times.
+            // Durability is unchanged: each commit still fsyncs the WAL.
+            .pragma("wal_autocheckpoint", "10000");
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| {

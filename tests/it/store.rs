@@ -47,6 +47,7 @@ on_both_databases!(
     events::data_survives_reopen,
     events::concurrent_runs_on_many_threads_keep_seqs_and_answers,
     runs::refused_finish_does_not_fail_concurrent_writes,
+    events::a_rejected_write_does_not_fail_the_others,
 );
 
 #[tokio::test]

@@ -347,3 +347,70 @@ pub async fn concurrent_runs_on_many_threads_keep_seqs_and_answers(db: &TestDb) 
         }
     }
 }
+
+/// A write the database rejects (here: an event row the seq counter does not know about
+/// makes one thread's insert collide) fails alone; writes batched with it still commit.
+pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
+    let store = db.open().await;
+    let bad = store
+        .accept_message(msg("alice", "bad", None, "go"))
+        .await
+        .expect("accept");
+    let mut good = Vec::new();
+    for i in 0..8 {
+        good.push(
+            store
+                .accept_message(msg("alice", &format!("good{i}"), None, "go"))
+                .await
+                .expect("accept"),
+        );
+    }
+    let rogue = "INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')";
+    if db.is_sqlite() {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("connect");
+        // SQLite reads `$1`, `$2` as parameters numbered in order of appearance.
+        sqlx::query(rogue)
+            .bind(&bad.thread_id)
+            .bind(&bad.run_id)
+            .execute(&mut conn)
+            .await
+            .expect("rogue row");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query(rogue)
+            .bind(&bad.thread_id)
+            .bind(&bad.run_id)
+            .execute(&mut conn)
+            .await
+            .expect("rogue row");
+    }
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for run in good.iter().chain(std::iter::once(&bad)) {
+            let (store, run) = (store.clone(), run.clone());
+            let is_bad = run.run_id == bad.run_id;
+            tasks.push(tokio::spawn(async move {
+                let e = event(&run.run_id, "agent_thinking", json!({ "text": round }));
+                (is_bad, store.append_events(&run.thread_id, vec![e]).await)
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await.expect("task") {
+            (true, result) => assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}"),
+            (false, result) => assert_eq!(result.expect("good write").len(), 1),
+        }
+    }
+    for run in &good {
+        let events = store
+            .events_after("alice", &run.thread_id, 0, 100)
+            .await
+            .expect("replay");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+}
