@@ -4,32 +4,25 @@
 //! other nodes write the same tables: appenders serialize on the `UPDATE` of the thread
 //! row that bumps `last_seq`, and duplicate client ids are caught by the unique index
 //! (the loser's insert waits for the winner's commit, fails, and reads the winner's ids).
-//!
-//! Event writes (`append_events`, `finish_run`) queue for a per-store writer task that
-//! commits them in batches (see `group.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
-use tokio::sync::{mpsc, oneshot};
 
 use super::error::{StoreError, is_unique_violation};
 use super::migrations;
 use super::model::{
-    Accepted, EventRecord, NewMessage, StoredEvent, completed_body, new_id, now, seal, seal_json,
-    title_from,
+    Accepted, EventRecord, NewMessage, StoredEvent, completed_body, new_id, now, seal, title_from,
 };
 
-mod group;
 mod read;
 
-/// A connection pool to one Postgres database and the queue of its group-commit writer.
+/// A connection pool to one Postgres database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    queue: mpsc::Sender<group::Request>,
 }
 
 impl PgStore {
@@ -48,10 +41,7 @@ impl PgStore {
             .connect_with(options)
             .await?;
         migrations::postgres().run(&pool).await?;
-        let (queue, requests) = mpsc::channel(group::QUEUE);
-        // Ends when the last clone of the store (the last sender) is dropped.
-        tokio::spawn(group::run(pool.clone(), requests));
-        Ok(Self { pool, queue })
+        Ok(Self { pool })
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
@@ -213,11 +203,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Hands a write to the group-commit writer.
-    async fn submit(&self, request: group::Request) -> Result<(), StoreError> {
-        self.queue.send(request).await.map_err(|_| writer_gone())
-    }
-
     pub(crate) async fn append_events(
         &self,
         thread_id: &str,
@@ -226,13 +211,15 @@ impl PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = oneshot::channel();
-        self.submit(group::Request {
-            thread_id: thread_id.to_string(),
-            op: group::Op::Append { events, reply },
-        })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        let mut tx = self.pool.begin().await?;
+        let (first, _) = Self::reserve_seq(&mut tx, thread_id, events.len() as i64).await?;
+        let stored: Vec<StoredEvent> = (first..)
+            .zip(events)
+            .map(|(seq, record)| seal(thread_id, seq, record))
+            .collect();
+        Self::insert_events(&mut tx, thread_id, &stored).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     pub(crate) async fn finish_run(
@@ -243,55 +230,7 @@ impl PgStore {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(group::Request {
-            thread_id: thread_id.to_string(),
-            op: group::Op::Finish {
-                run_id: run_id.to_string(),
-                status: status.to_string(),
-                content: assistant_content.to_string(),
-                event,
-                reply,
-            },
-        })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-
-    /// One append in a transaction of its own: the group writer's fallback.
-    pub(super) async fn append_one(
-        pool: &PgPool,
-        thread_id: &str,
-        events: &[EventRecord],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = pool.begin().await?;
-        let (first, _) = Self::reserve_seq(&mut tx, thread_id, events.len() as i64).await?;
-        let stored: Vec<StoredEvent> = (first..)
-            .zip(events)
-            .map(|(seq, record)| StoredEvent {
-                seq,
-                run_id: record.run_id.clone(),
-                json: seal_json(thread_id, seq, record),
-            })
-            .collect();
-        Self::insert_events(&mut tx, thread_id, &stored).await?;
-        tx.commit().await?;
-        Ok(stored)
-    }
-
-    /// One finish in a transaction of its own: the group writer's fallback.
-    pub(super) async fn finish_one(
-        pool: &PgPool,
-        thread_id: &str,
-        run_id: &str,
-        status: &str,
-        assistant_content: &str,
-        event: &EventRecord,
-    ) -> Result<StoredEvent, StoreError> {
-        let mut tx = pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let at = now();
         // `status = 'running'` makes a second finish (or a finish racing recovery) a
         // no-op that reports RunNotActive instead of a second agent_completed.
@@ -322,7 +261,7 @@ impl PgStore {
         .bind(&at)
         .execute(&mut *tx)
         .await?;
-        let body = completed_body(event.body.clone(), status, &message_id, assistant_content);
+        let body = completed_body(event.body, status, &message_id, assistant_content);
         let record = EventRecord {
             run_id: run_id.to_string(),
             body,
@@ -332,8 +271,4 @@ impl PgStore {
         tx.commit().await?;
         Ok(stored)
     }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the store writer has stopped".into())
 }
