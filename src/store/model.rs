@@ -130,15 +130,53 @@ pub(crate) fn title_from(content: &str) -> String {
 /// Stamps `thread_id`, `seq` and `run_id` into the body and serializes it once; the
 /// resulting text is stored and sent as is, so replay is byte-identical to live.
 pub(crate) fn seal(thread_id: &str, seq: i64, record: EventRecord) -> StoredEvent {
-    let EventRecord { run_id, mut body } = record;
-    body.insert("thread_id".into(), Value::from(thread_id));
-    body.insert("seq".into(), Value::from(seq));
-    body.insert("run_id".into(), Value::from(run_id.as_str()));
+    let json = seal_json(thread_id, seq, &record);
     StoredEvent {
         seq,
-        run_id,
-        json: Value::Object(body).to_string(),
+        run_id: record.run_id,
+        json,
     }
+}
+
+/// [`seal`] without taking the record, so a batch that must be retried still has it.
+/// Writes the JSON text directly instead of inserting into the map and serializing a
+/// `Value`: the keys come out in the same (sorted) order and with the same escaping as
+/// `Value::Object(body).to_string()` after the three inserts, so the bytes are identical.
+pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> String {
+    // Store-owned fields, in key order (`run_id` < `seq` < `thread_id`).
+    let owned: [(&str, Value); 3] = [
+        ("run_id", Value::from(record.run_id.as_str())),
+        ("seq", Value::from(seq)),
+        ("thread_id", Value::from(thread_id)),
+    ];
+    let mut out: Vec<u8> = Vec::with_capacity(192);
+    out.push(b'{');
+    let mut first = true;
+    let mut put = |out: &mut Vec<u8>, key: &str, value: &Value| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing into a Vec cannot fail, and a Value always serializes.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
+    };
+    let mut pending = owned.iter().peekable();
+    for (key, value) in &record.body {
+        if owned.iter().any(|(o, _)| o == key) {
+            continue;
+        }
+        while let Some((o, v)) = pending.next_if(|(o, _)| *o < key.as_str()) {
+            put(&mut out, o, v);
+        }
+        put(&mut out, key, value);
+    }
+    for (o, v) in pending {
+        put(&mut out, o, v);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// The `agent_completed` body for a finished run: the caller's extra fields (such as
@@ -190,6 +228,33 @@ mod tests {
         let t = title_from(&long);
         assert_eq!(t.chars().count(), TITLE_CHARS);
         assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn seal_is_byte_identical_to_value_serialization() {
+        let bodies = [
+            json!({"type": "agent_thinking", "text": "hé \"q\" \n\u{1}"}),
+            json!({"type": "tool_completed", "call_id": "c", "tool": "t", "result": {"z": 1, "a": [1, 2]}, "duration_ms": 3}),
+            json!({"type": "agent_completed", "seq": 99, "run_id": "x", "thread_id": "y", "zz": null, "aa": true}),
+            json!({}),
+        ];
+        for body in bodies {
+            let Value::Object(map) = body else {
+                unreachable!()
+            };
+            let mut expected = map.clone();
+            expected.insert("thread_id".into(), Value::from("t_1"));
+            expected.insert("seq".into(), Value::from(7));
+            expected.insert("run_id".into(), Value::from("r_1"));
+            let record = EventRecord {
+                run_id: "r_1".into(),
+                body: map,
+            };
+            assert_eq!(
+                seal_json("t_1", 7, &record),
+                Value::Object(expected).to_string()
+            );
+        }
     }
 
     #[test]

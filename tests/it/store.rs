@@ -45,6 +45,9 @@ on_both_databases!(
     runs::finish_run_stores_answer_and_completion,
     runs::interrupted_runs_are_closed_at_boot,
     events::data_survives_reopen,
+    events::concurrent_runs_on_many_threads_keep_seqs_and_answers,
+    runs::refused_finish_does_not_fail_concurrent_writes,
+    events::a_rejected_write_does_not_fail_the_others,
 );
 
 #[tokio::test]

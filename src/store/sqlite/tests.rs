@@ -33,3 +33,319 @@ async fn every_connection_is_wal_with_full_sync_and_foreign_keys() {
         held.push(conn);
     }
 }
+
+mod group_commit {
+    use std::time::Duration;
+
+    use serde_json::{Map, Value, json};
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::super::SqliteStore;
+    use super::super::group::{self, Op, Outcome, Request};
+    use crate::store::{EventRecord, NewMessage, StoreError, StoredEvent};
+
+    type AppendReply = oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>;
+    type FinishReply = oneshot::Receiver<Result<StoredEvent, StoreError>>;
+
+    fn record(run_id: &str, text: &str) -> EventRecord {
+        let mut body = Map::new();
+        body.insert("type".into(), Value::from("agent_thinking"));
+        body.insert("text".into(), Value::from(text));
+        EventRecord {
+            run_id: run_id.into(),
+            body,
+        }
+    }
+
+    fn append(thread_id: &str, events: Vec<EventRecord>) -> (Request, AppendReply) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Append { events, reply };
+        (
+            Request {
+                thread_id: thread_id.into(),
+                op,
+            },
+            rx,
+        )
+    }
+
+    fn finish(thread_id: &str, run_id: &str) -> (Request, FinishReply) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Finish {
+            run_id: run_id.into(),
+            status: "ok".into(),
+            content: format!("answer of {run_id}"),
+            event: EventRecord {
+                run_id: run_id.into(),
+                body: Map::new(),
+            },
+            reply,
+        };
+        (
+            Request {
+                thread_id: thread_id.into(),
+                op,
+            },
+            rx,
+        )
+    }
+
+    async fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = SqliteStore::connect(&url, 3, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        (dir, store)
+    }
+
+    async fn accept(
+        store: &SqliteStore,
+        client_id: &str,
+        thread: Option<&str>,
+    ) -> (String, String) {
+        let a = store
+            .accept_message(NewMessage {
+                user_id: "alice",
+                client_id,
+                thread_id: thread,
+                content: "hi",
+                agent: "echo",
+            })
+            .await
+            .expect("accept");
+        (a.thread_id, a.run_id)
+    }
+
+    fn seqs(outcome: &Outcome) -> Vec<i64> {
+        match outcome {
+            Outcome::Appended(v) => v.iter().map(|e| e.seq).collect(),
+            Outcome::Finished(e) => vec![e.seq],
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+
+    /// Requests that cannot succeed are answered with their own error inside a batch
+    /// that commits everything else, and consume no seq.
+    #[tokio::test]
+    async fn failing_requests_do_not_fail_their_batch() {
+        let (_dir, store) = open().await;
+        let (ta, ra) = accept(&store, "c1", None).await;
+        let (tb, rb) = accept(&store, "c2", None).await;
+        store
+            .finish_run(
+                &ta,
+                &ra,
+                "ok",
+                "done",
+                EventRecord {
+                    run_id: ra.clone(),
+                    body: Map::new(),
+                },
+            )
+            .await
+            .expect("first finish");
+        let batch: Vec<Request> = vec![
+            append(&ta, vec![record(&ra, "a1"), record(&ra, "a2")]).0,
+            finish(&ta, &ra).0,                            // already finished
+            append("t_missing", vec![record(&ra, "x")]).0, // unknown thread
+            append(&tb, vec![record(&rb, "b1")]).0,
+            finish(&ta, &rb).0, // run of another thread
+            finish(&tb, &rb).0, // ok
+            finish(&tb, &rb).0, // the same run again in the batch
+            append(&tb, vec![record(&rb, "b2")]).0,
+        ];
+        let outcomes = group::commit_batch(&mut store.pool.acquire().await.expect("conn"), &batch)
+            .await
+            .expect("the batch commits");
+        assert_eq!(outcomes.len(), batch.len());
+        // Thread A had agent_completed at seq 1.
+        assert_eq!(seqs(&outcomes[0]), vec![2, 3]);
+        assert!(matches!(
+            outcomes[1],
+            Outcome::Failed(StoreError::RunNotActive)
+        ));
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Failed(StoreError::ThreadNotFound)
+        ));
+        assert_eq!(seqs(&outcomes[3]), vec![1]);
+        assert!(matches!(
+            outcomes[4],
+            Outcome::Failed(StoreError::RunNotActive)
+        ));
+        assert_eq!(seqs(&outcomes[5]), vec![2]);
+        assert!(matches!(
+            outcomes[6],
+            Outcome::Failed(StoreError::RunNotActive)
+        ));
+        assert_eq!(seqs(&outcomes[7]), vec![3]);
+        let Outcome::Finished(done) = &outcomes[5] else {
+            unreachable!()
+        };
+        let v: Value = serde_json::from_str(&done.json).expect("json");
+        assert_eq!(v["type"], "agent_completed");
+        assert_eq!(v["message"]["content"], json!(format!("answer of {rb}")));
+
+        // What the batch committed is what it answered.
+        let a = store.events_after(&ta, 0, 100).await.expect("replay a");
+        assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let b = store.events_after(&tb, 0, 100).await.expect("replay b");
+        assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let Outcome::Appended(b1) = &outcomes[3] else {
+            unreachable!()
+        };
+        assert_eq!(b[0], b1[0]);
+        assert_eq!(b[1], *done);
+        let messages = store.thread_messages(&tb).await.expect("messages");
+        assert_eq!(messages.len(), 2, "one user message, one assistant answer");
+        let (last_seq, status): (i64, String) = sqlx::query_as(
+            "SELECT t.last_seq, r.status FROM threads t JOIN runs r ON r.thread_id = t.id WHERE t.id = ?",
+        )
+        .bind(&tb)
+        .fetch_one(&store.pool)
+        .await
+        .expect("thread b");
+        assert_eq!((last_seq, status.as_str()), (3, "ok"));
+    }
+
+    /// When the batch transaction itself fails, each request is retried alone: only the
+    /// bad one fails.
+    #[tokio::test]
+    async fn a_failed_batch_is_retried_request_by_request() {
+        let (_dir, store) = open().await;
+        let (ta, ra) = accept(&store, "c1", None).await;
+        let (tb, rb) = accept(&store, "c2", None).await;
+        let (tc, rc) = accept(&store, "c3", None).await;
+        // A row the seq counter does not know about: appending to thread C collides.
+        sqlx::query("INSERT INTO events (thread_id, seq, run_id, body) VALUES (?, 1, ?, '{}')")
+            .bind(&tc)
+            .bind(&rc)
+            .execute(&store.pool)
+            .await
+            .expect("rogue row");
+
+        let (queue, requests) = mpsc::channel(16);
+        let (r1, a1) = append(&ta, vec![record(&ra, "a1")]);
+        let (r2, c1) = append(&tc, vec![record(&rc, "c1")]);
+        let (r3, b1) = finish(&tb, &rb);
+        let (r4, a2) = finish(&ta, &ra);
+        for r in [r1, r2, r3, r4] {
+            queue.send(r).await.map_err(|_| "send").expect("queue");
+        }
+        drop(queue);
+        // Everything is queued before the writer starts: one batch, which fails on C.
+        group::run(store.pool.clone(), requests).await;
+
+        assert_eq!(a1.await.expect("answer").expect("a1").len(), 1);
+        assert!(matches!(
+            c1.await.expect("answer"),
+            Err(StoreError::Database(_))
+        ));
+        assert_eq!(b1.await.expect("answer").expect("b finish").seq, 1);
+        assert_eq!(a2.await.expect("answer").expect("a finish").seq, 2);
+        let c = store.events_after(&tc, 0, 100).await.expect("replay c");
+        assert_eq!(c.len(), 1, "only the rogue row");
+        let last: i64 = sqlx::query_scalar("SELECT last_seq FROM threads WHERE id = ?")
+            .bind(&tc)
+            .fetch_one(&store.pool)
+            .await
+            .expect("c");
+        assert_eq!(last, 0, "the failed append reserved nothing");
+    }
+
+    fn accept_request(
+        client_id: &str,
+        thread: Option<&str>,
+        user: &str,
+    ) -> (
+        Request,
+        oneshot::Receiver<Result<crate::store::Accepted, StoreError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Accept {
+            user_id: user.into(),
+            client_id: client_id.into(),
+            thread_id: thread.map(str::to_string),
+            content: format!("message {client_id}"),
+            agent: "echo".into(),
+            reply,
+        };
+        (
+            Request {
+                thread_id: String::new(),
+                op,
+            },
+            rx,
+        )
+    }
+
+    /// New messages in one batch: new threads, existing ones, someone else's thread, a
+    /// stored client id and a client id repeated within the batch.
+    #[tokio::test]
+    async fn accepts_in_one_batch_keep_idempotency_and_ownership() {
+        let (_dir, store) = open().await;
+        let (ta, _ra) = accept(&store, "c1", None).await;
+        let (queue, requests) = mpsc::channel(16);
+        let (r1, fresh) = accept_request("n1", None, "alice");
+        let (r2, repeat_in_batch) = accept_request("n1", None, "alice");
+        let (r3, stored_again) = accept_request("c1", None, "alice");
+        let (r4, into_a) = accept_request("n2", Some(&ta), "alice");
+        let (r5, foreign) = accept_request("n3", Some(&ta), "mallory");
+        let (r6, missing) = accept_request("n4", Some("t_missing"), "alice");
+        let (r7, other_user_same_id) = accept_request("n1", None, "bob");
+        for r in [r1, r2, r3, r4, r5, r6, r7] {
+            queue.send(r).await.map_err(|_| "send").expect("queue");
+        }
+        drop(queue);
+        group::run(store.pool.clone(), requests).await;
+
+        let fresh = fresh.await.expect("answer").expect("fresh");
+        assert!(!fresh.duplicate);
+        assert_ne!(fresh.thread_id, ta);
+        let again = repeat_in_batch.await.expect("answer").expect("repeat");
+        assert_eq!(
+            again,
+            crate::store::Accepted {
+                duplicate: true,
+                ..fresh.clone()
+            }
+        );
+        let stored = stored_again.await.expect("answer").expect("stored");
+        assert!(stored.duplicate);
+        assert_eq!(stored.thread_id, ta);
+        let into_a = into_a.await.expect("answer").expect("into a");
+        assert_eq!(
+            (into_a.thread_id.as_str(), into_a.duplicate),
+            (ta.as_str(), false)
+        );
+        assert!(matches!(
+            foreign.await.expect("answer"),
+            Err(StoreError::ThreadNotFound)
+        ));
+        assert!(matches!(
+            missing.await.expect("answer"),
+            Err(StoreError::ThreadNotFound)
+        ));
+        let bob = other_user_same_id.await.expect("answer").expect("bob");
+        assert!(!bob.duplicate);
+        assert_ne!(bob.thread_id, fresh.thread_id);
+
+        let a_messages = store.thread_messages(&ta).await.expect("messages");
+        assert_eq!(
+            a_messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
+            vec!["hi", "message n2"]
+        );
+        let (runs, messages, threads): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running'), \
+             (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM threads)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .expect("counts");
+        assert_eq!((runs, messages, threads), (4, 4, 3));
+    }
+}

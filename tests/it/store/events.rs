@@ -236,3 +236,181 @@ pub async fn bad_urls_are_clear_errors_without_secrets() {
     let seen: HashSet<&str> = cases.iter().map(|(_, c)| *c).collect();
     assert_eq!(seen.len(), 2);
 }
+
+/// Many concurrent runs on many threads, as the group-commit writer sees them: every
+/// thread's seqs stay 1..n without gaps or duplicates, and every caller gets back exactly
+/// the events it sent, in its order, with the completion last.
+pub async fn concurrent_runs_on_many_threads_keep_seqs_and_answers(db: &TestDb) {
+    let store = db.open().await;
+    const THREADS: usize = 8;
+    const RUNS_PER_THREAD: usize = 4;
+    const EVENTS_PER_RUN: usize = 10;
+    let mut runs = Vec::new();
+    for t in 0..THREADS {
+        let first = store
+            .accept_message(msg("alice", &format!("t{t}r0"), None, "go"))
+            .await
+            .expect("accept");
+        let thread = first.thread_id.clone();
+        runs.push(first);
+        for r in 1..RUNS_PER_THREAD {
+            runs.push(
+                store
+                    .accept_message(msg("alice", &format!("t{t}r{r}"), Some(&thread), "go"))
+                    .await
+                    .expect("accept"),
+            );
+        }
+    }
+    let mut tasks = Vec::new();
+    for run in runs {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine: Vec<StoredEvent> = Vec::new();
+            for i in 0..EVENTS_PER_RUN {
+                let text = format!("{}/{i}", run.run_id);
+                // Some single events, some pairs: batches mix both.
+                let events = if i % 3 == 0 {
+                    vec![
+                        event(&run.run_id, "agent_thinking", json!({ "text": text })),
+                        event(&run.run_id, "agent_response", json!({ "delta": text })),
+                    ]
+                } else {
+                    vec![event(
+                        &run.run_id,
+                        "agent_thinking",
+                        json!({ "text": text }),
+                    )]
+                };
+                let sent = events.len();
+                let got = store
+                    .append_events(&run.thread_id, events)
+                    .await
+                    .expect("append");
+                assert_eq!(got.len(), sent);
+                for stored in &got {
+                    let v = parse(&stored.json);
+                    assert_eq!(v["run_id"], run.run_id.as_str());
+                    assert_eq!(v["thread_id"], run.thread_id.as_str());
+                    assert_eq!(v["seq"], stored.seq);
+                    let own = v["text"].as_str().or(v["delta"].as_str());
+                    assert_eq!(own, Some(text.as_str()), "someone else's event");
+                }
+                mine.extend(got);
+            }
+            let done = store
+                .finish_run(
+                    &run.thread_id,
+                    &run.run_id,
+                    "ok",
+                    &run.run_id,
+                    event(&run.run_id, "agent_completed", json!({})),
+                )
+                .await
+                .expect("finish");
+            assert_eq!(parse(&done.json)["message"]["content"], run.run_id.as_str());
+            mine.push(done);
+            (run.thread_id, mine)
+        }));
+    }
+    let mut by_thread: BTreeMap<String, BTreeMap<i64, String>> = BTreeMap::new();
+    for task in tasks {
+        let (thread, mine) = task.await.expect("task");
+        assert!(
+            mine.windows(2).all(|w| w[0].seq < w[1].seq),
+            "a caller's events are in its order"
+        );
+        let seqs = by_thread.entry(thread).or_default();
+        for stored in mine {
+            assert!(
+                seqs.insert(stored.seq, stored.json).is_none(),
+                "duplicate seq"
+            );
+        }
+    }
+    assert_eq!(by_thread.len(), THREADS);
+    let per_thread = RUNS_PER_THREAD * (EVENTS_PER_RUN + EVENTS_PER_RUN.div_ceil(3) + 1);
+    for (thread, seqs) in &by_thread {
+        assert_eq!(
+            seqs.keys().copied().collect::<Vec<_>>(),
+            (1..=per_thread as i64).collect::<Vec<_>>(),
+            "thread {thread} has gaps"
+        );
+        // Stored is what was answered, byte for byte.
+        let replay = store
+            .events_after("alice", thread, 0, 10_000)
+            .await
+            .expect("replay");
+        assert_eq!(replay.len(), per_thread);
+        for stored in replay {
+            assert_eq!(seqs.get(&stored.seq), Some(&stored.json));
+        }
+    }
+}
+
+/// A write the database rejects (here: an event row the seq counter does not know about
+/// makes one thread's insert collide) fails alone; writes batched with it still commit.
+pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
+    let store = db.open().await;
+    let bad = store
+        .accept_message(msg("alice", "bad", None, "go"))
+        .await
+        .expect("accept");
+    let mut good = Vec::new();
+    for i in 0..8 {
+        good.push(
+            store
+                .accept_message(msg("alice", &format!("good{i}"), None, "go"))
+                .await
+                .expect("accept"),
+        );
+    }
+    let rogue = "INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')";
+    if db.is_sqlite() {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("connect");
+        // SQLite reads `$1`, `$2` as parameters numbered in order of appearance.
+        sqlx::query(rogue)
+            .bind(&bad.thread_id)
+            .bind(&bad.run_id)
+            .execute(&mut conn)
+            .await
+            .expect("rogue row");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query(rogue)
+            .bind(&bad.thread_id)
+            .bind(&bad.run_id)
+            .execute(&mut conn)
+            .await
+            .expect("rogue row");
+    }
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for run in good.iter().chain(std::iter::once(&bad)) {
+            let (store, run) = (store.clone(), run.clone());
+            let is_bad = run.run_id == bad.run_id;
+            tasks.push(tokio::spawn(async move {
+                let e = event(&run.run_id, "agent_thinking", json!({ "text": round }));
+                (is_bad, store.append_events(&run.thread_id, vec![e]).await)
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await.expect("task") {
+            (true, result) => assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}"),
+            (false, result) => assert_eq!(result.expect("good write").len(), 1),
+        }
+    }
+    for run in &good {
+        let events = store
+            .events_after("alice", &run.thread_id, 0, 100)
+            .await
+            .expect("replay");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+}

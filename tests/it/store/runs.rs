@@ -215,3 +215,78 @@ pub async fn interrupted_runs_are_closed_at_boot(db: &TestDb) {
     ];
     assert_eq!(roles, expected.map(|(r, c)| (r.to_string(), c.to_string())));
 }
+
+/// Finishing an already-finished run, racing with other runs' writes (which the SQLite
+/// store commits in the same batches), fails only that call.
+pub async fn refused_finish_does_not_fail_concurrent_writes(db: &TestDb) {
+    let store = db.open().await;
+    let done = store
+        .accept_message(msg("alice", "c0", None, "first"))
+        .await
+        .expect("accept");
+    store
+        .finish_run(
+            &done.thread_id,
+            &done.run_id,
+            "ok",
+            "x",
+            event(&done.run_id, "agent_completed", json!({})),
+        )
+        .await
+        .expect("finish");
+    let mut live = Vec::new();
+    for i in 0..6 {
+        live.push(
+            store
+                .accept_message(msg("alice", &format!("c{}", i + 1), None, "go"))
+                .await
+                .expect("accept"),
+        );
+    }
+    let mut tasks = Vec::new();
+    for round in 0..5 {
+        for run in &live {
+            let (store, run) = (store.clone(), run.clone());
+            tasks.push(tokio::spawn(async move {
+                let e = event(&run.run_id, "agent_thinking", json!({ "text": round }));
+                store
+                    .append_events(&run.thread_id, vec![e])
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        let (store, done) = (store.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let again = store
+                .finish_run(
+                    &done.thread_id,
+                    &done.run_id,
+                    "ok",
+                    "again",
+                    event(&done.run_id, "agent_completed", json!({})),
+                )
+                .await;
+            assert!(matches!(again, Err(StoreError::RunNotActive)), "{again:?}");
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("write");
+    }
+    for run in &live {
+        let events = store
+            .events_after("alice", &run.thread_id, 0, 100)
+            .await
+            .expect("replay");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
+    // The finished run still has exactly one completion.
+    let events = store
+        .events_after("alice", &done.thread_id, 0, 100)
+        .await
+        .expect("replay");
+    assert_eq!(events.len(), 1);
+}
