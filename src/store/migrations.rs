@@ -22,15 +22,27 @@ struct Step {
 
 /// Every migration in order. Never edit a released step (its checksum is recorded);
 /// add a new one.
-const STEPS: &[Step] = &[Step {
-    version: 1,
-    description: "init",
-    sqlite: include_str!("migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("migrations/postgres/0001_init.sql"),
-}];
+const STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "init",
+        sqlite: include_str!("migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Step {
+        version: 2,
+        description: "events append-only",
+        sqlite: include_str!("migrations/sqlite/0002_events_append_only.sql"),
+        postgres: include_str!("migrations/postgres/0002_events_append_only.sql"),
+    },
+];
 
 fn migrator(pick: fn(&Step) -> &'static str) -> Migrator {
-    let migrations = STEPS
+    migrator_of(STEPS, pick)
+}
+
+fn migrator_of(steps: &[Step], pick: fn(&Step) -> &'static str) -> Migrator {
+    let migrations = steps
         .iter()
         .map(|step| {
             Migration::new(
@@ -53,4 +65,39 @@ pub(crate) fn sqlite() -> Migrator {
 /// The Postgres migrations.
 pub(crate) fn postgres() -> Migrator {
     migrator(|step| step.postgres)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_survive_the_move_to_an_append_only_table() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("memory db");
+        migrator_of(&STEPS[..1], |s| s.sqlite)
+            .run(&pool)
+            .await
+            .expect("version 1");
+        sqlx::query(
+            "INSERT INTO events (thread_id, seq, run_id, body) VALUES ('t_1', 1, 'r_1', '{}')",
+        )
+        .execute(&pool)
+        .await
+        .expect("an event in the old layout");
+        sqlite().run(&pool).await.expect("every version");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE thread_id = 't_1' AND seq = 1")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        assert_eq!(n, 1);
+        let dup = sqlx::query(
+            "INSERT INTO events (thread_id, seq, run_id, body) VALUES ('t_1', 1, 'r_2', '{}')",
+        )
+        .execute(&pool)
+        .await;
+        assert!(dup.is_err(), "seq stays unique per thread");
+    }
 }

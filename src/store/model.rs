@@ -94,9 +94,12 @@ pub(crate) struct OpenRun {
 
 /// A fresh id: `prefix` + `_` + 20 lowercase hex characters (80 random bits), enough
 /// that collisions are not a practical concern and short enough to read in logs.
+/// Ids start with the time in milliseconds, so new rows go to the end of the primary-key
+/// indexes instead of random pages (fewer page writes per commit); 80 random bits follow.
 pub(crate) fn new_id(prefix: &str) -> String {
     let bits: u128 = rand::rng().random::<u128>() >> 48;
-    format!("{prefix}_{bits:020x}")
+    let millis = chrono::Utc::now().timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
+    format!("{prefix}_{millis:012x}{bits:020x}")
 }
 
 /// Now as RFC 3339 UTC with fixed millisecond precision, so that text order is time
@@ -216,7 +219,12 @@ mod tests {
     #[test]
     fn ids_are_prefixed_and_distinct() {
         let a = new_id("t");
-        assert!(a.starts_with("t_") && a.len() == 22, "{a}");
+        assert!(a.starts_with("t_") && a.len() == 34, "{a}");
+        let b = new_id("t");
+        assert!(
+            a[2..14] <= b[2..14],
+            "ids start with the time: {a} then {b}"
+        );
         assert_ne!(a, new_id("t"));
     }
 
