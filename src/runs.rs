@@ -4,8 +4,10 @@
 //! fails mid-run (the completion is then delivered unstored).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{Agent, AgentEvent, EventSink, RunContext, SinkError, ThreadHistory};
 use crate::hub::{Hub, Outbound};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, EventRecord, Store};
+use crate::store::{Accepted, EventRecord, PendingAppend, Store};
 
 struct Active {
     user_id: String,
@@ -81,7 +83,7 @@ impl RunManager {
         let manager = Arc::clone(self);
         self.tracker.spawn(async move {
             let started = Instant::now();
-            let sink = StoreSink { deps: deps.clone(), user_id: ctx.user_id.clone(), thread_id: Arc::from(ctx.thread_id.as_str()), run_id: ctx.run_id.clone() };
+            let sink = StoreSink::new(deps.clone(), ctx.user_id.clone(), Arc::from(ctx.thread_id.as_str()), ctx.run_id.clone());
             let turn = manager.turn_of(&ctx.thread_id);
             let guard = turn.lock().await;
             let outcome = crate::agent::run(&agent, &ctx, &sink).await;
@@ -153,26 +155,111 @@ impl RunManager {
     }
 }
 
-/// Stores each event, then publishes it to the user's connections.
+/// Stores each event and publishes it only after its commit, in order. Events before the
+/// completion are pipelined: `emit` queues the write and returns, and the sink's publisher
+/// task publishes each event once committed, so a run's consecutive events can share a
+/// commit instead of waiting for one fsync each. The completion first waits until every
+/// earlier event is published, then is stored atomically with the run's end.
 struct StoreSink {
     deps: RunDeps,
     user_id: String,
     thread_id: Arc<str>,
     run_id: String,
+    queue: mpsc::Sender<Publish>,
+    failed: Arc<OnceLock<String>>,
+}
+
+enum Publish {
+    Event(&'static str, PendingAppend),
+    Flush(oneshot::Sender<()>),
+}
+
+impl StoreSink {
+    fn new(deps: RunDeps, user_id: String, thread_id: Arc<str>, run_id: String) -> Self {
+        let (queue, mut rx) = mpsc::channel::<Publish>(64);
+        let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let (hub, user, thread, seen) = (
+            Arc::clone(&deps.hub),
+            user_id.clone(),
+            Arc::clone(&thread_id),
+            Arc::clone(&failed),
+        );
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                match item {
+                    Publish::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                    // After a failed write nothing more of this run is published: the run
+                    // is ending with an error.
+                    Publish::Event(_, _) if seen.get().is_some() => {}
+                    Publish::Event(kind, pending) => match pending.wait().await {
+                        Ok(events) => {
+                            for ev in events {
+                                hub.publish(
+                                    &user,
+                                    Outbound::event(
+                                        Arc::clone(&thread),
+                                        ev.seq,
+                                        kind,
+                                        Arc::from(ev.json),
+                                    ),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            let _ = seen.set(format!("{}: {e}", e.code()));
+                        }
+                    },
+                }
+            }
+        });
+        Self {
+            deps,
+            user_id,
+            thread_id,
+            run_id,
+            queue,
+            failed,
+        }
+    }
+
+    fn check(&self) -> Result<(), SinkError> {
+        match self.failed.get() {
+            Some(e) => Err(SinkError(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every queued event is committed and published.
+    async fn flush(&self) -> Result<(), SinkError> {
+        let (done, wait) = oneshot::channel();
+        let stopped = || SinkError("the event publisher stopped".into());
+        self.queue
+            .send(Publish::Flush(done))
+            .await
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?;
+        self.check()
+    }
 }
 
 impl EventSink for StoreSink {
     async fn emit(&self, event: AgentEvent) -> Result<(), SinkError> {
+        self.check()?;
         let kind = event.kind();
         let record = EventRecord {
             run_id: self.run_id.clone(),
             body: event.to_body(""),
         };
-        let stored = match &event {
+        let error = |e: crate::store::StoreError| SinkError(format!("{}: {e}", e.code()));
+        match &event {
             AgentEvent::Completed {
                 status, content, ..
             } => {
-                self.deps
+                self.flush().await?;
+                let stored = self
+                    .deps
                     .store
                     .finish_run(
                         &self.thread_id,
@@ -182,27 +269,30 @@ impl EventSink for StoreSink {
                         record,
                     )
                     .await
+                    .map_err(error)?;
+                self.deps.hub.publish(
+                    &self.user_id,
+                    Outbound::event(
+                        Arc::clone(&self.thread_id),
+                        stored.seq,
+                        kind,
+                        Arc::from(stored.json),
+                    ),
+                );
             }
-            _ => self
-                .deps
-                .store
-                .append_events(&self.thread_id, vec![record])
-                .await
-                .and_then(|mut v| {
-                    v.pop()
-                        .ok_or_else(|| crate::store::StoreError::Database("no event stored".into()))
-                }),
+            _ => {
+                let pending = self
+                    .deps
+                    .store
+                    .append_events_pipelined(&self.thread_id, vec![record])
+                    .await
+                    .map_err(error)?;
+                self.queue
+                    .send(Publish::Event(kind, pending))
+                    .await
+                    .map_err(|_| SinkError("the event publisher stopped".into()))?;
+            }
         }
-        .map_err(|e| SinkError(format!("{}: {e}", e.code())))?;
-        self.deps.hub.publish(
-            &self.user_id,
-            Outbound::event(
-                Arc::clone(&self.thread_id),
-                stored.seq,
-                kind,
-                Arc::from(stored.json),
-            ),
-        );
         Ok(())
     }
 }

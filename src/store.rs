@@ -44,6 +44,27 @@ macro_rules! dispatch {
     };
 }
 
+/// An append in flight; see [`Store::append_events_pipelined`].
+#[derive(Debug)]
+pub enum PendingAppend {
+    /// Queued for the SQLite writer.
+    Queued(tokio::sync::oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>),
+    /// Already finished.
+    Done(Result<Vec<StoredEvent>, StoreError>),
+}
+
+impl PendingAppend {
+    /// Waits for the commit and returns the stored events.
+    pub async fn wait(self) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            PendingAppend::Queued(rx) => rx
+                .await
+                .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?,
+            PendingAppend::Done(r) => r,
+        }
+    }
+}
+
 impl Store {
     /// Connects by URL scheme and runs the migrations. `pool_size` caps connections;
     /// `connect_timeout` bounds both the first connection and every later pool checkout.
@@ -101,6 +122,27 @@ impl Store {
         events: Vec<EventRecord>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         dispatch!(self.append_events(thread_id, events))
+    }
+
+    /// Starts an append whose commit can be awaited later ([`PendingAppend::wait`]). On
+    /// SQLite the request is queued for the group-commit writer before this returns, so
+    /// consecutive calls commit in call order and may share one transaction. On Postgres
+    /// the append completes here: concurrent transactions could otherwise assign a thread's
+    /// seqs out of call order.
+    pub async fn append_events_pipelined(
+        &self,
+        thread_id: &str,
+        events: Vec<EventRecord>,
+    ) -> Result<PendingAppend, StoreError> {
+        match self {
+            Store::Sqlite(s) => s
+                .append_events_queued(thread_id, events)
+                .await
+                .map(PendingAppend::Queued),
+            Store::Postgres(s) => Ok(PendingAppend::Done(
+                s.append_events(thread_id, events).await,
+            )),
+        }
     }
 
     /// Ends a run atomically: stores the assistant message, records `status`, and appends

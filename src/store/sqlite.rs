@@ -125,6 +125,23 @@ impl SqliteStore {
         answer.await.map_err(|_| writer_gone())?
     }
 
+    /// Queues an append and returns its answer without waiting for the commit, so a run
+    /// can produce its next event while this one is in the current batch. Requests are
+    /// committed in queue order, so a thread's seqs follow the order of these calls.
+    pub(crate) async fn append_events_queued(
+        &self,
+        thread_id: &str,
+        events: Vec<EventRecord>,
+    ) -> Result<oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(group::Request {
+            thread_id: thread_id.to_string(),
+            op: group::Op::Append { events, reply },
+        })
+        .await?;
+        Ok(answer)
+    }
+
     pub(crate) async fn finish_run(
         &self,
         thread_id: &str,
