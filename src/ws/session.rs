@@ -47,6 +47,22 @@ where
     None
 }
 
+/// Refuses with an authentication failure's `error` message and close code.
+async fn refuse_auth<S, St, E, T>(sink: &mut S, stream: &mut St, f: &AuthFailure) -> Option<T>
+where
+    S: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    refuse(
+        sink,
+        stream,
+        f.error_message().to_string(),
+        f.close_code(),
+        "authentication failed",
+    )
+    .await
+}
+
 /// How long a closing connection waits for the writer to flush and the client to answer
 /// the close frame before the socket is dropped regardless.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -202,14 +218,7 @@ where
     let identity = match state {
         AuthState::Authenticated(id) => id,
         AuthState::Failed(f) => {
-            return refuse(
-                sink,
-                stream,
-                f.error_message().to_string(),
-                f.close_code(),
-                "authentication failed",
-            )
-            .await;
+            return refuse_auth(sink, stream, &f).await;
         }
         AuthState::ConnectionLimit => {
             let (code, msg) = super::handshake::CONNECTION_LIMIT;
@@ -261,14 +270,7 @@ where
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
-                    return refuse(
-                        sink,
-                        stream,
-                        f.error_message().to_string(),
-                        f.close_code(),
-                        "authentication failed",
-                    )
-                    .await;
+                    return refuse_auth(sink, stream, &f).await;
                 }
             }
         }
