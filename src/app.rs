@@ -1,6 +1,7 @@
 //! Process-scope components, built once at boot from the validated configuration and
 //! shared by every filter and connection: the store, the JWT verifier, the agent registry,
-//! the event hub, the run manager, metrics, the rate limiter and the connection cap.
+//! the event hub, the run manager, metrics, the rate limiter, the Redis pool and the
+//! connection cap.
 //! Nothing in here is per user; per-user state lives in sessions and runs.
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Per-user message rate.
     pub limiter: Arc<RateLimiter>,
+    /// Redis pool (process scope), when a Redis service is declared. deadpool connects
+    /// lazily, so building it at boot opens no connection.
+    pub redis: Option<deadpool_redis::Pool>,
     /// Connection cap (`server.max_connections`).
     pub connections: Arc<Semaphore>,
     /// Fired after runs drained: sessions close with 1001.
@@ -73,7 +77,25 @@ impl App {
                     message: e.to_string(),
                 }
             })?;
+        let redis = match config.redis() {
+            Some((_, svc)) => match &svc.url {
+                Some(url) => {
+                    let mut cfg = deadpool_redis::Config::from_url(url.expose());
+                    cfg.pool = Some(deadpool_redis::PoolConfig::new(svc.pool_size as usize));
+                    Some(
+                        cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                            .map_err(|e| ServeError::Component {
+                                component: "redis",
+                                message: e.to_string(),
+                            })?,
+                    )
+                }
+                None => None,
+            },
+            None => None,
+        };
         let app = App {
+            redis,
             limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute)),
             connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
             config: Arc::new(config),

@@ -1,11 +1,11 @@
-//! Dependency probes behind the `ready` handler: each required service is asked for a
-//! real answer (a SQL `SELECT 1`, a Redis `PING`, a TCP connect for HTTP services) within
-//! its `connect_timeout_ms`.
+//! Dependency probes behind the `ready` handler: each service is asked for a real answer
+//! within its `connect_timeout_ms`, through the process's own pools where it has them
+//! (the store's `SELECT 1`, a Redis `PING` on the pool built at boot), and by a TCP
+//! connect for HTTP services.
 
 use std::time::Instant;
 
 use serde::Serialize;
-use sqlx::Connection;
 
 use crate::config::{Config, ServiceConfig, ServiceKind};
 
@@ -27,74 +27,61 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
-async fn probe_one(s: &ServiceConfig) -> Result<(), String> {
-    let Some(url) = &s.url else {
-        return Err("no URL configured".into());
-    };
-    let url = url.expose();
-    match s.kind {
-        ServiceKind::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
-                .await
-                .map_err(|e| e.to_string())?;
-            sqlx::query("SELECT 1")
-                .execute(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            c.close().await.map_err(|e| e.to_string())
-        }
-        ServiceKind::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url)
-                .await
-                .map_err(|e| redact(&e.to_string(), url))?;
-            sqlx::query("SELECT 1")
-                .execute(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            c.close().await.map_err(|e| e.to_string())
-        }
-        ServiceKind::Redis => {
-            let cfg = deadpool_redis::Config::from_url(url);
-            let pool = cfg
-                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                .map_err(|e| e.to_string())?;
-            let mut conn = pool.get().await.map_err(|e| redact(&e.to_string(), url))?;
-            let pong: String = deadpool_redis::redis::cmd("PING")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            if pong == "PONG" {
-                Ok(())
-            } else {
-                Err(format!("unexpected PING answer {pong:?}"))
-            }
-        }
-        ServiceKind::Openai | ServiceKind::Http => {
-            let (_, authority, _) = crate::validate::endpoint::split_url(url).ok_or("bad URL")?;
-            let host_port = authority.rsplit('@').next().unwrap_or(authority);
-            let target = if host_port.contains(':') {
-                host_port.to_string()
-            } else if url.starts_with("https") {
-                format!("{host_port}:443")
-            } else {
-                format!("{host_port}:80")
-            };
-            tokio::net::TcpStream::connect(target)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+/// The process-scope clients `ready` asks.
+#[derive(Clone, Copy)]
+pub struct Clients<'a> {
+    /// The store, once connected.
+    pub store: Option<&'a crate::store::Store>,
+    /// The Redis pool, when a Redis service is declared.
+    pub redis: Option<&'a deadpool_redis::Pool>,
+}
+
+async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    let pong: String = deadpool_redis::redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("unexpected PING answer {pong:?}"))
     }
 }
 
-fn redact(msg: &str, url: &str) -> String {
-    msg.replace(url, "[url]")
+async fn tcp_connect(url: &str) -> Result<(), String> {
+    let (_, authority, _) = crate::validate::endpoint::split_url(url).ok_or("bad URL")?;
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let target = if host_port.contains(':') {
+        host_port.to_string()
+    } else if url.starts_with("https") {
+        format!("{host_port}:443")
+    } else {
+        format!("{host_port}:80")
+    };
+    tokio::net::TcpStream::connect(target)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn probe_one(s: &ServiceConfig, clients: Clients<'_>) -> Result<(), String> {
+    match (s.kind, &s.url) {
+        (_, None) => Err("no URL configured".into()),
+        (ServiceKind::Sqlite | ServiceKind::Postgres, _) => match clients.store {
+            Some(st) => st.ping().await.map_err(|e| e.to_string()),
+            None => Err("the store has not connected yet (retrying)".into()),
+        },
+        (ServiceKind::Redis, _) => match clients.redis {
+            Some(pool) => ping_redis(pool).await,
+            None => Err("no Redis pool was built".into()),
+        },
+        (ServiceKind::Openai | ServiceKind::Http, Some(url)) => tcp_connect(url.expose()).await,
+    }
 }
 
 /// Probes every service with a URL, each bounded by its connect timeout, concurrently.
-/// The database is asked through the store's own pool when it is connected, so `ready`
-/// reports what the server itself sees.
-pub async fn probe_all(config: &Config, store: Option<&crate::store::Store>) -> Vec<ProbeResult> {
+pub async fn probe_all(config: &Config, clients: Clients<'_>) -> Vec<ProbeResult> {
     let futures =
         config
             .services
@@ -102,23 +89,14 @@ pub async fn probe_all(config: &Config, store: Option<&crate::store::Store>) -> 
             .filter(|(_, s)| s.url.is_some())
             .map(|(name, s)| async move {
                 let start = Instant::now();
-                let is_db = matches!(s.kind, ServiceKind::Sqlite | ServiceKind::Postgres);
-                let probe = async {
-                    match (is_db, store) {
-                        (true, Some(st)) => st.ping().await.map_err(|e| e.to_string()),
-                        (true, None) => {
-                            Err("the store has not connected yet (retrying)".to_string())
-                        }
-                        _ => probe_one(s).await,
-                    }
-                };
-                let result = match tokio::time::timeout(s.connect_timeout, probe).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!(
-                        "no answer within {} ms",
-                        s.connect_timeout.as_millis()
-                    )),
-                };
+                let result =
+                    match tokio::time::timeout(s.connect_timeout, probe_one(s, clients)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!(
+                            "no answer within {} ms",
+                            s.connect_timeout.as_millis()
+                        )),
+                    };
                 ProbeResult {
                     name: name.clone(),
                     kind: format!("{:?}", s.kind).to_lowercase(),

@@ -37,7 +37,14 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
 }
 
 async fn ready(app: &App) -> Response {
-    let deps = crate::probe::probe_all(&app.config, app.store.get()).await;
+    let deps = crate::probe::probe_all(
+        &app.config,
+        crate::probe::Clients {
+            store: app.store.get(),
+            redis: app.redis.as_ref(),
+        },
+    )
+    .await;
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({
@@ -222,17 +229,7 @@ pub fn client_config_value(app: &App) -> serde_json::Value {
             .collect(),
         None => vec![c.client_websocket_url.clone()],
     };
-    let sources: Vec<&str> = c
-        .auth
-        .token_sources
-        .iter()
-        .map(|s| match s {
-            TokenSource::Header => "header",
-            TokenSource::Subprotocol => "subprotocol",
-            TokenSource::Query => "query",
-            TokenSource::FirstMessage => "first_message",
-        })
-        .collect();
+    let sources: Vec<&str> = c.auth.token_sources.iter().map(|s| s.as_str()).collect();
     serde_json::json!({
         "environment": c.name,
         "protocol": crate::ws::protocol::PROTOCOL,

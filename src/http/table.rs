@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{AuthMode, Config, Handler, KeySource, TokenSource};
+use crate::config::{AuthMode, Config, Handler, KeySource};
 
 /// What guards an HTTP handler.
 pub fn handler_auth(h: Handler) -> &'static str {
@@ -22,16 +22,7 @@ pub fn websocket_auth(config: &Config) -> String {
     if a.mode == AuthMode::None {
         return "none (everyone is `anonymous`)".into();
     }
-    let sources: Vec<&str> = a
-        .token_sources
-        .iter()
-        .map(|s| match s {
-            TokenSource::Header => "header",
-            TokenSource::Subprotocol => "subprotocol",
-            TokenSource::Query => "query",
-            TokenSource::FirstMessage => "first_message",
-        })
-        .collect();
+    let sources: Vec<&str> = a.token_sources.iter().map(|s| s.as_str()).collect();
     let (algs, key) = match &a.jwt {
         Some(j) => (
             j.algorithms
