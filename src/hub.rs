@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+mod outbox;
+pub use outbox::{Outbox, Pushed};
 
-/// What a connection's writer sends. Kept to two words plus a tag: every connection's
-/// queue allocates room for 32 of these up front, which counts per idle connection.
+/// What a connection sends. Kept to two words plus a tag: queued items cost memory per
+/// busy connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A reply to this connection only (ack, error, pong, …).
@@ -63,8 +63,7 @@ impl Outbound {
 /// One registered connection.
 struct Conn {
     id: String,
-    tx: mpsc::Sender<Outbound>,
-    slow: CancellationToken,
+    outbox: Arc<Outbox>,
 }
 
 /// The routing table: user -> open connections.
@@ -75,18 +74,11 @@ pub struct Hub {
 
 impl Hub {
     /// Registers a connection of `user`.
-    pub fn register(
-        &self,
-        user: &str,
-        conn_id: &str,
-        tx: mpsc::Sender<Outbound>,
-        slow: CancellationToken,
-    ) {
+    pub fn register(&self, user: &str, conn_id: &str, outbox: Arc<Outbox>) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         users.entry(user.to_string()).or_default().push(Conn {
             id: conn_id.to_string(),
-            tx,
-            slow,
+            outbox,
         });
     }
 
@@ -101,7 +93,8 @@ impl Hub {
         }
     }
 
-    /// Sends an event to every connection of `user`; returns how many took it.
+    /// Sends an event to every connection of `user`; returns how many took it. A
+    /// connection whose queue is full is marked slow (its task closes it).
     pub fn publish(&self, user: &str, item: Outbound) -> usize {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let Some(conns) = users.get(user) else {
@@ -109,10 +102,8 @@ impl Hub {
         };
         let mut delivered = 0;
         for c in conns {
-            match c.tx.try_send(item.clone()) {
-                Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => c.slow.cancel(),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if c.outbox.push(item.clone()) == Pushed::Queued {
+                delivered += 1;
             }
         }
         delivered
@@ -131,7 +122,6 @@ mod tests {
 
     #[test]
     fn queue_items_stay_small() {
-        // Each connection's queue allocates a block of 32 items when it is created.
         assert!(
             std::mem::size_of::<Outbound>() <= 24,
             "{}",
@@ -142,22 +132,19 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_every_tab_of_the_user_only_and_flags_full_queues() {
         let hub = Hub::default();
-        let (a1, mut r1) = mpsc::channel(4);
-        let (a2, mut r2) = mpsc::channel(1);
-        let (b1, mut rb) = mpsc::channel(4);
-        let slow2 = CancellationToken::new();
-        hub.register("alice", "c1", a1, CancellationToken::new());
-        hub.register("alice", "c2", a2, slow2.clone());
-        hub.register("bob", "c3", b1, CancellationToken::new());
+        let a1 = Arc::new(Outbox::new(4));
+        let a2 = Arc::new(Outbox::new(1));
+        let b1 = Arc::new(Outbox::new(4));
+        hub.register("alice", "c1", Arc::clone(&a1));
+        hub.register("alice", "c2", Arc::clone(&a2));
+        hub.register("bob", "c3", Arc::clone(&b1));
         assert_eq!(hub.publish("alice", Outbound::Reply("x".into())), 2);
-        assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
-        assert!(rb.try_recv().is_err(), "bob sees nothing of alice's");
+        assert!(a1.pop().is_some() && a2.pop().is_some());
+        assert!(b1.is_empty(), "bob sees nothing of alice's");
         hub.publish("alice", Outbound::Reply("y".into()));
         hub.publish("alice", Outbound::Reply("z".into()));
-        assert!(
-            slow2.is_cancelled(),
-            "a full queue marks the connection slow"
-        );
+        assert!(a2.is_slow(), "a full queue marks the connection slow");
+        assert!(!a1.is_slow());
         hub.unregister("alice", "c1");
         hub.unregister("alice", "c2");
         assert_eq!(hub.connections_of("alice"), 0);

@@ -1,61 +1,61 @@
-//! One connection (connection scope): finishes authentication, registers with the hub,
-//! sends `connection_established`, then reads client messages until the socket, the
-//! token, the queue or the server ends it. Every handler error becomes an `error` reply
-//! or a specific close code; nothing here becomes 1011.
+//! One connection (connection scope), in one task: finishes authentication, registers
+//! with the hub, sends `connection_established`, then serves the socket until the client,
+//! the token, the queue or the server ends it. The same task reads client messages,
+//! writes the outbound queue, pings and watches the token's expiry; a message that has to
+//! wait for the store (a `user_message` being committed, a `resume` being checked) is
+//! awaited beside all of that, so events keep flowing meanwhile, and no further message
+//! is read until it is done (messages keep their order). Every handler error becomes an
+//! `error` reply or a specific close code; nothing here becomes 1011.
 //!
-//! Generic over the socket's `Sink`/`Stream`, so it runs over warp's `WebSocket` and over
-//! anything else speaking tungstenite's `Message`.
+//! One task per connection, one timer and a queue that costs nothing while empty: an
+//! idle connection's memory is what this file keeps between two messages.
+//! Generic over the socket's `Sink`/`Stream`, so it runs over any socket speaking
+//! tungstenite's `Message`.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::Instant as StdInstant;
 
 use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 use super::frames;
 
 use super::handshake::{AuthState, PreAuth};
 use super::protocol::{self, ClientMessage, ParseError};
-use super::writer::{self, Close, WriterCtx};
+use super::writer::{Close, Io, Pump, WriterCtx};
 use crate::app::App;
 use crate::auth::{AuthFailure, Identity, first_message_token};
 use crate::config::{AuthMode, RejectAt};
-use crate::hub::Outbound;
+use crate::hub::{Outbound, Outbox, Pushed};
+use crate::store::Store;
+
+/// A message handler still waiting for the store.
+type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Sends one message and a close frame before the session proper exists, then waits
 /// (bounded) for the client's close frame, as in [`run`].
-async fn refuse<S, St, E, T>(
-    sink: &mut S,
-    stream: &mut St,
-    body: String,
-    code: u16,
-    reason: &'static str,
-) -> Option<T>
+async fn refuse<S, E, T>(socket: &mut S, body: String, code: u16, reason: &'static str) -> Option<T>
 where
-    S: Sink<Message> + Unpin,
-    St: Stream<Item = Result<Message, E>> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
-    let _ = sink.send(Message::text(body)).await;
-    let _ = sink.send(frames::close(code, reason)).await;
-    let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(stream)).await;
-    let _ = sink.close().await;
+    let _ = socket.send(Message::text(body)).await;
+    let _ = socket.send(frames::close(code, reason)).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, discard_until_close(socket)).await;
+    let _ = socket.close().await;
     None
 }
 
 /// Refuses with an authentication failure's `error` message and close code.
-async fn refuse_auth<S, St, E, T>(sink: &mut S, stream: &mut St, f: &AuthFailure) -> Option<T>
+async fn refuse_auth<S, E, T>(socket: &mut S, f: &AuthFailure) -> Option<T>
 where
-    S: Sink<Message> + Unpin,
-    St: Stream<Item = Result<Message, E>> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
     refuse(
-        sink,
-        stream,
+        socket,
         f.error_message().to_string(),
         f.close_code(),
         "authentication failed",
@@ -63,9 +63,12 @@ where
     .await
 }
 
-/// How long a closing connection waits for the writer to flush and the client to answer
+/// How long a closing connection waits for its last writes and the client's answer to
 /// the close frame before the socket is dropped regardless.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The close code for a client that did not answer a ping in time.
+const NO_PONG: u16 = 1002;
 
 /// Reads and discards until the client's close frame (or the end of the stream).
 async fn discard_until_close<St, E>(stream: &mut St)
@@ -99,132 +102,100 @@ where
     None
 }
 
-/// Runs a connection to its end.
-pub async fn run<S, E>(app: App, socket: S, pre: PreAuth)
+/// Runs a connection: authentication first, then the connection proper in a task of
+/// its own. The handshake and authentication states (the upgrade, first-message auth,
+/// refusals) stay in this short-lived task; the long-lived one holds only what an open
+/// connection needs, since that is memory every idle connection pays for.
+pub async fn run<S, E>(app: App, mut socket: S, pre: PreAuth)
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + 'static,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
-    let (mut sink, mut stream) = socket.split();
-    // Boxed: the authentication phase (first-message wait, refusals) would otherwise
-    // stay part of every idle session's future and cost memory per connection.
-    let Some((identity, store)) =
-        Box::pin(establish(&app, &mut sink, &mut stream, pre.state)).await
-    else {
+    let PreAuth { state, permit, .. } = pre;
+    let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state)).await else {
         return;
     };
-    let cfg = Arc::clone(&app.config);
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
-    let user = identity.user_id.clone();
-    let (tx, rx) = mpsc::channel(cfg.websocket.send_queue);
-    let (ctrl_tx, ctrl_rx) = tokio::sync::oneshot::channel::<Close>();
-    let slow = CancellationToken::new();
-    let pong_seen = Arc::new(AtomicBool::new(true));
-    let auth_label = if cfg.auth.mode == AuthMode::None {
+    let outbox = Arc::new(Outbox::new(app.config.websocket.send_queue));
+    let auth_label = if app.config.auth.mode == AuthMode::None {
         "none".to_string()
     } else {
         identity.method.label()
     };
     // Serialized at once: a `Value` kept in this future would cost memory per connection.
-    let established = json!({
-        "type": "connection_established",
-        "protocol": protocol::PROTOCOL,
-        "connection_id": conn_id,
-        "user_id": user,
-        "auth": auth_label,
-        "server_time": protocol::now_rfc3339(),
-        "heartbeat_ms": cfg.websocket.heartbeat.as_millis() as u64,
-        "token_expires_at": identity.expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "limits": { "max_message_bytes": cfg.websocket.max_message_bytes, "messages_per_minute": cfg.websocket.messages_per_minute },
-    })
-    .to_string();
-    let _ = tx.try_send(Outbound::Reply(Arc::from(established)));
-    app.hub.register(&user, &conn_id, tx.clone(), slow.clone());
+    let established = {
+        let ws = &app.config.websocket;
+        json!({
+            "type": "connection_established",
+            "protocol": protocol::PROTOCOL,
+            "connection_id": conn_id,
+            "user_id": identity.user_id,
+            "auth": auth_label,
+            "server_time": protocol::now_rfc3339(),
+            "heartbeat_ms": ws.heartbeat.as_millis() as u64,
+            "token_expires_at": identity.expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "limits": { "max_message_bytes": ws.max_message_bytes, "messages_per_minute": ws.messages_per_minute },
+        })
+        .to_string()
+    };
+    outbox.push(Outbound::Reply(Arc::from(established)));
+    app.hub
+        .register(&identity.user_id, &conn_id, Arc::clone(&outbox));
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
-    tracing::debug!(user_id = %user, conn_id = %conn_id, auth = %auth_label, "connection established");
-    // The writer can end the connection on its own (no pong in time, a failed write); the
-    // reader then has nothing left to wait for, since a dead client never sends again.
-    let writer_done = CancellationToken::new();
-    let writer_task = writer::run(
-        sink,
-        rx,
-        ctrl_rx,
-        WriterCtx {
-            store,
-            user_id: user.clone(),
-            metrics: Arc::clone(&app.metrics),
-            heartbeat: cfg.websocket.heartbeat,
-            pong_timeout: cfg.websocket.pong_timeout,
-            pong_seen: Arc::clone(&pong_seen),
-        },
-    );
-    let done = writer_done.clone().drop_guard();
-    let writer = tokio::spawn(async move {
-        writer_task.await;
-        drop(done);
-    });
-    let mut session = Session {
-        app: app.clone(),
+    tracing::debug!(user_id = %identity.user_id, conn_id = %conn_id, auth = %auth_label, "connection established");
+    let sessions = app.sessions.clone();
+    let session = Session {
+        app,
         identity,
-        tx,
+        store,
+        outbox,
         warned_expiry: false,
+        pump: Pump::default(),
+        conn_id,
+        _permit: permit,
     };
-    let close = session
-        .read_loop(&mut stream, &slow, &pong_seen, &writer_done)
-        .await;
-    let closing = close.is_some();
-    match close {
-        Some(c) => {
-            let _ = ctrl_tx.send(c);
-        }
-        None => drop(ctrl_tx),
+    // Tracked like this task, so shutdown waits for it too.
+    sessions.spawn(live(session, socket));
+}
+
+/// The open connection, to its end. A plain function returning an `async move` block,
+/// not an `async fn`: an `async fn` keeps its arguments twice (as captured and as
+/// locals), and this future lives as long as the connection.
+#[allow(clippy::manual_async_fn)]
+fn live<S, E>(mut session: Session, mut socket: S) -> impl Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+    E: std::fmt::Display + Send,
+{
+    async move {
+        let close = session.serve(&mut socket).await;
+        // Boxed: the closing states would otherwise be part of every open connection's task.
+        Box::pin(session.finish(&mut socket, close)).await;
+        session
+            .app
+            .hub
+            .unregister(&session.identity.user_id, &session.conn_id);
+        session.outbox.close();
+        session.app.metrics.connections_open.dec();
     }
-    drop(session);
-    // The writer sends what it must and the close frame; meanwhile keep reading when we
-    // started the close, so the client's answer completes the closing handshake. A socket
-    // dropped with unread input is reset, and the reset can destroy the close frame (and
-    // its code) before the client reads it. A client that reads nothing at all gets the
-    // writer aborted after the linger, so it cannot hold the socket open forever.
-    let mut writer = writer;
-    let finish = async {
-        let linger = async {
-            if closing {
-                discard_until_close(&mut stream).await;
-            }
-        };
-        let _ = tokio::join!(&mut writer, linger);
-    };
-    if tokio::time::timeout(CLOSE_LINGER, finish).await.is_err() {
-        writer.abort();
-    }
-    app.hub.unregister(&user, &conn_id);
-    app.metrics.connections_open.dec();
-    drop(pre.permit);
 }
 
 /// Finishes authentication (first-message auth or the refusal decided at the handshake)
 /// and checks the store; `None` when the connection was refused and closed.
-async fn establish<Si, St, E>(
-    app: &App,
-    sink: &mut Si,
-    stream: &mut St,
-    state: AuthState,
-) -> Option<(Identity, crate::store::Store)>
+async fn establish<S, E>(app: &App, socket: &mut S, state: AuthState) -> Option<(Identity, Store)>
 where
-    Si: Sink<Message> + Unpin,
-    St: Stream<Item = Result<Message, E>> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
     let identity = match state {
         AuthState::Authenticated(id) => id,
         AuthState::Failed(f) => {
-            return refuse_auth(sink, stream, &f).await;
+            return refuse_auth(socket, &f).await;
         }
         AuthState::ConnectionLimit => {
             let (code, msg) = super::handshake::CONNECTION_LIMIT;
             return refuse(
-                sink,
-                stream,
+                socket,
                 protocol::error(code, msg, None, true),
                 4429,
                 "connection limit",
@@ -233,8 +204,7 @@ where
         }
         AuthState::Unavailable(code, msg) => {
             return refuse(
-                sink,
-                stream,
+                socket,
                 protocol::error(code, msg, None, true),
                 1013,
                 "try again later",
@@ -243,7 +213,7 @@ where
         }
         AuthState::AwaitFirstMessage => {
             let wait =
-                tokio::time::timeout(app.config.auth.first_message_timeout, next_text(stream))
+                tokio::time::timeout(app.config.auth.first_message_timeout, next_text(socket))
                     .await;
             let result = match wait {
                 Err(_) => Err(AuthFailure::AuthTimeout),
@@ -266,19 +236,18 @@ where
                         None,
                         false,
                     );
-                    return refuse(sink, stream, body, 1008, "message before auth").await;
+                    return refuse(socket, body, 1008, "message before auth").await;
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
-                    return refuse_auth(sink, stream, &f).await;
+                    return refuse_auth(socket, &f).await;
                 }
             }
         }
     };
     let Some(store) = app.store.get().cloned() else {
         return refuse(
-            sink,
-            stream,
+            socket,
             protocol::error(
                 "STORE_UNAVAILABLE",
                 "the message store is not reachable",
@@ -296,8 +265,13 @@ where
 struct Session {
     app: App,
     identity: Identity,
-    tx: mpsc::Sender<Outbound>,
+    store: Store,
+    outbox: Arc<Outbox>,
     warned_expiry: bool,
+    pump: Pump,
+    conn_id: String,
+    /// The connection slot, released when the session ends.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn close(code: u16, reason: &'static str) -> Option<Close> {
@@ -308,14 +282,27 @@ fn close(code: u16, reason: &'static str) -> Option<Close> {
     })
 }
 
+/// A wall-clock instant as a tokio deadline.
+fn deadline(t: DateTime<Utc>) -> Instant {
+    Instant::now() + (t - Utc::now()).to_std().unwrap_or_default()
+}
+
+/// Far enough away to mean "never" without overflowing.
+fn never() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
+/// Whether a message handler answered at once, needs the store, or ends the connection.
+enum Handled {
+    Done,
+    Wait(Pending),
+    Close(Close),
+}
+
 impl Session {
-    /// Queues a reply; a full queue means the client is not reading.
-    fn reply(&self, text: String, slow: &CancellationToken) {
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.tx.try_send(Outbound::Reply(Arc::from(text)))
-        {
-            slow.cancel();
-        }
+    /// Queues a reply; a full queue marks the connection slow (it is then closed).
+    fn reply(&self, text: String) {
+        self.outbox.push(Outbound::Reply(Arc::from(text)));
     }
 
     /// When to send `token_expiring` and when to close: the close comes at `exp` plus the
@@ -336,152 +323,229 @@ impl Session {
         Some((exp - margin, exp + leeway))
     }
 
-    async fn read_loop<St, E>(
-        &mut self,
-        stream: &mut St,
-        slow: &CancellationToken,
-        pong_seen: &AtomicBool,
-        writer_done: &CancellationToken,
-    ) -> Option<Close>
+    /// Serves the connection until it has to end; `Some` when the server ends it.
+    async fn serve<S, E>(&mut self, socket: &mut S) -> Option<Close>
     where
-        St: Stream<Item = Result<Message, E>> + Unpin,
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
         E: std::fmt::Display,
     {
-        let max = self.app.config.websocket.max_message_bytes;
+        let ws = &self.app.config.websocket;
+        let (heartbeat, pong_timeout, max) = (ws.heartbeat, ws.pong_timeout, ws.max_message_bytes);
+        let close_sessions = self.app.close_sessions.clone();
+        let outbox = Arc::clone(&self.outbox);
+        let mut next_ping = Instant::now() + heartbeat;
+        let mut pong_deadline: Option<Instant> = None;
+        let mut pong_seen = true;
+        let (mut warn_at, mut expire_at) = self.token_deadlines();
+        let mut pending: Option<Pending> = None;
+        // One timer for everything due: the next ping, the pong deadline, the expiry.
+        let mut due = next_ping;
+        let timer = tokio::time::sleep_until(due);
+        tokio::pin!(timer);
         loop {
-            let (warn_at, expire_at) = match self.expiry_at() {
-                Some((w, e)) => (Some(w), Some(e)),
-                None => (None, None),
-            };
-            let until = |t: Option<DateTime<Utc>>| async move {
-                match t {
-                    Some(t) => {
-                        tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let warn_due = if self.warned_expiry { None } else { warn_at };
+            let mut next = next_ping.min(expire_at);
+            if !self.warned_expiry {
+                next = next.min(warn_at);
+            }
+            if let Some(d) = pong_deadline {
+                next = next.min(d);
+            }
+            if next != due {
+                due = next;
+                timer.as_mut().reset(due);
+            }
+            let read = pending.is_none();
             tokio::select! {
                 biased;
-                _ = slow.cancelled() => {
-                    self.app.metrics.slow_consumers.inc();
-                    tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
-                    return close(4509, "slow consumer: outbound queue stayed full");
+                () = outbox.pushed() => {
+                    // The writes themselves happen in the I/O branch below.
+                    if outbox.is_slow() {
+                        self.app.metrics.slow_consumers.inc();
+                        tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
+                        return close(4509, "slow consumer: outbound queue stayed full");
+                    }
                 }
-                _ = writer_done.cancelled() => return None,
-                _ = self.app.close_sessions.cancelled() => {
+                () = close_sessions.cancelled() => {
                     return Some(Close { code: 1001, reason: "server shutting down", flush_first: true });
                 }
-                _ = until(expire_at) => {
-                    self.reply(AuthFailure::TokenExpired.error_message().to_string(), slow);
-                    return Some(Close { code: 4401, reason: "token expired", flush_first: true });
-                }
-                _ = until(warn_due) => {
-                    if let Some(exp) = self.identity.expires_at {
-                        self.reply(protocol::token_expiring(&exp), slow);
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if expire_at <= now {
+                        self.reply(AuthFailure::TokenExpired.error_message().to_string());
+                        return Some(Close { code: 4401, reason: "token expired", flush_first: true });
                     }
-                    self.warned_expiry = true;
+                    if !self.warned_expiry && warn_at <= now {
+                        if let Some(exp) = self.identity.expires_at {
+                            self.reply(protocol::token_expiring(&exp));
+                        }
+                        self.warned_expiry = true;
+                    }
+                    if pong_deadline.is_some_and(|d| d <= now) {
+                        if !pong_seen {
+                            return close(NO_PONG, "no pong within the pong timeout");
+                        }
+                        pong_deadline = None;
+                    }
+                    if next_ping <= now {
+                        pong_seen = false;
+                        self.pump.ping();
+                        pong_deadline = Some(now + pong_timeout);
+                        next_ping = now + heartbeat;
+                    }
                 }
-                msg = stream.next() => {
-                    let msg = match msg {
-                        None => return None,
-                        Some(Err(e)) => {
+                () = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    pending = None;
+                }
+                io = std::future::poll_fn(|cx| {
+                    let w = WriterCtx { store: &self.store, user_id: &self.identity.user_id, metrics: &self.app.metrics };
+                    self.pump.poll_io(cx, socket, &outbox, &w, read)
+                }) => {
+                    let msg = match io {
+                        Io::Failed | Io::Read(None) => return None,
+                        Io::Read(Some(Err(e))) => {
                             let text = e.to_string();
                             if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
                                 return close(1009, "message too large");
                             }
                             return None;
                         }
-                        Some(Ok(m)) => m,
+                        Io::Read(Some(Ok(m))) => m,
                     };
                     if msg.is_pong() {
-                        pong_seen.store(true, Ordering::Relaxed);
+                        pong_seen = true;
                     } else if msg.is_close() {
                         return None;
                     } else if msg.len() > max {
-                        self.reply(protocol::error("MESSAGE_TOO_LARGE", &format!("messages are limited to {max} bytes"), None, false), slow);
+                        self.reply(protocol::error("MESSAGE_TOO_LARGE", &format!("messages are limited to {max} bytes"), None, false));
                         return Some(Close { code: 1009, reason: "message too large", flush_first: true });
                     } else if msg.is_binary() {
-                        self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false), slow);
+                        self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false));
                     } else if msg.is_text() {
-                        let text = msg.to_text().unwrap_or_default().to_string();
-                        if let Some(c) = Box::pin(self.handle(&text, slow)).await {
-                            return Some(c);
+                        match self.handle(msg.to_text().unwrap_or_default()) {
+                            Handled::Done => {}
+                            Handled::Wait(fut) => pending = Some(fut),
+                            Handled::Close(c) => return Some(c),
                         }
+                        // A refresh may have moved the expiry.
+                        (warn_at, expire_at) = self.token_deadlines();
                     }
                 }
             }
         }
     }
 
-    async fn handle(&mut self, text: &str, slow: &CancellationToken) -> Option<Close> {
+    /// The `token_expiring` and expiry deadlines of the current identity.
+    fn token_deadlines(&self) -> (Instant, Instant) {
+        match self.expiry_at() {
+            Some((w, e)) => (deadline(w), deadline(e)),
+            None => (never(), never()),
+        }
+    }
+
+    /// Ends the connection: the close frame (after what is queued, when asked), then
+    /// the client's answer, all bounded by [`CLOSE_LINGER`]. A socket dropped with unread
+    /// input is reset, and the reset can destroy the close frame (and its code) before
+    /// the client reads it, so a close we start waits for the client's close frame.
+    async fn finish<S, E>(&mut self, socket: &mut S, close: Option<Close>)
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    {
+        let ending = async {
+            if let Some(c) = close {
+                if c.flush_first {
+                    let drained = std::future::poll_fn(|cx| {
+                        let w = WriterCtx {
+                            store: &self.store,
+                            user_id: &self.identity.user_id,
+                            metrics: &self.app.metrics,
+                        };
+                        self.pump.poll_drained(cx, socket, &self.outbox, &w)
+                    })
+                    .await;
+                    if drained.is_err() {
+                        return;
+                    }
+                }
+                if socket.send(frames::close(c.code, c.reason)).await.is_err() {
+                    return;
+                }
+                // A client that stopped answering pings will not answer this either.
+                if c.code != NO_PONG {
+                    discard_until_close(socket).await;
+                }
+            }
+            let _ = socket.close().await;
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, ending).await;
+    }
+
+    fn handle(&mut self, text: &str) -> Handled {
         let msg = match protocol::parse(text) {
             Ok(m) => m,
             Err(ParseError::BadJson(e)) => {
-                self.reply(
-                    protocol::error("BAD_JSON", &format!("not valid JSON: {e}"), None, false),
-                    slow,
-                );
-                return None;
+                self.reply(protocol::error(
+                    "BAD_JSON",
+                    &format!("not valid JSON: {e}"),
+                    None,
+                    false,
+                ));
+                return Handled::Done;
             }
             Err(ParseError::UnknownType(t)) => {
-                self.reply(
-                    protocol::error(
-                        "UNKNOWN_TYPE",
-                        &format!("unknown message type `{t}`; see PROTOCOL.md §2"),
-                        None,
-                        false,
-                    ),
-                    slow,
-                );
-                return None;
+                self.reply(protocol::error(
+                    "UNKNOWN_TYPE",
+                    &format!("unknown message type `{t}`; see PROTOCOL.md §2"),
+                    None,
+                    false,
+                ));
+                return Handled::Done;
             }
             Err(ParseError::BadMessage(e)) => {
-                self.reply(protocol::error("BAD_MESSAGE", &e, None, false), slow);
-                return None;
+                self.reply(protocol::error("BAD_MESSAGE", &e, None, false));
+                return Handled::Done;
             }
         };
         match msg {
-            ClientMessage::Ping {} => self.reply(protocol::pong(), slow),
+            ClientMessage::Ping {} => self.reply(protocol::pong()),
             ClientMessage::UserMessage {
                 id,
                 content,
                 thread_id,
                 agent,
-            } => self.user_message(id, content, thread_id, agent, slow).await,
+            } => return self.user_message(id, content, thread_id, agent),
             ClientMessage::Cancel { run_id } => {
                 if !self.app.runs.cancel(&self.identity.user_id, &run_id) {
-                    self.reply(
-                        protocol::error(
-                            "RUN_NOT_FOUND",
-                            "no such run of yours is in progress",
-                            None,
-                            false,
-                        ),
-                        slow,
-                    );
+                    self.reply(protocol::error(
+                        "RUN_NOT_FOUND",
+                        "no such run of yours is in progress",
+                        None,
+                        false,
+                    ));
                 }
             }
             ClientMessage::Resume {
                 thread_id,
                 after_seq,
-            } => self.resume(thread_id, after_seq, slow).await,
-            ClientMessage::Auth { token } => return self.refresh(&token, slow),
+            } => return self.resume(thread_id, after_seq),
+            ClientMessage::Auth { token } => {
+                if let Some(c) = self.refresh(&token) {
+                    return Handled::Close(c);
+                }
+            }
         }
-        None
+        Handled::Done
     }
 
-    async fn user_message(
+    fn user_message(
         &mut self,
         id: String,
         content: String,
         thread_id: Option<String>,
         agent: Option<String>,
-        slow: &CancellationToken,
-    ) {
+    ) -> Handled {
         let reply_err = |s: &Self, code: &str, msg: &str, retry: bool| {
-            s.reply(protocol::error(code, msg, Some(&id), retry), slow)
+            s.reply(protocol::error(code, msg, Some(&id), retry));
+            Handled::Done
         };
         if id.is_empty() || id.len() > 200 {
             return reply_err(
@@ -513,7 +577,7 @@ impl Session {
         if !self
             .app
             .limiter
-            .allow(&self.identity.user_id, Instant::now())
+            .allow(&self.identity.user_id, StdInstant::now())
         {
             return reply_err(
                 self,
@@ -533,86 +597,92 @@ impl Session {
                 true,
             );
         };
-        let new = crate::store::NewMessage {
-            user_id: &self.identity.user_id,
-            client_id: &id,
-            thread_id: thread_id.as_deref(),
-            content: &content,
-            agent: agent.name(),
-        };
-        match deps.store.accept_message(new).await {
-            Ok(acc) => {
-                self.reply(
-                    protocol::ack(&id, &acc.thread_id, &acc.message_id, &acc.run_id),
-                    slow,
-                );
-                if !acc.duplicate {
-                    self.app.metrics.user_messages.inc();
-                    self.app
-                        .runs
-                        .start(deps, &acc, &self.identity.user_id, &content, agent);
+        let runs = Arc::clone(&self.app.runs);
+        let outbox = Arc::clone(&self.outbox);
+        let user_id = self.identity.user_id.clone();
+        Handled::Wait(Box::pin(async move {
+            let reply = |text: String| {
+                outbox.push(Outbound::Reply(Arc::from(text)));
+            };
+            let new = crate::store::NewMessage {
+                user_id: &user_id,
+                client_id: &id,
+                thread_id: thread_id.as_deref(),
+                content: &content,
+                agent: agent.name(),
+            };
+            match deps.store.accept_message(new).await {
+                Ok(acc) => {
+                    let ack = protocol::ack(&id, &acc.thread_id, &acc.message_id, &acc.run_id);
+                    // The ack is queued before the run starts, so it precedes the run's events.
+                    if outbox.push(Outbound::Reply(Arc::from(ack))) == Pushed::Closed {
+                        tracing::debug!("acknowledged a message on a closing connection");
+                    }
+                    if !acc.duplicate {
+                        deps.metrics.user_messages.inc();
+                        runs.start(deps, &acc, &user_id, &content, agent);
+                    }
+                }
+                Err(crate::store::StoreError::ThreadNotFound) => reply(protocol::error(
+                    "THREAD_NOT_FOUND",
+                    "no such thread",
+                    Some(&id),
+                    false,
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, "storing a user message failed");
+                    // Resending with the same id is safe (acks are idempotent), so say it may be retried.
+                    reply(protocol::error(
+                        e.code(),
+                        "the message was not stored; resend it with the same id",
+                        Some(&id),
+                        true,
+                    ))
                 }
             }
-            Err(crate::store::StoreError::ThreadNotFound) => {
-                reply_err(self, "THREAD_NOT_FOUND", "no such thread", false)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing a user message failed");
-                // Resending with the same id is safe (acks are idempotent), so say it may be retried.
-                reply_err(
-                    self,
-                    e.code(),
-                    "the message was not stored; resend it with the same id",
-                    true,
-                )
-            }
-        }
+        }))
     }
 
-    async fn resume(&mut self, thread_id: String, after_seq: i64, slow: &CancellationToken) {
-        let Some(store) = self.app.store.get() else {
-            return;
-        };
-        match store.thread_owner(&thread_id).await {
-            Ok(Some(owner)) if owner == self.identity.user_id => {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    self.tx
-                        .try_send(Outbound::Replay(Box::new(crate::hub::ReplayRequest {
-                            thread_id,
-                            after_seq,
-                            ref_id: None,
-                        })))
-                {
-                    slow.cancel();
+    fn resume(&mut self, thread_id: String, after_seq: i64) -> Handled {
+        let store = self.store.clone();
+        let outbox = Arc::clone(&self.outbox);
+        let user_id = self.identity.user_id.clone();
+        Handled::Wait(Box::pin(async move {
+            let reply = |text: String| {
+                outbox.push(Outbound::Reply(Arc::from(text)));
+            };
+            match store.thread_owner(&thread_id).await {
+                Ok(Some(owner)) if owner == user_id => {
+                    outbox.push(Outbound::Replay(Box::new(crate::hub::ReplayRequest {
+                        thread_id,
+                        after_seq,
+                        ref_id: None,
+                    })));
                 }
-            }
-            Ok(_) => self.reply(
-                protocol::error("THREAD_NOT_FOUND", "no such thread", None, false),
-                slow,
-            ),
-            Err(e) => self.reply(
-                protocol::error(
+                Ok(_) => reply(protocol::error(
+                    "THREAD_NOT_FOUND",
+                    "no such thread",
+                    None,
+                    false,
+                )),
+                Err(e) => reply(protocol::error(
                     e.code(),
                     "could not look the thread up",
                     None,
                     e.is_retryable(),
-                ),
-                slow,
-            ),
-        }
+                )),
+            }
+        }))
     }
 
-    fn refresh(&mut self, token: &str, slow: &CancellationToken) -> Option<Close> {
+    fn refresh(&mut self, token: &str) -> Option<Close> {
         let Some(v) = &self.app.verifier else {
-            self.reply(
-                protocol::error(
-                    "BAD_MESSAGE",
-                    "this server does not use tokens",
-                    None,
-                    false,
-                ),
-                slow,
-            );
+            self.reply(protocol::error(
+                "BAD_MESSAGE",
+                "this server does not use tokens",
+                None,
+                false,
+            ));
             return None;
         };
         match v
@@ -622,15 +692,12 @@ impl Session {
             Ok(fresh) => {
                 self.identity = fresh;
                 self.warned_expiry = false;
-                self.reply(
-                    protocol::auth_refreshed(self.identity.expires_at.as_ref()),
-                    slow,
-                );
+                self.reply(protocol::auth_refreshed(self.identity.expires_at.as_ref()));
                 None
             }
             Err(f @ AuthFailure::Forbidden(_)) => {
                 self.app.metrics.auth_failure(f.code());
-                self.reply(f.error_message().to_string(), slow);
+                self.reply(f.error_message().to_string());
                 Some(Close {
                     code: 4403,
                     reason: "refresh for another user",
@@ -639,7 +706,7 @@ impl Session {
             }
             Err(f) => {
                 self.app.metrics.auth_failure(f.code());
-                self.reply(f.error_message().to_string(), slow);
+                self.reply(f.error_message().to_string());
                 None
             }
         }

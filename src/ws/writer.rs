@@ -1,33 +1,36 @@
-//! A connection's writer: the only task that writes to the socket. It drains the bounded
-//! outbound queue (flushing once per burst, not per message), sends heartbeat pings,
-//! replays stored events for `resume`, and drops events the client already got, so each
-//! thread's events reach the client exactly once. They arrive in `seq` order except when
-//! live events of a thread reach a new connection before its `resume` does: the replay
-//! then fills the gap below them (the server cannot know in advance which threads a new
-//! connection will resume, and holding live events back could delay them indefinitely).
+//! Writing to the socket without ever waiting on it: the connection's task polls
+//! [`Pump::poll_io`], which moves queued items into the socket while it accepts them,
+//! flushes once per burst (not per message), sends due pings, serves `resume` replays
+//! page by page, and reads the next client message, all in one poll. A client that stops
+//! reading therefore cannot stall its connection's task: reading, timers and the slow-
+//! consumer check go on while the socket is full, and the queue overflowing ends it.
+//!
+//! Events the client already got are dropped, so each thread's events reach the client
+//! exactly once. They arrive in `seq` order except when live events of a thread reach a
+//! new connection before its `resume` does: the replay then fills the gap below them (the
+//! server cannot know in advance which threads a new connection will resume, and holding
+//! live events back could delay them indefinitely).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll, ready};
 
-use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
+use futures_util::future::BoxFuture;
+use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::frames;
-
 use super::protocol;
-use crate::hub::{Outbound, ReplayRequest};
+use crate::hub::{Outbound, Outbox, ReplayRequest};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoredEvent};
 
 /// Most events fetched per replay query.
 const REPLAY_PAGE: u32 = 500;
-/// Most messages written before a flush.
+/// Most messages written before the task gives other work a turn.
 const BURST: usize = 64;
 
-/// An instruction from the session to close.
+/// An instruction to close the connection.
 #[derive(Debug, Clone)]
 pub struct Close {
     /// Close code.
@@ -38,20 +41,14 @@ pub struct Close {
     pub flush_first: bool,
 }
 
-/// What the writer needs.
-pub struct WriterCtx {
+/// What writing needs from the connection.
+pub struct WriterCtx<'a> {
     /// Store for replays.
-    pub store: Store,
+    pub store: &'a Store,
     /// The connection's user (replays are ownership-checked again by the store).
-    pub user_id: String,
+    pub user_id: &'a str,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Ping interval.
-    pub heartbeat: Duration,
-    /// Pong wait.
-    pub pong_timeout: Duration,
-    /// Set by the reader when a pong arrives.
-    pub pong_seen: Arc<AtomicBool>,
+    pub metrics: &'a Metrics,
 }
 
 /// The events `first..=last` of one thread have been sent on this connection.
@@ -67,180 +64,279 @@ impl Sent {
     }
 }
 
-enum Step {
-    Continue,
-    Stop,
+/// A `resume` being served: the pages of stored events still to send.
+struct Replay {
+    key: Arc<str>,
+    thread_id: String,
+    after_seq: i64,
+    ref_id: Option<String>,
+    /// What had been sent of this thread when the replay started.
+    before: Option<Sent>,
+    /// The last seq fetched so far.
+    from: i64,
+    page: VecDeque<StoredEvent>,
+    fetch: Option<BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>>>,
+    more: bool,
 }
 
-/// Runs until a close is requested, the queue closes, or the socket fails.
-pub async fn run<S>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<Outbound>,
-    mut ctrl: tokio::sync::oneshot::Receiver<Close>,
-    cx: WriterCtx,
-) where
-    S: Sink<Message> + Unpin,
-{
-    let mut sent: HashMap<Arc<str>, Sent> = HashMap::new();
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + cx.heartbeat, cx.heartbeat);
-    let mut pong_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let deadline = async {
-            match pong_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+/// What [`Pump::poll_io`] reports.
+pub enum Io<E> {
+    /// The next client message (`None`: the stream ended).
+    Read(Option<Result<Message, E>>),
+    /// The socket failed while writing.
+    Failed,
+}
+
+/// The connection's write side.
+#[derive(Default)]
+pub struct Pump {
+    sent: HashMap<Arc<str>, Sent>,
+    /// Something was handed to the socket since its last completed flush.
+    dirty: bool,
+    /// A ping is due.
+    ping: bool,
+    replay: Option<Box<Replay>>,
+}
+
+impl Pump {
+    /// Asks for a ping to be sent with the next writes.
+    pub fn ping(&mut self) {
+        self.ping = true;
+    }
+
+    /// Writes what it can, then reads one message when `read` is set. Pending until a
+    /// message arrives or the socket fails; queued work wakes it through the outbox.
+    pub fn poll_io<S, E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut S,
+        outbox: &Outbox,
+        w: &WriterCtx<'_>,
+        read: bool,
+    ) -> Poll<Io<E>>
+    where
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    {
+        if self.poll_write(cx, socket, outbox, w).is_err() {
+            return Poll::Ready(Io::Failed);
+        }
+        if read {
+            if let Poll::Ready(msg) = Pin::new(socket).poll_next(cx) {
+                return Poll::Ready(Io::Read(msg));
             }
-        };
-        tokio::select! {
-            biased;
-            close = &mut ctrl => {
-                let Ok(close) = close else { break };
-                if close.flush_first {
-                    while let Ok(item) = rx.try_recv() {
-                        if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
-                    }
-                }
-                let _ = sink.send(frames::close(close.code, close.reason)).await;
+        }
+        Poll::Pending
+    }
+
+    /// Ready once everything queued (and any replay) has been written and flushed.
+    pub fn poll_drained<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut S,
+        outbox: &Outbox,
+        w: &WriterCtx<'_>,
+    ) -> Poll<Result<(), ()>>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        self.poll_write(cx, socket, outbox, w)?;
+        if self.dirty || self.ping || self.replay.is_some() || !outbox.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Moves queued items into the socket while it takes them, then flushes.
+    fn poll_write<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut S,
+        outbox: &Outbox,
+        w: &WriterCtx<'_>,
+    ) -> Result<(), ()>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let mut written = 0;
+        while written < BURST {
+            match Pin::new(&mut *socket).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => break,
+            }
+            let Some((text, kind)) = self.next_frame(cx, outbox, w) else {
                 break;
-            }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                if let Step::Stop = write(&mut sink, item, &mut sent, &cx).await { break }
-                let mut n = 1;
-                while n < BURST {
-                    let Ok(more) = rx.try_recv() else { break };
-                    if let Step::Stop = write(&mut sink, more, &mut sent, &cx).await { return }
-                    n += 1;
+            };
+            let frame = match kind {
+                "ping" => Message::Ping(bytes::Bytes::new()),
+                _ => {
+                    w.metrics.sent(kind);
+                    Message::text(text)
                 }
-                if sink.flush().await.is_err() { break }
+            };
+            if Pin::new(&mut *socket).start_send(frame).is_err() {
+                return Err(());
             }
-            _ = ping.tick() => {
-                cx.pong_seen.store(false, Ordering::Relaxed);
-                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break }
-                pong_deadline = Some(tokio::time::Instant::now() + cx.pong_timeout);
-            }
-            _ = deadline => {
-                if cx.pong_seen.load(Ordering::Relaxed) {
-                    pong_deadline = None;
-                } else {
-                    let _ = sink.send(frames::close(1002u16, "no pong within the pong timeout")).await;
-                    break;
-                }
+            self.dirty = true;
+            written += 1;
+        }
+        if written == BURST {
+            // More may be queued: come back after the other branches had their turn.
+            outbox.rewake();
+        }
+        if self.dirty {
+            match Pin::new(&mut *socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.dirty = false,
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {}
             }
         }
+        Ok(())
     }
-    let _ = sink.close().await;
-}
 
-async fn write<S>(
-    sink: &mut S,
-    item: Outbound,
-    sent: &mut HashMap<Arc<str>, Sent>,
-    cx: &WriterCtx,
-) -> Step
-where
-    S: Sink<Message> + Unpin,
-{
-    match item {
-        Outbound::Reply(json) => feed(sink, &json, "reply", cx).await,
-        Outbound::Event(frame) => {
-            let (seq, kind) = (frame.seq, frame.kind);
-            match sent.get_mut(&frame.thread_id) {
-                // Runs publish in seq order, so anything at or below `last` was sent.
-                Some(range) if seq <= range.last => return Step::Continue,
-                Some(range) => range.last = seq,
-                None => {
-                    sent.insert(
-                        Arc::clone(&frame.thread_id),
-                        Sent {
-                            first: seq,
-                            last: seq,
-                        },
-                    );
+    /// The next frame to write, or `None` when nothing can be written now.
+    fn next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &Outbox,
+        w: &WriterCtx<'_>,
+    ) -> Option<(String, &'static str)> {
+        if self.ping {
+            self.ping = false;
+            return Some((String::new(), "ping"));
+        }
+        loop {
+            if let Some(replay) = &mut self.replay {
+                match replay.poll_next(cx, w) {
+                    Poll::Ready(Some(frame)) => return Some(frame),
+                    Poll::Ready(None) => {
+                        let done = self.replay.take().expect("checked");
+                        done.record(&mut self.sent);
+                    }
+                    // Live items wait behind the replay, which keeps their order.
+                    Poll::Pending => return None,
                 }
             }
-            feed(sink, &frame.json, kind, cx).await
-        }
-        Outbound::Replay(request) => {
-            let ReplayRequest {
-                thread_id,
-                after_seq,
-                ref_id,
-            } = *request;
-            // Boxed so the replay's store query is not part of every idle writer's future.
-            Box::pin(async move {
-                let key: Arc<str> = Arc::from(thread_id.as_str());
-                // Live events of this thread may already have gone out (they can reach a new
-                // connection before its `resume`): skip those, send everything else after
-                // `after_seq`, so the client gets each event once and none is missing.
-                let before = sent.get(&key).copied();
-                let mut from = after_seq;
-                loop {
-                    let page = match cx
-                        .store
-                        .events_after(&cx.user_id, &thread_id, from, REPLAY_PAGE)
-                        .await
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let msg = protocol::error(
-                                e.code(),
-                                "could not replay this thread",
-                                ref_id.as_deref(),
-                                e.is_retryable(),
+            match outbox.pop()? {
+                Outbound::Reply(json) => return Some((json.to_string(), "reply")),
+                Outbound::Event(frame) => {
+                    let seq = frame.seq;
+                    match self.sent.get_mut(&frame.thread_id) {
+                        // Runs publish in seq order, so anything at or below `last` was sent.
+                        Some(range) if seq <= range.last => continue,
+                        Some(range) => range.last = seq,
+                        None => {
+                            self.sent.insert(
+                                Arc::clone(&frame.thread_id),
+                                Sent {
+                                    first: seq,
+                                    last: seq,
+                                },
                             );
-                            return feed(sink, &msg, "error", cx).await;
-                        }
-                    };
-                    let full = page.len() as u32 == REPLAY_PAGE;
-                    for ev in page {
-                        from = ev.seq;
-                        if before.is_some_and(|b| b.contains(ev.seq)) {
-                            continue;
-                        }
-                        if let Step::Stop = feed(sink, &ev.json, "replay", cx).await {
-                            return Step::Stop;
                         }
                     }
-                    if !full {
-                        break;
-                    }
+                    return Some((frame.json.to_string(), frame.kind));
                 }
-                // Now everything in `after_seq + 1..=from` has been sent, plus what was before.
-                if from > after_seq {
-                    let mut now = Sent {
-                        first: after_seq + 1,
-                        last: from,
-                    };
-                    if let Some(b) = before
-                        && b.first < now.first
-                        && b.last >= after_seq
-                    {
-                        now.first = b.first;
-                    }
-                    if let Some(b) = before {
-                        now.last = now.last.max(b.last);
-                    }
-                    sent.insert(key, now);
+                Outbound::Replay(request) => {
+                    self.replay = Some(Box::new(Replay::start(*request, &self.sent)));
                 }
-                if sink.flush().await.is_err() {
-                    return Step::Stop;
-                }
-                Step::Continue
-            })
-            .await
+            }
         }
     }
 }
 
-async fn feed<S>(sink: &mut S, json: &str, kind: &'static str, cx: &WriterCtx) -> Step
-where
-    S: Sink<Message> + Unpin,
-{
-    cx.metrics.sent(kind);
-    match sink.feed(Message::text(json.to_string())).await {
-        Ok(()) => Step::Continue,
-        Err(_) => Step::Stop,
+impl Replay {
+    fn start(request: ReplayRequest, sent: &HashMap<Arc<str>, Sent>) -> Self {
+        let ReplayRequest {
+            thread_id,
+            after_seq,
+            ref_id,
+        } = request;
+        let key: Arc<str> = Arc::from(thread_id.as_str());
+        // Live events of this thread may already have gone out (they can reach a new
+        // connection before its `resume`): skip those, send everything else after
+        // `after_seq`, so the client gets each event once and none is missing.
+        let before = sent.get(&key).copied();
+        Self {
+            key,
+            thread_id,
+            after_seq,
+            ref_id,
+            before,
+            from: after_seq,
+            page: VecDeque::new(),
+            fetch: None,
+            more: true,
+        }
+    }
+
+    /// The next stored event to send; `None` when the replay is complete.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &WriterCtx<'_>,
+    ) -> Poll<Option<(String, &'static str)>> {
+        loop {
+            while let Some(ev) = self.page.pop_front() {
+                self.from = ev.seq;
+                if !self.before.is_some_and(|b| b.contains(ev.seq)) {
+                    return Poll::Ready(Some((ev.json, "replay")));
+                }
+            }
+            if !self.more {
+                return Poll::Ready(None);
+            }
+            let fetch = self.fetch.get_or_insert_with(|| {
+                let (store, user, thread, from) = (
+                    w.store.clone(),
+                    w.user_id.to_string(),
+                    self.thread_id.clone(),
+                    self.from,
+                );
+                Box::pin(async move { store.events_after(&user, &thread, from, REPLAY_PAGE).await })
+            });
+            let result = ready!(fetch.as_mut().poll(cx));
+            self.fetch = None;
+            match result {
+                Ok(page) => {
+                    self.more = page.len() as u32 == REPLAY_PAGE;
+                    self.page = page.into();
+                }
+                Err(e) => {
+                    self.more = false;
+                    let msg = protocol::error(
+                        e.code(),
+                        "could not replay this thread",
+                        self.ref_id.as_deref(),
+                        e.is_retryable(),
+                    );
+                    return Poll::Ready(Some((msg, "error")));
+                }
+            }
+        }
+    }
+
+    /// Records what the finished replay sent: everything in `after_seq + 1..=from`,
+    /// plus what had been sent before.
+    fn record(self, sent: &mut HashMap<Arc<str>, Sent>) {
+        let (after_seq, from, before) = (self.after_seq, self.from, self.before);
+        if from <= after_seq {
+            return;
+        }
+        let mut now = Sent {
+            first: after_seq + 1,
+            last: from,
+        };
+        if let Some(b) = before
+            && b.first < now.first
+            && b.last >= after_seq
+        {
+            now.first = b.first;
+        }
+        if let Some(b) = before {
+            now.last = now.last.max(b.last);
+        }
+        sent.insert(self.key, now);
     }
 }
