@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{Agent, AgentEvent, EventSink, RunContext, SinkError, ThreadHistory};
 use crate::hub::{Hub, Outbound};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, EventRecord, PendingAppend, Store};
+use crate::store::{Accepted, EventRecord, Pending, PendingAppend, Store, StoredEvent};
 
 struct Active {
     user_id: String,
@@ -155,14 +155,14 @@ impl RunManager {
     }
 }
 
-/// Stores each event and publishes it only after its commit, in order. Events before the
-/// completion are pipelined: `emit` queues the write and returns, and the sink's publisher
-/// task publishes each event once committed, so a run's consecutive events can share a
-/// commit instead of waiting for one fsync each. The completion first waits until every
-/// earlier event is published, then is stored atomically with the run's end.
+/// Stores each event and publishes it only after its commit, in order. Writes are
+/// pipelined: `emit` queues the write and returns, and the sink's publisher task publishes
+/// each event once committed, so a run's consecutive events can share a commit instead of
+/// waiting for one fsync each. The completion (stored atomically with the run's end) is
+/// queued the same way, behind the run's other events, and `emit` returns once it is
+/// committed and published; a run's events and its end usually share one commit.
 struct StoreSink {
     deps: RunDeps,
-    user_id: String,
     thread_id: Arc<str>,
     run_id: String,
     queue: mpsc::Sender<Publish>,
@@ -171,7 +171,12 @@ struct StoreSink {
 
 enum Publish {
     Event(&'static str, PendingAppend),
-    Flush(oneshot::Sender<()>),
+    /// The completion, and who waits for it to be committed and published.
+    Completion(
+        &'static str,
+        Pending<StoredEvent>,
+        oneshot::Sender<Result<(), SinkError>>,
+    ),
 }
 
 impl StoreSink {
@@ -180,15 +185,32 @@ impl StoreSink {
         let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let (hub, user, thread, seen) = (
             Arc::clone(&deps.hub),
-            user_id.clone(),
+            user_id,
             Arc::clone(&thread_id),
             Arc::clone(&failed),
         );
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {
                 match item {
-                    Publish::Flush(done) => {
-                        let _ = done.send(());
+                    // Published even after a failed write: it is stored, and the run's
+                    // end must reach the client.
+                    Publish::Completion(kind, pending, done) => {
+                        let result = match pending.wait().await {
+                            Ok(ev) => {
+                                hub.publish(
+                                    &user,
+                                    Outbound::event(
+                                        Arc::clone(&thread),
+                                        ev.seq,
+                                        kind,
+                                        Arc::from(ev.json),
+                                    ),
+                                );
+                                Ok(())
+                            }
+                            Err(e) => Err(SinkError(format!("{}: {e}", e.code()))),
+                        };
+                        let _ = done.send(result);
                     }
                     // After a failed write nothing more of this run is published: the run
                     // is ending with an error.
@@ -216,7 +238,6 @@ impl StoreSink {
         });
         Self {
             deps,
-            user_id,
             thread_id,
             run_id,
             queue,
@@ -229,18 +250,6 @@ impl StoreSink {
             Some(e) => Err(SinkError(e.clone())),
             None => Ok(()),
         }
-    }
-
-    /// Waits until every queued event is committed and published.
-    async fn flush(&self) -> Result<(), SinkError> {
-        let (done, wait) = oneshot::channel();
-        let stopped = || SinkError("the event publisher stopped".into());
-        self.queue
-            .send(Publish::Flush(done))
-            .await
-            .map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?;
-        self.check()
     }
 }
 
@@ -257,11 +266,11 @@ impl EventSink for StoreSink {
             AgentEvent::Completed {
                 status, content, ..
             } => {
-                self.flush().await?;
-                let stored = self
+                let stopped = || SinkError("the event publisher stopped".into());
+                let pending = self
                     .deps
                     .store
-                    .finish_run(
+                    .finish_run_pipelined(
                         &self.thread_id,
                         &self.run_id,
                         status.as_str(),
@@ -270,15 +279,12 @@ impl EventSink for StoreSink {
                     )
                     .await
                     .map_err(error)?;
-                self.deps.hub.publish(
-                    &self.user_id,
-                    Outbound::event(
-                        Arc::clone(&self.thread_id),
-                        stored.seq,
-                        kind,
-                        Arc::from(stored.json),
-                    ),
-                );
+                let (done, result) = oneshot::channel();
+                self.queue
+                    .send(Publish::Completion(kind, pending, done))
+                    .await
+                    .map_err(|_| stopped())?;
+                result.await.map_err(|_| stopped())??;
             }
             _ => {
                 let pending = self

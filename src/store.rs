@@ -44,23 +44,27 @@ macro_rules! dispatch {
     };
 }
 
-/// An append in flight; see [`Store::append_events_pipelined`].
+/// A write in flight; see [`Store::append_events_pipelined`] and
+/// [`Store::finish_run_pipelined`].
 #[derive(Debug)]
-pub enum PendingAppend {
+pub enum Pending<T> {
     /// Queued for the SQLite writer.
-    Queued(tokio::sync::oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>),
+    Queued(tokio::sync::oneshot::Receiver<Result<T, StoreError>>),
     /// Already finished.
-    Done(Result<Vec<StoredEvent>, StoreError>),
+    Done(Result<T, StoreError>),
 }
 
-impl PendingAppend {
-    /// Waits for the commit and returns the stored events.
-    pub async fn wait(self) -> Result<Vec<StoredEvent>, StoreError> {
+/// An append in flight.
+pub type PendingAppend = Pending<Vec<StoredEvent>>;
+
+impl<T> Pending<T> {
+    /// Waits for the commit and returns what was stored.
+    pub async fn wait(self) -> Result<T, StoreError> {
         match self {
-            PendingAppend::Queued(rx) => rx
+            Pending::Queued(rx) => rx
                 .await
                 .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?,
-            PendingAppend::Done(r) => r,
+            Pending::Done(r) => r,
         }
     }
 }
@@ -138,9 +142,30 @@ impl Store {
             Store::Sqlite(s) => s
                 .append_events_queued(thread_id, events)
                 .await
-                .map(PendingAppend::Queued),
-            Store::Postgres(s) => Ok(PendingAppend::Done(
-                s.append_events(thread_id, events).await,
+                .map(Pending::Queued),
+            Store::Postgres(s) => Ok(Pending::Done(s.append_events(thread_id, events).await)),
+        }
+    }
+
+    /// [`Store::finish_run`], started like [`Store::append_events_pipelined`]: on SQLite
+    /// it is queued behind the run's earlier appends and usually commits in the same
+    /// transaction as they do, so a run's events and its end cost one commit.
+    pub async fn finish_run_pipelined(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        status: &str,
+        assistant_content: &str,
+        event: EventRecord,
+    ) -> Result<Pending<StoredEvent>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s
+                .finish_run_queued(thread_id, run_id, status, assistant_content, event)
+                .await
+                .map(Pending::Queued),
+            Store::Postgres(s) => Ok(Pending::Done(
+                s.finish_run(thread_id, run_id, status, assistant_content, event)
+                    .await,
             )),
         }
     }

@@ -150,6 +150,21 @@ impl SqliteStore {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
+        let answer = self
+            .finish_run_queued(thread_id, run_id, status, assistant_content, event)
+            .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues `finish_run` like [`Self::append_events_queued`].
+    pub(crate) async fn finish_run_queued(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        status: &str,
+        assistant_content: &str,
+        event: EventRecord,
+    ) -> Result<oneshot::Receiver<Result<StoredEvent, StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(group::Request {
             thread_id: thread_id.to_string(),
@@ -162,7 +177,7 @@ impl SqliteStore {
             },
         })
         .await?;
-        answer.await.map_err(|_| writer_gone())?
+        Ok(answer)
     }
 }
 
