@@ -37,11 +37,17 @@ pub fn websocket_key(headers: &HeaderMap) -> Option<&HeaderValue> {
         .flatten()
 }
 
+/// Bytes of outgoing frames collected before tungstenite writes them to the socket; the
+/// rest goes out at the flush that ends each burst, so a burst of events costs one send
+/// instead of one per frame. The buffer keeps the capacity of the largest burst, which
+/// bounds it per connection.
+pub const WRITE_BUFFER: usize = 16 * 1024;
+
 /// The socket configuration: small buffers, frames capped at `max_frame_bytes`.
 pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(max_frame_bytes.saturating_mul(4).max(64 * 1024))
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
