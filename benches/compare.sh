@@ -92,13 +92,27 @@ workload_args() {
     esac
 }
 
+# Waits (up to 10 s) until GET /ready stops answering 503: portcullis listens before its
+# store is connected and refuses sockets with 1013 until then, which would count as errors.
+# A server without /ready (the baseline answers plain HTTP with an empty reply) passes at once.
+wait_ready() {
+    local host=$1 port=$2 code
+    command -v curl >/dev/null || return 0
+    for _ in $(seq 1 200); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://$host:$port/ready" || true)
+        if [[ "$code" != 503 ]]; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
 start_server() { # name host port cmd
     local name=$1 host=$2 port=$3 cmd=$4
     # exec keeps one PID from taskset through to the server, so --server-pid is the server.
     taskset -c "$SERVER_CPU" bash -c "exec $cmd" >>"$OUT_DIR/$name.server.log" 2>&1 &
     SERVER_PID=$!
-    if ! wait_port "$host" "$port"; then
-        echo "compare.sh: $name did not listen on $host:$port; see $OUT_DIR/$name.server.log" >&2
+    if ! wait_port "$host" "$port" || ! wait_ready "$host" "$port"; then
+        echo "compare.sh: $name did not become ready on $host:$port; see $OUT_DIR/$name.server.log" >&2
         exit 1
     fi
 }
