@@ -190,6 +190,10 @@ impl StoreSink {
             Arc::clone(&failed),
         );
         tokio::spawn(async move {
+            let publish = |ev: StoredEvent, kind: &'static str| {
+                let frame = Outbound::event(Arc::clone(&thread), ev.seq, kind, Arc::from(ev.json));
+                hub.publish(&user, frame);
+            };
             while let Some(item) = rx.recv().await {
                 match item {
                     // Published even after a failed write: it is stored, and the run's
@@ -197,15 +201,7 @@ impl StoreSink {
                     Publish::Completion(kind, pending, done) => {
                         let result = match pending.wait().await {
                             Ok(ev) => {
-                                hub.publish(
-                                    &user,
-                                    Outbound::event(
-                                        Arc::clone(&thread),
-                                        ev.seq,
-                                        kind,
-                                        Arc::from(ev.json),
-                                    ),
-                                );
+                                publish(ev, kind);
                                 Ok(())
                             }
                             Err(e) => Err(SinkError(format!("{}: {e}", e.code()))),
@@ -218,15 +214,7 @@ impl StoreSink {
                     Publish::Event(kind, pending) => match pending.wait().await {
                         Ok(events) => {
                             for ev in events {
-                                hub.publish(
-                                    &user,
-                                    Outbound::event(
-                                        Arc::clone(&thread),
-                                        ev.seq,
-                                        kind,
-                                        Arc::from(ev.json),
-                                    ),
-                                );
+                                publish(ev, kind);
                             }
                         }
                         Err(e) => {
