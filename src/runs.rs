@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{Agent, AgentEvent, EventSink, RunContext, SinkError, ThreadHistory};
 use crate::hub::{Hub, Outbound};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, EventRecord, Pending, PendingAppend, Store, StoredEvent};
+use crate::store::{Accepted, EventRecord, Store, StoredEvent};
 
 struct Active {
     user_id: String,
@@ -156,80 +156,64 @@ impl RunManager {
 }
 
 /// Stores each event and publishes it only after its commit, in order. Writes are
-/// pipelined: `emit` queues the write and returns, and the sink's publisher task publishes
-/// each event once committed, so a run's consecutive events can share a commit instead of
-/// waiting for one fsync each. The completion (stored atomically with the run's end) is
-/// queued the same way, behind the run's other events, and `emit` returns once it is
-/// committed and published; a run's events and its end usually share one commit.
+/// pipelined: `emit` queues the write with a callback and returns, and the store runs the
+/// callback right after the commit, in request order, which publishes the event. So a
+/// run's consecutive events can share a commit instead of waiting for one fsync each, and
+/// no task or channel per run is needed to publish them. The completion (stored
+/// atomically with the run's end) is queued the same way, behind the run's other events,
+/// and `emit` returns once it is committed and published; a run's events and its end
+/// usually share one commit.
 struct StoreSink {
     deps: RunDeps,
+    user_id: Arc<str>,
     thread_id: Arc<str>,
     run_id: String,
-    queue: mpsc::Sender<Publish>,
+    /// The first failed write, set by its callback; nothing of the run is published after it.
     failed: Arc<OnceLock<String>>,
 }
 
-enum Publish {
-    Event(&'static str, PendingAppend),
-    /// The completion, and who waits for it to be committed and published.
-    Completion(
-        &'static str,
-        Pending<StoredEvent>,
-        oneshot::Sender<Result<(), SinkError>>,
-    ),
+/// Publishes stored events of one thread to its user's connections.
+#[derive(Clone)]
+struct Publisher {
+    hub: Arc<Hub>,
+    user_id: Arc<str>,
+    thread_id: Arc<str>,
+    kind: &'static str,
+}
+
+impl Publisher {
+    fn publish(&self, ev: StoredEvent) {
+        let frame = Outbound::event(
+            Arc::clone(&self.thread_id),
+            ev.seq,
+            self.kind,
+            Arc::from(ev.json),
+        );
+        self.hub.publish(&self.user_id, frame);
+    }
+}
+
+fn sink_error(e: &crate::store::StoreError) -> SinkError {
+    SinkError(format!("{}: {e}", e.code()))
 }
 
 impl StoreSink {
     fn new(deps: RunDeps, user_id: String, thread_id: Arc<str>, run_id: String) -> Self {
-        let (queue, mut rx) = mpsc::channel::<Publish>(64);
-        let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-        let (hub, user, thread, seen) = (
-            Arc::clone(&deps.hub),
-            user_id,
-            Arc::clone(&thread_id),
-            Arc::clone(&failed),
-        );
-        tokio::spawn(async move {
-            let publish = |ev: StoredEvent, kind: &'static str| {
-                let frame = Outbound::event(Arc::clone(&thread), ev.seq, kind, Arc::from(ev.json));
-                hub.publish(&user, frame);
-            };
-            while let Some(item) = rx.recv().await {
-                match item {
-                    // Published even after a failed write: it is stored, and the run's
-                    // end must reach the client.
-                    Publish::Completion(kind, pending, done) => {
-                        let result = match pending.wait().await {
-                            Ok(ev) => {
-                                publish(ev, kind);
-                                Ok(())
-                            }
-                            Err(e) => Err(SinkError(format!("{}: {e}", e.code()))),
-                        };
-                        let _ = done.send(result);
-                    }
-                    // After a failed write nothing more of this run is published: the run
-                    // is ending with an error.
-                    Publish::Event(_, _) if seen.get().is_some() => {}
-                    Publish::Event(kind, pending) => match pending.wait().await {
-                        Ok(events) => {
-                            for ev in events {
-                                publish(ev, kind);
-                            }
-                        }
-                        Err(e) => {
-                            let _ = seen.set(format!("{}: {e}", e.code()));
-                        }
-                    },
-                }
-            }
-        });
         Self {
             deps,
+            user_id: Arc::from(user_id),
             thread_id,
             run_id,
-            queue,
-            failed,
+            failed: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn publisher(&self, kind: &'static str) -> Publisher {
+        Publisher {
+            hub: Arc::clone(&self.deps.hub),
+            user_id: Arc::clone(&self.user_id),
+            thread_id: Arc::clone(&self.thread_id),
+            kind,
         }
     }
 
@@ -244,47 +228,60 @@ impl StoreSink {
 impl EventSink for StoreSink {
     async fn emit(&self, event: AgentEvent) -> Result<(), SinkError> {
         self.check()?;
-        let kind = event.kind();
+        let publisher = self.publisher(event.kind());
         let record = EventRecord {
             run_id: self.run_id.clone(),
             body: event.to_body(""),
         };
-        let error = |e: crate::store::StoreError| SinkError(format!("{}: {e}", e.code()));
         match &event {
             AgentEvent::Completed {
                 status, content, ..
             } => {
-                let stopped = || SinkError("the event publisher stopped".into());
-                let pending = self
-                    .deps
+                // Published even after a failed write: it is stored, and the run's end
+                // must reach the client.
+                let (done, result) = oneshot::channel();
+                let then = Box::new(move |stored: Result<StoredEvent, _>| {
+                    let outcome = match stored {
+                        Ok(ev) => {
+                            publisher.publish(ev);
+                            Ok(())
+                        }
+                        Err(e) => Err(sink_error(&e)),
+                    };
+                    let _ = done.send(outcome);
+                });
+                self.deps
                     .store
-                    .finish_run_pipelined(
+                    .finish_run_then(
                         &self.thread_id,
                         &self.run_id,
                         status.as_str(),
                         content,
                         record,
+                        then,
                     )
                     .await
-                    .map_err(error)?;
-                let (done, result) = oneshot::channel();
-                self.queue
-                    .send(Publish::Completion(kind, pending, done))
+                    .map_err(|e| sink_error(&e))?;
+                result
                     .await
-                    .map_err(|_| stopped())?;
-                result.await.map_err(|_| stopped())??;
+                    .map_err(|_| SinkError("the store writer stopped".into()))??;
             }
             _ => {
-                let pending = self
-                    .deps
+                let failed = Arc::clone(&self.failed);
+                let then = Box::new(move |stored: Result<Vec<StoredEvent>, _>| match stored {
+                    // After a failed write nothing more of this run is published: the run
+                    // is ending with an error.
+                    Ok(_) if failed.get().is_some() => {}
+                    Ok(events) => events.into_iter().for_each(|ev| publisher.publish(ev)),
+                    Err(e) => {
+                        let _ = failed.set(sink_error(&e).0);
+                    }
+                });
+                self.deps
                     .store
-                    .append_events_pipelined(&self.thread_id, vec![record])
+                    .append_events_then(&self.thread_id, vec![record], then)
                     .await
-                    .map_err(error)?;
-                self.queue
-                    .send(Publish::Event(kind, pending))
-                    .await
-                    .map_err(|_| SinkError("the event publisher stopped".into()))?;
+                    .map_err(|e| sink_error(&e))?;
             }
         }
         Ok(())

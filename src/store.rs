@@ -44,30 +44,9 @@ macro_rules! dispatch {
     };
 }
 
-/// A write in flight; see [`Store::append_events_pipelined`] and
-/// [`Store::finish_run_pipelined`].
-#[derive(Debug)]
-pub enum Pending<T> {
-    /// Queued for the SQLite writer.
-    Queued(tokio::sync::oneshot::Receiver<Result<T, StoreError>>),
-    /// Already finished.
-    Done(Result<T, StoreError>),
-}
-
-/// An append in flight.
-pub type PendingAppend = Pending<Vec<StoredEvent>>;
-
-impl<T> Pending<T> {
-    /// Waits for the commit and returns what was stored.
-    pub async fn wait(self) -> Result<T, StoreError> {
-        match self {
-            Pending::Queued(rx) => rx
-                .await
-                .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?,
-            Pending::Done(r) => r,
-        }
-    }
-}
+/// What to do with a write's result, run right after its commit (or failure) by whoever
+/// executed it; see [`Store::append_events_then`].
+pub type OnCommit<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send + Sync>;
 
 impl Store {
     /// Connects by URL scheme and runs the migrations. `pool_size` caps connections;
@@ -128,45 +107,53 @@ impl Store {
         dispatch!(self.append_events(thread_id, events))
     }
 
-    /// Starts an append whose commit can be awaited later ([`PendingAppend::wait`]). On
-    /// SQLite the request is queued for the group-commit writer before this returns, so
-    /// consecutive calls commit in call order and may share one transaction. On Postgres
-    /// the append completes here: concurrent transactions could otherwise assign a thread's
-    /// seqs out of call order.
-    pub async fn append_events_pipelined(
+    /// Appends without waiting: `then` gets the stored events (or the error) right after
+    /// the commit. On SQLite the request is queued for the group-commit writer before this
+    /// returns; the writer commits queued requests in call order, possibly several in one
+    /// transaction, and runs each `then` in that order after the commit, so a thread's
+    /// events can be published in seq order straight from there. On Postgres the append
+    /// completes, and `then` runs, before this returns (concurrent transactions could
+    /// otherwise assign a thread's seqs out of call order). `Err` means the request could
+    /// not be queued; `then` is then never called.
+    pub async fn append_events_then(
         &self,
         thread_id: &str,
         events: Vec<EventRecord>,
-    ) -> Result<PendingAppend, StoreError> {
+        then: OnCommit<Vec<StoredEvent>>,
+    ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s
-                .append_events_queued(thread_id, events)
-                .await
-                .map(Pending::Queued),
-            Store::Postgres(s) => Ok(Pending::Done(s.append_events(thread_id, events).await)),
+            Store::Sqlite(s) => s.append_events_then(thread_id, events, then).await,
+            Store::Postgres(s) => {
+                then(s.append_events(thread_id, events).await);
+                Ok(())
+            }
         }
     }
 
-    /// [`Store::finish_run`], started like [`Store::append_events_pipelined`]: on SQLite
-    /// it is queued behind the run's earlier appends and usually commits in the same
-    /// transaction as they do, so a run's events and its end cost one commit.
-    pub async fn finish_run_pipelined(
+    /// [`Store::finish_run`] without waiting, like [`Store::append_events_then`]: on
+    /// SQLite it is queued behind the run's earlier appends and usually commits in the same
+    /// transaction, so a run's events and its end cost one commit.
+    pub async fn finish_run_then(
         &self,
         thread_id: &str,
         run_id: &str,
         status: &str,
         assistant_content: &str,
         event: EventRecord,
-    ) -> Result<Pending<StoredEvent>, StoreError> {
+        then: OnCommit<StoredEvent>,
+    ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s
-                .finish_run_queued(thread_id, run_id, status, assistant_content, event)
-                .await
-                .map(Pending::Queued),
-            Store::Postgres(s) => Ok(Pending::Done(
-                s.finish_run(thread_id, run_id, status, assistant_content, event)
-                    .await,
-            )),
+            Store::Sqlite(s) => {
+                s.finish_run_then(thread_id, run_id, status, assistant_content, event, then)
+                    .await
+            }
+            Store::Postgres(s) => {
+                then(
+                    s.finish_run(thread_id, run_id, status, assistant_content, event)
+                        .await,
+                );
+                Ok(())
+            }
         }
     }
 

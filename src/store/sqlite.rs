@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::OnCommit;
 use super::error::{StoreError, is_unique_violation};
 use super::migrations;
 use super::model::{
@@ -119,27 +120,32 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.submit(group::Request {
             thread_id: thread_id.to_string(),
-            op: group::Op::Append { events, reply },
+            op: group::Op::Append {
+                events,
+                reply: group::Reply::Wait(reply),
+            },
         })
         .await?;
         answer.await.map_err(|_| writer_gone())?
     }
 
-    /// Queues an append and returns its answer without waiting for the commit, so a run
-    /// can produce its next event while this one is in the current batch. Requests are
-    /// committed in queue order, so a thread's seqs follow the order of these calls.
-    pub(crate) async fn append_events_queued(
+    /// Queues an append without waiting for its commit, so a run can produce its next
+    /// event while this one is in the current batch. Requests are committed, and their
+    /// `then` run, in queue order, so a thread's seqs follow the order of these calls.
+    pub(crate) async fn append_events_then(
         &self,
         thread_id: &str,
         events: Vec<EventRecord>,
-    ) -> Result<oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
+        then: OnCommit<Vec<StoredEvent>>,
+    ) -> Result<(), StoreError> {
         self.submit(group::Request {
             thread_id: thread_id.to_string(),
-            op: group::Op::Append { events, reply },
+            op: group::Op::Append {
+                events,
+                reply: group::Reply::Then(then),
+            },
         })
-        .await?;
-        Ok(answer)
+        .await
     }
 
     pub(crate) async fn finish_run(
@@ -150,22 +156,37 @@ impl SqliteStore {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
-        let answer = self
-            .finish_run_queued(thread_id, run_id, status, assistant_content, event)
+        let (reply, answer) = oneshot::channel();
+        let reply = group::Reply::Wait(reply);
+        self.submit_finish(thread_id, run_id, status, assistant_content, event, reply)
             .await?;
         answer.await.map_err(|_| writer_gone())?
     }
 
-    /// Queues `finish_run` like [`Self::append_events_queued`].
-    pub(crate) async fn finish_run_queued(
+    /// Queues `finish_run` like [`Self::append_events_then`].
+    pub(crate) async fn finish_run_then(
         &self,
         thread_id: &str,
         run_id: &str,
         status: &str,
         assistant_content: &str,
         event: EventRecord,
-    ) -> Result<oneshot::Receiver<Result<StoredEvent, StoreError>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
+        then: OnCommit<StoredEvent>,
+    ) -> Result<(), StoreError> {
+        let reply = group::Reply::Then(then);
+        self.submit_finish(thread_id, run_id, status, assistant_content, event, reply)
+            .await
+    }
+
+    async fn submit_finish(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        status: &str,
+        assistant_content: &str,
+        event: EventRecord,
+        reply: group::Reply<StoredEvent>,
+    ) -> Result<(), StoreError> {
         self.submit(group::Request {
             thread_id: thread_id.to_string(),
             op: group::Op::Finish {
@@ -176,8 +197,7 @@ impl SqliteStore {
                 reply,
             },
         })
-        .await?;
-        Ok(answer)
+        .await
     }
 }
 

@@ -28,6 +28,7 @@ use std::ops::Range;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{accept_one, append_one, finish_one};
+use crate::store::OnCommit;
 use crate::store::error::StoreError;
 use crate::store::model::{
     Accepted, EventRecord, NewMessage, StoredEvent, completed_body, new_id, now, seal, seal_json,
@@ -60,15 +61,42 @@ pub(super) enum Op {
     },
     Append {
         events: Vec<EventRecord>,
-        reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+        reply: Reply<Vec<StoredEvent>>,
     },
     Finish {
         run_id: String,
         status: String,
         content: String,
         event: EventRecord,
-        reply: oneshot::Sender<Result<StoredEvent, StoreError>>,
+        reply: Reply<StoredEvent>,
     },
+}
+
+/// Where a write's result goes: to a caller waiting for it, or to a callback the writer
+/// runs right after the commit, in request order (runs publish their events from there).
+pub(crate) enum Reply<T> {
+    Wait(oneshot::Sender<Result<T, StoreError>>),
+    Then(OnCommit<T>),
+}
+
+impl<T> Reply<T> {
+    /// A waiting caller went away; a callback always wants its result.
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Wait(tx) => tx.is_closed(),
+            Reply::Then(_) => false,
+        }
+    }
+
+    fn send(self, result: Result<T, StoreError>) {
+        match self {
+            // Fails only when the caller is gone, and then nobody needs the answer.
+            Reply::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Then(then) => then(result),
+        }
+    }
 }
 
 /// The result of one request of a batch.
@@ -104,24 +132,12 @@ impl Request {
             (Op::Accept { reply, .. }, _) => {
                 let _ = reply.send(Err(mismatch()));
             }
-            (Op::Append { reply, .. }, Outcome::Appended(v)) => {
-                let _ = reply.send(Ok(v));
-            }
-            (Op::Finish { reply, .. }, Outcome::Finished(e)) => {
-                let _ = reply.send(Ok(e));
-            }
-            (Op::Append { reply, .. }, Outcome::Failed(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            (Op::Finish { reply, .. }, Outcome::Failed(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            (Op::Append { reply, .. }, _) => {
-                let _ = reply.send(Err(mismatch()));
-            }
-            (Op::Finish { reply, .. }, _) => {
-                let _ = reply.send(Err(mismatch()));
-            }
+            (Op::Append { reply, .. }, Outcome::Appended(v)) => reply.send(Ok(v)),
+            (Op::Finish { reply, .. }, Outcome::Finished(e)) => reply.send(Ok(e)),
+            (Op::Append { reply, .. }, Outcome::Failed(e)) => reply.send(Err(e)),
+            (Op::Finish { reply, .. }, Outcome::Failed(e)) => reply.send(Err(e)),
+            (Op::Append { reply, .. }, _) => reply.send(Err(mismatch())),
+            (Op::Finish { reply, .. }, _) => reply.send(Err(mismatch())),
         }
     }
 

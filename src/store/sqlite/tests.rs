@@ -41,7 +41,7 @@ mod group_commit {
     use tokio::sync::{mpsc, oneshot};
 
     use super::super::SqliteStore;
-    use super::super::group::{self, Op, Outcome, Request};
+    use super::super::group::{self, Op, Outcome, Reply, Request};
     use crate::store::{EventRecord, NewMessage, StoreError, StoredEvent};
 
     type AppendReply = oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>;
@@ -59,7 +59,10 @@ mod group_commit {
 
     fn append(thread_id: &str, events: Vec<EventRecord>) -> (Request, AppendReply) {
         let (reply, rx) = oneshot::channel();
-        let op = Op::Append { events, reply };
+        let op = Op::Append {
+            events,
+            reply: Reply::Wait(reply),
+        };
         (
             Request {
                 thread_id: thread_id.into(),
@@ -79,7 +82,7 @@ mod group_commit {
                 run_id: run_id.into(),
                 body: Map::new(),
             },
-            reply,
+            reply: Reply::Wait(reply),
         };
         (
             Request {
