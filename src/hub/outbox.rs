@@ -114,14 +114,9 @@ impl Outbox {
         s.items = VecDeque::new();
     }
 
-    /// Items queued now (tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().items.is_empty()
     }
 }
 
