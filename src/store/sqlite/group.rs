@@ -39,12 +39,14 @@ use crate::store::model::{
 pub(super) const MAX_BATCH: usize = 256;
 /// How long a batch waits for more requests when the previous batch had at least
 /// [`LINGER_AFTER`] requests (the store is busy): like Postgres's `commit_delay` with
-/// `commit_siblings`. Measured at C=100 chat clients: server CPU per run median 278 vs
-/// 321 µs, round-trip p99 63 vs 57 ms; at C=10 the median round trip grew 44 → 48 ms
-/// (an fsync here takes far longer than the wait; docs/PERFORMANCE.md).
+/// `commit_siblings`. Fewer, larger commits cost less CPU per write, but every run passes
+/// through several commits, so a wait under light load only adds latency. Measured with
+/// `portcullis-loadgen chat` (medians of 3, docs/PERFORMANCE.md): with a threshold of 4,
+/// C=10 round trip p50 7.2 ms vs 4.6 ms without a wait; with 32, 5.8 ms, while at C=100
+/// (batches of ~60 requests) CPU per run and p99 stayed within the noise of both.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 /// See [`LINGER`].
-const LINGER_AFTER: usize = 4;
+const LINGER_AFTER: usize = 32;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
