@@ -3,7 +3,8 @@
 //!
 //! Every SQLite statement is a hop to sqlx's worker thread and every commit an fsync
 //! (`synchronous = FULL`), so per-event transactions cost most of a chat run's CPU. The
-//! task takes the first queued request, drains whatever else is queued (up to
+//! task takes the first queued request, yields to the runtime while that brings more,
+//! under heavy load also waits [`LINGER`], drains whatever is queued (up to
 //! [`MAX_BATCH`]), and executes all of them in one `BEGIN IMMEDIATE` transaction with a
 //! fixed number of multi-row statements: look up repeated client ids, touch or create
 //! the threads of new messages, close the finished runs, reserve each thread's seq range
@@ -37,13 +38,21 @@ use crate::store::model::{
 
 /// Most requests in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
-/// How long a batch waits for more requests when the previous batch had at least
+/// How many times the writer yields to the runtime, while each yield brings more
+/// requests, before it starts a batch.
+const GATHER_YIELDS: usize = 8;
+/// How long a batch also waits for more requests when the previous batch had at least
 /// [`LINGER_AFTER`] requests (the store is busy): like Postgres's `commit_delay` with
 /// `commit_siblings`. Fewer, larger commits cost less CPU per write, but every run passes
-/// through several commits, so a wait under light load only adds latency. Measured with
-/// `portcullis-loadgen chat` (medians of 3, docs/PERFORMANCE.md): with a threshold of 4,
-/// C=10 round trip p50 7.2 ms vs 4.6 ms without a wait; with 32, 5.8 ms, while at C=100
-/// (batches of ~60 requests) CPU per run and p99 stayed within the noise of both.
+/// through several commits, so a wait under light load only adds latency.
+///
+/// Measured with `portcullis-loadgen chat` (three interleaved runs each, medians;
+/// docs/PERFORMANCE.md):
+/// - the threshold: with 4, the C=10 round trip p50 was 7.2 ms against 4.6 ms without a
+///   wait; with 32 it was 5.8 ms, and at C=100 (batches of ~60 requests) neither
+///   threshold's CPU per run or p99 could be told apart from no wait;
+/// - yields plus this wait, against this wait alone: C=100 CPU per run 146 vs 145 µs and
+///   p99 20.1 vs 24.8 ms; C=10 CPU per run 252 vs 316 µs, p50 5.5 vs 5.7 ms.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 /// See [`LINGER`].
 const LINGER_AFTER: usize = 32;
@@ -218,16 +227,21 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
         if received == 0 {
             return;
         }
-        // Under load, wait a moment for more requests: fewer, larger commits cost less CPU
-        // per write (one fsync, and each thread's index pages written once per commit),
-        // and the callers mostly wait for earlier commits anyway. A lone request (the
-        // previous batch was small) is committed at once.
+        // Gather more requests before committing: fewer, larger commits cost less CPU per
+        // write (one fsync, and each thread's index pages written once per commit), and
+        // the callers mostly wait for earlier commits anyway. First let every task that
+        // is ready now run (and the runtime poll its sockets): they may queue writes that
+        // can share this commit. That costs no idle time: the batch starts as soon as the
+        // worker would otherwise have nothing to do.
+        for _ in 0..GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            if drain(&mut rx, &mut batch) == 0 {
+                break;
+            }
+        }
         if previous >= LINGER_AFTER && batch.len() < MAX_BATCH {
             tokio::time::sleep(LINGER).await;
-            while batch.len() < MAX_BATCH {
-                let Ok(request) = rx.try_recv() else { break };
-                batch.push(request);
-            }
+            drain(&mut rx, &mut batch);
         }
         previous = batch.len();
         batch.retain(|r| !r.abandoned());
@@ -252,6 +266,16 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
             held = None;
         }
     }
+}
+
+/// Moves every request already queued into `batch` (up to [`MAX_BATCH`]); returns how many.
+fn drain(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) -> usize {
+    let before = batch.len();
+    while batch.len() < MAX_BATCH {
+        let Ok(request) = rx.try_recv() else { break };
+        batch.push(request);
+    }
+    batch.len() - before
 }
 
 /// Executes and answers a batch; false if a connection-level error was seen.
