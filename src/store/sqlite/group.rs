@@ -3,8 +3,8 @@
 //!
 //! Every SQLite statement is a hop to sqlx's worker thread and every commit an fsync
 //! (`synchronous = FULL`), so per-event transactions cost most of a chat run's CPU. The
-//! task takes the first queued request, yields to the runtime while that brings more,
-//! under heavy load also waits [`LINGER`], drains whatever is queued (up to
+//! task takes the first queued request, yields to the runtime while that brings more
+//! (up to [`GATHER_YIELDS`] times; no timed wait), takes whatever is queued (up to
 //! [`MAX_BATCH`]), and executes all of them in one `BEGIN IMMEDIATE` transaction with a
 //! fixed number of multi-row statements: look up repeated client ids, touch or create
 //! the threads of new messages, close the finished runs, reserve each thread's seq range
@@ -39,23 +39,17 @@ use crate::store::model::{
 /// Most requests in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
 /// How many times the writer yields to the runtime, while each yield brings more
-/// requests, before it starts a batch.
-const GATHER_YIELDS: usize = 8;
-/// How long a batch also waits for more requests when the previous batch had at least
-/// [`LINGER_AFTER`] requests (the store is busy): like Postgres's `commit_delay` with
-/// `commit_siblings`. Fewer, larger commits cost less CPU per write, but every run passes
-/// through several commits, so a wait under light load only adds latency.
+/// requests, before it starts a batch. Every task that is ready runs first (and the
+/// runtime polls its sockets), so their writes share the commit, and the batch starts as
+/// soon as the worker would otherwise have nothing to do.
 ///
-/// Measured with `portcullis-loadgen chat` (three interleaved runs each, medians;
-/// docs/PERFORMANCE.md):
-/// - the threshold: with 4, the C=10 round trip p50 was 7.2 ms against 4.6 ms without a
-///   wait; with 32 it was 5.8 ms, and at C=100 (batches of ~60 requests) neither
-///   threshold's CPU per run or p99 could be told apart from no wait;
-/// - yields plus this wait, against this wait alone: C=100 CPU per run 146 vs 145 µs and
-///   p99 20.1 vs 24.8 ms; C=10 CPU per run 252 vs 316 µs, p50 5.5 vs 5.7 ms.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
-/// See [`LINGER`].
-const LINGER_AFTER: usize = 32;
+/// It replaced a timed wait (1 ms when the previous batch was large, like Postgres's
+/// `commit_delay`), which left the core idle: measured with `portcullis-loadgen chat`
+/// (docs/PERFORMANCE.md), at C=100 yields alone gave round-trip p50 15.0 vs 16.5 ms and
+/// p99 20.2 vs 22.7 ms (four interleaved runs each, medians), the server busy 0.89 vs
+/// 0.86 of the time; at C=10, p50 4.7 vs 5.5 ms (three runs each) at more CPU per run
+/// (351 vs 252 µs: smaller commits when the load is light).
+const GATHER_YIELDS: usize = 8;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
@@ -210,7 +204,6 @@ fn mismatch() -> StoreError {
 pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<PoolConnection<Sqlite>> = None;
-    let mut previous = 0;
     loop {
         let received = if held.is_some() {
             tokio::select! {
@@ -227,23 +220,15 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
         if received == 0 {
             return;
         }
-        // Gather more requests before committing: fewer, larger commits cost less CPU per
-        // write (one fsync, and each thread's index pages written once per commit), and
-        // the callers mostly wait for earlier commits anyway. First let every task that
-        // is ready now run (and the runtime poll its sockets): they may queue writes that
-        // can share this commit. That costs no idle time: the batch starts as soon as the
-        // worker would otherwise have nothing to do.
+        // Gather more requests before committing (see GATHER_YIELDS): fewer, larger
+        // commits cost less CPU per write (one fsync, and each thread's index pages
+        // written once per commit).
         for _ in 0..GATHER_YIELDS {
             tokio::task::yield_now().await;
             if drain(&mut rx, &mut batch) == 0 {
                 break;
             }
         }
-        if previous >= LINGER_AFTER && batch.len() < MAX_BATCH {
-            tokio::time::sleep(LINGER).await;
-            drain(&mut rx, &mut batch);
-        }
-        previous = batch.len();
         batch.retain(|r| !r.abandoned());
         if batch.is_empty() {
             continue;
