@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::SqliteStore;
 
 #[tokio::test]
-async fn every_connection_is_wal_with_full_sync_and_foreign_keys() {
+async fn every_connection_is_wal_with_full_sync_foreign_keys_and_memory_temp_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("a/b/c.db").display());
     let store = SqliteStore::connect(&url, 3, Duration::from_secs(5))
@@ -28,8 +28,15 @@ async fn every_connection_is_wal_with_full_sync_and_foreign_keys() {
             .fetch_one(&mut *conn)
             .await
             .expect("foreign_keys");
-        // synchronous: 2 is FULL.
-        assert_eq!((journal.as_str(), synchronous, foreign_keys), ("wal", 2, 1));
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("temp_store");
+        // synchronous: 2 is FULL; temp_store: 2 is MEMORY.
+        assert_eq!(
+            (journal.as_str(), synchronous, foreign_keys, temp_store),
+            ("wal", 2, 1, 2)
+        );
         held.push(conn);
     }
 }
