@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# compare.sh: run every loadgen workload against portcullis-baseline and, when
-# PORTCULLIS_CMD is given, against portcullis, REPS times each, then print medians.
+# compare.sh: build the three release binaries, run every loadgen workload against
+# portcullis-baseline and, when PORTCULLIS_CMD is given, against portcullis, REPS times each,
+# then print medians.
 #
 # The server is pinned to CPU $SERVER_CPU and the load generator to $LOADGEN_CPU, and the
 # loadgen reads the server's CPU time and RSS through --server-pid, so per-operation server
@@ -59,7 +60,7 @@ fi
 ulimit -n "$hard"
 
 echo "== building (release)"
-cargo build --release --bin portcullis-loadgen --bin portcullis-baseline
+cargo build --release --bin portcullis-loadgen --bin portcullis-baseline --bin portcullis
 BIN="$CARGO_TARGET_DIR/release"
 LOADGEN="$BIN/portcullis-loadgen"
 
