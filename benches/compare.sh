@@ -51,13 +51,9 @@ OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/portcullis-bench.XXXXXX)}"
 mkdir -p "$OUT_DIR"
 
 need_fds=$(( (IDLE_N > HS_C ? IDLE_N : HS_C) + 256 ))
-hard=$(ulimit -Hn)
-if [[ "$hard" != unlimited && "$hard" -lt "$need_fds" ]]; then
-    echo "compare.sh: IDLE_N=$IDLE_N needs ~$need_fds fds but the hard limit is $hard;" \
-         "raise it (e.g. in limits.conf or the container) or lower IDLE_N" >&2
-    exit 2
-fi
-ulimit -n "$hard"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+raise_fd_limit compare.sh "$need_fds" "IDLE_N=$IDLE_N"
 
 echo "== building (release)"
 cargo build --release --bin portcullis-loadgen --bin portcullis-baseline --bin portcullis

@@ -36,13 +36,9 @@ if (( PROBE_AT + PROBE_S > HOLD_S )); then
     exit 2
 fi
 need_fds=$(( HOLD_N + PROBE_N + 100 ))
-hard=$(ulimit -Hn)
-if [[ "$hard" != unlimited && "$hard" -lt "$need_fds" ]]; then
-    echo "hold.sh: HOLD_N=$HOLD_N needs ~$need_fds fds but the hard limit is $hard;" \
-         "raise it or lower HOLD_N" >&2
-    exit 2
-fi
-ulimit -n "$hard"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+raise_fd_limit hold.sh "$need_fds" "HOLD_N=$HOLD_N"
 
 echo "== building (release)"
 cargo build --release --bin portcullis --bin portcullis-loadgen
