@@ -59,10 +59,10 @@ impl SqliteStore {
             // is then copied into the database file once per checkpoint, not ten times.
             // Durability is unchanged: each commit still fsyncs the WAL.
             .pragma("wal_autocheckpoint", "10000")
-            // Temporary data (statement journals of the batch's multi-row statements,
-            // materialized VALUES lists) stays in memory instead of spilling to files in
-            // /var/tmp: half of the writer's `pwrite` calls were to such files (30.5 k vs
-            // 15.0 k per 2 000 chat runs). Nothing durable is temporary.
+            // SQLite's temporary data (statement journals, transient tables) stays in
+            // memory instead of spilling to `etilqs_*` files in /var/tmp: half of the
+            // writer's `pwrite` calls went to such files (30.5 k vs 15.0 k per 2 000 chat
+            // runs). Nothing durable is temporary.
             .pragma("temp_store", "MEMORY");
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
