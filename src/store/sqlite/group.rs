@@ -26,6 +26,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{AssertSqlSafe, Connection, Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{accept_one, append_one, finish_one};
@@ -50,6 +51,9 @@ pub(super) const MAX_BATCH: usize = 256;
 /// 0.86 of the time; at C=10, p50 4.7 vs 5.5 ms (three runs each) at more CPU per run
 /// (351 vs 252 µs: smaller commits when the load is light).
 const GATHER_YIELDS: usize = 8;
+/// A commit (with its WAL fsync) at least this slow is logged as a warning. An fsync
+/// here usually takes 0.2–0.6 ms (docs/PERFORMANCE.md).
+const SLOW_COMMIT: Duration = Duration::from_millis(20);
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
@@ -365,6 +369,7 @@ pub(super) async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &[Request],
 ) -> Result<Vec<Outcome>, StoreError> {
+    let started = Instant::now();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let at = now();
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
@@ -728,7 +733,19 @@ pub(super) async fn commit_batch(
     }
     insert_events(&mut tx, &rows).await?;
 
+    let committing = Instant::now();
     tx.commit().await?;
+    let commit = committing.elapsed();
+    if commit >= SLOW_COMMIT {
+        // Every writer waits for this commit (its callers, and the next batch behind it),
+        // so a slow disk shows up as a stall of every open run: worth an operator's eye.
+        tracing::warn!(
+            requests = batch.len(),
+            commit_ms = commit.as_secs_f64() * 1e3,
+            batch_ms = started.elapsed().as_secs_f64() * 1e3,
+            "slow SQLite commit (WAL write and fsync); every queued write waited for it"
+        );
+    }
     Ok(outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::Failed(mismatch())))
