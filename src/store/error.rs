@@ -1,4 +1,5 @@
-//! The store's one error type, its stable codes, and the single mapping from `sqlx` errors.
+//! The store's one error type, its stable codes, and the mappings from `sqlx` errors and
+//! (for the SQLite group-commit writer) `rusqlite` errors.
 //!
 //! No variant ever carries a connection URL: URLs may hold a password, and these messages
 //! end up in logs and in `error` frames.
@@ -101,6 +102,32 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
         match error {
             sqlx::migrate::MigrateError::Execute(e) => e.into(),
             other => StoreError::Database(format!("migration failed: {other}")),
+        }
+    }
+}
+
+/// The SQLite writer's errors, classified like `sqlx`'s: busy or locked (another process
+/// holds the file), I/O failures, a full disk and a file that cannot be opened may pass,
+/// so they are `Unavailable` (and the writer reopens its connection); anything else, a
+/// constraint violation included, is `Database`.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error {
+            rusqlite::Error::SqliteFailure(e, message) => {
+                let code = e.extended_code;
+                let text = match message {
+                    Some(m) => format!("{m} ({code})"),
+                    None => format!("{e} ({code})"),
+                };
+                // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13,
+                // SQLITE_CANTOPEN 14 (primary codes, the low byte of the extended code).
+                if matches!(code & 0xff, 5 | 6 | 10 | 13 | 14) {
+                    StoreError::Unavailable(text)
+                } else {
+                    StoreError::Database(text)
+                }
+            }
+            other => StoreError::Database(other.to_string()),
         }
     }
 }

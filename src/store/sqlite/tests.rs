@@ -41,6 +41,83 @@ async fn every_connection_is_wal_with_full_sync_foreign_keys_and_memory_temp_sto
     }
 }
 
+/// The group-commit writer's own connection carries the same durability settings as the
+/// pool's, plus the checkpoint interval.
+#[tokio::test]
+async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let writer = super::conn::open(&store.writer).expect("writer connection");
+    let pragma = |name: &str| -> String {
+        writer
+            .pragma_query_value(None, name, |row| {
+                Ok(row
+                    .get_ref(0)?
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|_| {
+                        row.get::<_, i64>(0)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default()
+                    }))
+            })
+            .expect(name)
+    };
+    let settings: Vec<String> = [
+        "journal_mode",
+        "synchronous",
+        "foreign_keys",
+        "temp_store",
+        "wal_autocheckpoint",
+    ]
+    .iter()
+    .map(|name| pragma(name))
+    .collect();
+    // synchronous: 2 is FULL; temp_store: 2 is MEMORY.
+    assert_eq!(settings, ["wal", "2", "1", "2", "10000"]);
+}
+
+/// The writer never creates a database of its own: a missing file is `Unavailable`
+/// (retried with the next batch), and the error does not carry the path.
+#[test]
+fn the_writer_does_not_create_a_missing_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("missing/x.db");
+    let spec = super::conn::WriterSpec {
+        path: path.clone(),
+        busy_timeout: Duration::from_secs(1),
+    };
+    let err = super::conn::open(&spec).expect_err("no such file");
+    assert_eq!(err.code(), "STORE_UNAVAILABLE", "{err}");
+    assert!(!err.to_string().contains("missing"), "{err}");
+    assert!(!path.exists());
+}
+
+/// Once the store is closed, writes are refused with `Unavailable` instead of reopening
+/// the file behind the closed pool.
+#[tokio::test]
+async fn writes_after_close_are_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let msg = || crate::store::NewMessage {
+        user_id: "alice",
+        client_id: "c1",
+        thread_id: None,
+        content: "hi",
+        agent: "echo",
+    };
+    store.accept_message(msg()).await.expect("before close");
+    store.close().await;
+    let err = store.accept_message(msg()).await.expect_err("after close");
+    assert_eq!(err.code(), "STORE_UNAVAILABLE", "{err}");
+}
+
 mod group_commit {
     use std::time::Duration;
 
@@ -49,6 +126,7 @@ mod group_commit {
 
     use super::super::SqliteStore;
     use super::super::group::{self, Op, Outcome, Reply, Request};
+    use super::super::{batch, conn};
     use crate::store::{EventRecord, NewMessage, StoreError, StoredEvent};
 
     type AppendReply = oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>;
@@ -165,9 +243,8 @@ mod group_commit {
             finish(&tb, &rb).0, // the same run again in the batch
             append(&tb, vec![record(&rb, "b2")]).0,
         ];
-        let outcomes = group::commit_batch(&mut store.pool.acquire().await.expect("conn"), &batch)
-            .await
-            .expect("the batch commits");
+        let mut writer = conn::open(&store.writer).expect("writer connection");
+        let outcomes = batch::commit_batch(&mut writer, &batch).expect("the batch commits");
         assert_eq!(outcomes.len(), batch.len());
         // Thread A had agent_completed at seq 1.
         assert_eq!(seqs(&outcomes[0]), vec![2, 3]);
@@ -245,7 +322,7 @@ mod group_commit {
         }
         drop(queue);
         // Everything is queued before the writer starts: one batch, which fails on C.
-        group::run(store.pool.clone(), requests).await;
+        group::run(store.writer.clone(), store.pool.clone(), requests).await;
 
         assert_eq!(a1.await.expect("answer").expect("a1").len(), 1);
         assert!(matches!(
@@ -308,7 +385,7 @@ mod group_commit {
             queue.send(r).await.map_err(|_| "send").expect("queue");
         }
         drop(queue);
-        group::run(store.pool.clone(), requests).await;
+        group::run(store.writer.clone(), store.pool.clone(), requests).await;
 
         let fresh = fresh.await.expect("answer").expect("fresh");
         assert!(!fresh.duplicate);
