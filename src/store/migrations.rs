@@ -35,6 +35,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("migrations/sqlite/0002_events_append_only.sql"),
         postgres: include_str!("migrations/postgres/0002_events_append_only.sql"),
     },
+    Step {
+        version: 3,
+        description: "fewer index writes",
+        sqlite: include_str!("migrations/sqlite/0003_fewer_index_writes.sql"),
+        postgres: include_str!("migrations/postgres/0003_fewer_index_writes.sql"),
+    },
 ];
 
 fn migrator(pick: fn(&Step) -> &'static str) -> Migrator {

@@ -115,6 +115,16 @@ fn multi_row(head: &str, tuple: &str, rows: usize, tail: &str) -> String {
     sql
 }
 
+/// Looks up `rows` (user id, client id) pairs among the stored user messages.
+pub(super) fn lookup_sql(rows: usize) -> String {
+    multi_row(
+        "SELECT m.user_id, m.client_id, m.thread_id, m.id, m.run_id FROM (VALUES ",
+        "(?, ?)",
+        rows,
+        ") AS v JOIN messages m ON m.user_id = v.column1 AND m.client_id = v.column2",
+    )
+}
+
 /// Binds `values` to a statement's parameters in order, from the first.
 fn bind_all(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> Result<(), StoreError> {
     for (i, value) in values.iter().enumerate() {
@@ -172,12 +182,7 @@ pub(super) fn commit_batch(
     }
     let mut known: HashMap<(String, String), Accepted> = HashMap::new();
     for range in chunks(keys.len()) {
-        let sql = multi_row(
-            "SELECT m.user_id, m.client_id, m.thread_id, m.id, m.run_id FROM (VALUES ",
-            "(?, ?)",
-            range.len(),
-            ") AS v JOIN messages m ON m.user_id = v.column1 AND m.client_id = v.column2",
-        );
+        let sql = lookup_sql(range.len());
         let mut stmt = tx.prepare_cached(&sql)?;
         let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 2);
         for (user_id, client_id) in &keys[range] {

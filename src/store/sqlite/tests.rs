@@ -80,6 +80,40 @@ async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
     assert_eq!(settings, ["wal", "2", "1", "2", "10000"]);
 }
 
+/// The idempotency lookup of every batch searches the (partial) client-id index instead
+/// of scanning all messages, and listing threads searches by user.
+#[tokio::test]
+async fn batch_lookups_use_the_indexes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("i.db").display());
+    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let writer = super::conn::open(&store.writer).expect("writer connection");
+    let plan = |sql: &str| -> String {
+        let mut stmt = writer
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        // Parameters left unbound are NULL, which does not change the plan.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().expect("plan row") {
+            steps.push(row.get::<_, String>(3).expect("plan text"));
+        }
+        steps.join("; ")
+    };
+    let lookup = plan(&super::batch::lookup_sql(4));
+    assert!(
+        lookup.contains("USING INDEX messages_client_id (user_id=? AND client_id=?)"),
+        "{lookup}"
+    );
+    let list = plan("SELECT id FROM threads WHERE user_id = 'u' ORDER BY updated_at DESC");
+    assert!(
+        list.contains("USING INDEX threads_by_user (user_id=?)"),
+        "{list}"
+    );
+}
+
 /// The writer never creates a database of its own: a missing file is `Unavailable`
 /// (retried with the next batch), and the error does not carry the path.
 #[test]
