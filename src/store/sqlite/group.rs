@@ -45,6 +45,7 @@ pub(super) const MAX_BATCH: usize = 256;
 const GATHER_YIELDS: usize = 8;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
+
 /// One write, with where to send its answer.
 pub(super) struct Request {
     /// The thread appended to or whose run finishes; unused (empty) for `Accept`.
@@ -153,6 +154,7 @@ pub(super) fn mismatch() -> StoreError {
 pub(super) async fn run(spec: WriterSpec, pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<Connection> = None;
+    let spec = std::sync::Arc::new(spec);
     loop {
         let received = if held.is_some() {
             tokio::select! {
@@ -190,8 +192,9 @@ pub(super) async fn run(spec: WriterSpec, pool: SqlitePool, mut rx: mpsc::Receiv
             }
             continue;
         }
-        let requests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let spec = spec.clone();
+        // The vector comes back with the answers and is reused for the next batch.
+        let requests = std::mem::take(&mut batch);
+        let spec = std::sync::Arc::clone(&spec);
         let conn = held.take();
         let done = tokio::task::spawn_blocking(move || {
             let mut conn = match conn {
@@ -211,12 +214,13 @@ pub(super) async fn run(spec: WriterSpec, pool: SqlitePool, mut rx: mpsc::Receiv
         })
         .await;
         match done {
-            Ok((conn, requests, outcomes)) => {
+            Ok((conn, mut requests, outcomes)) => {
                 held = conn;
                 // In request order: runs publish their events from these callbacks.
-                for (request, outcome) in requests.into_iter().zip(outcomes) {
+                for (request, outcome) in requests.drain(..).zip(outcomes) {
                     request.answer(outcome);
                 }
+                batch = requests;
             }
             // A panic in the batch code: its requests went with it (waiting callers see
             // the writer gone; callbacks are dropped uncalled). The writer carries on
