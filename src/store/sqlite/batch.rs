@@ -6,7 +6,7 @@
 //!
 //! Runs on a blocking thread (`group.rs` hands it the batch); nothing here awaits.
 
-use rusqlite::{Connection, Statement, ToSql, TransactionBehavior};
+use rusqlite::{Connection, Row, ToSql, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -115,21 +115,54 @@ fn multi_row(head: &str, tuple: &str, rows: usize, tail: &str) -> String {
     sql
 }
 
-/// Looks up `rows` (user id, client id) pairs among the stored user messages.
+/// A multi-row statement: its text before the rows, one row's tuple, its text after.
+type Shape = (&'static str, &'static str, &'static str);
+
+/// Looks up (user id, client id) pairs among the stored user messages.
+const LOOKUP: Shape = (
+    "SELECT m.user_id, m.client_id, m.thread_id, m.id, m.run_id FROM (VALUES ",
+    "(?, ?)",
+    ") AS v JOIN messages m ON m.user_id = v.column1 AND m.client_id = v.column2",
+);
+
+/// The text of [`LOOKUP`] for `rows` pairs (the query-plan test checks it).
+#[cfg(test)]
 pub(super) fn lookup_sql(rows: usize) -> String {
-    multi_row(
-        "SELECT m.user_id, m.client_id, m.thread_id, m.id, m.run_id FROM (VALUES ",
-        "(?, ?)",
-        rows,
-        ") AS v JOIN messages m ON m.user_id = v.column1 AND m.client_id = v.column2",
-    )
+    multi_row(LOOKUP.0, LOOKUP.1, rows, LOOKUP.2)
 }
 
-/// Binds `values` to a statement's parameters in order, from the first.
-fn bind_all(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> Result<(), StoreError> {
-    for (i, value) in values.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, value)?;
+/// Runs one `shape` statement per chunk of `items` (see [`chunks`]). Its parameters are
+/// `fixed`, then what `params` adds for each item of the chunk; `row` sees every row it
+/// returns (none for an `INSERT`).
+fn per_chunk<'a, T>(
+    conn: &Connection,
+    shape: Shape,
+    items: &'a [T],
+    fixed: &[&'a dyn ToSql],
+    params: impl Fn(&'a T, &mut Vec<&'a dyn ToSql>),
+    mut row: impl FnMut(&Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut values: Vec<&'a dyn ToSql> = Vec::new();
+    for range in chunks(items.len()) {
+        let mut stmt = conn.prepare_cached(&multi_row(shape.0, shape.1, range.len(), shape.2))?;
+        values.clear();
+        values.extend_from_slice(fixed);
+        for item in &items[range] {
+            params(item, &mut values);
+        }
+        for (i, value) in values.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value)?;
+        }
+        let mut rows = stmt.raw_query();
+        while let Some(r) = rows.next()? {
+            row(r)?;
+        }
     }
+    Ok(())
+}
+
+/// For statements that return nothing.
+fn no_rows(_: &Row<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -181,17 +214,13 @@ pub(super) fn commit_batch(
         }
     }
     let mut known: HashMap<(String, String), Accepted> = HashMap::new();
-    for range in chunks(keys.len()) {
-        let sql = lookup_sql(range.len());
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 2);
-        for (user_id, client_id) in &keys[range] {
-            values.push(user_id);
-            values.push(client_id);
-        }
-        bind_all(&mut stmt, &values)?;
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
+    per_chunk(
+        &tx,
+        LOOKUP,
+        &keys,
+        &[],
+        |(user_id, client_id), v| v.extend([user_id as &dyn ToSql, client_id]),
+        |row| {
             let seen = Accepted {
                 thread_id: row.get(2)?,
                 message_id: row.get(3)?,
@@ -199,8 +228,9 @@ pub(super) fn commit_batch(
                 duplicate: true,
             };
             known.insert((row.get(0)?, row.get(1)?), seen);
-        }
-    }
+            Ok(())
+        },
+    )?;
     // Each new message's thread: an existing one (touched, and checked to be the user's)
     // or a new one.
     let mut touch: Vec<(&str, &str)> = Vec::new();
@@ -233,27 +263,22 @@ pub(super) fn commit_batch(
     let mut touched: HashSet<(String, String)> = HashSet::new();
     let mut asked_touch = HashSet::new();
     touch.retain(|pair| asked_touch.insert(*pair));
-    for range in chunks(touch.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "UPDATE threads SET updated_at = ? FROM (VALUES ",
             "(?, ?)",
-            range.len(),
             ") AS v WHERE threads.id = v.column1 AND threads.user_id = v.column2 \
              RETURNING threads.id, threads.user_id",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(1 + range.len() * 2);
-        values.push(&at);
-        for (thread_id, user_id) in &touch[range] {
-            values.push(thread_id);
-            values.push(user_id);
-        }
-        bind_all(&mut stmt, &values)?;
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
+        ),
+        &touch,
+        &[&at],
+        |(thread_id, user_id), v| v.extend([thread_id as &dyn ToSql, user_id]),
+        |row| {
             touched.insert((row.get(0)?, row.get(1)?));
-        }
-    }
+            Ok(())
+        },
+    )?;
     for &i in &accepts {
         if outcomes[i].is_some() || accept_thread.contains_key(&i) {
             continue;
@@ -272,21 +297,18 @@ pub(super) fn commit_batch(
             }
         }
     }
-    for range in chunks(new_threads.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "INSERT INTO threads (id, user_id, title, created_at, updated_at) VALUES ",
             "(?, ?, ?, ?, ?)",
-            range.len(),
             "",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 5);
-        for (id, user_id, title) in &new_threads[range] {
-            values.extend([id as &dyn ToSql, user_id, title, &at, &at]);
-        }
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()?;
-    }
+        ),
+        &new_threads,
+        &[],
+        |(id, user_id, title), v| v.extend([id as &dyn ToSql, user_id, title, &at, &at]),
+        no_rows,
+    )?;
 
     // 2. Close the runs being finished. A (run, thread) pair asked for twice in one
     // batch is closed once; only its first request may succeed.
@@ -300,26 +322,22 @@ pub(super) fn commit_batch(
         }
     }
     let mut closed: HashSet<(String, String)> = HashSet::new();
-    for range in chunks(finishes.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "UPDATE runs SET status = v.column3, finished_at = ? FROM (VALUES ",
             "(?, ?, ?)",
-            range.len(),
             ") AS v WHERE runs.id = v.column1 AND runs.thread_id = v.column2 \
              AND runs.status = 'running' RETURNING runs.id, runs.thread_id",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(1 + range.len() * 3);
-        values.push(&at);
-        for (run_id, thread_id, status) in &finishes[range] {
-            values.extend([run_id as &dyn ToSql, thread_id, status]);
-        }
-        bind_all(&mut stmt, &values)?;
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
+        ),
+        &finishes,
+        &[&at],
+        |(run_id, thread_id, status), v| v.extend([run_id as &dyn ToSql, thread_id, status]),
+        |row| {
             closed.insert((row.get(0)?, row.get(1)?));
-        }
-    }
+            Ok(())
+        },
+    )?;
 
     // 3. Seqs each thread needs, counted in request order.
     let mut needs: Vec<(&str, i64)> = Vec::new();
@@ -348,24 +366,18 @@ pub(super) fn commit_batch(
 
     // 4. Reserve every thread's range with one statement per chunk of threads.
     let mut reserved: HashMap<String, Reserved> = HashMap::with_capacity(needs.len());
-    for range in chunks(needs.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "UPDATE threads SET last_seq = last_seq + v.column2, updated_at = ? FROM (VALUES ",
             "(?, ?)",
-            range.len(),
             ") AS v WHERE threads.id = v.column1 \
              RETURNING threads.id, threads.last_seq, threads.user_id",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(1 + range.len() * 2);
-        values.push(&at);
-        for (thread_id, count) in &needs[range] {
-            values.push(thread_id);
-            values.push(count);
-        }
-        bind_all(&mut stmt, &values)?;
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
+        ),
+        &needs,
+        &[&at],
+        |(thread_id, count), v| v.extend([thread_id as &dyn ToSql, count]),
+        |row| {
             let thread_id: String = row.get(0)?;
             let last: i64 = row.get(1)?;
             let count = need_index
@@ -380,8 +392,9 @@ pub(super) fn commit_batch(
                     owner,
                 },
             );
-        }
-    }
+            Ok(())
+        },
+    )?;
 
     // 5. Assign seqs in request order, seal the events, and lay out the messages (user
     // and assistant) and new runs in request order: thread order is insertion order.
@@ -483,18 +496,18 @@ pub(super) fn commit_batch(
     }
 
     // 6. The messages and new runs.
-    for range in chunks(messages.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "INSERT INTO messages \
              (id, thread_id, user_id, client_id, role, content, run_id, created_at) VALUES ",
             "(?, ?, ?, ?, ?, ?, ?, ?)",
-            range.len(),
             "",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 8);
-        for m in &messages[range] {
-            values.extend([
+        ),
+        &messages,
+        &[],
+        |m, v| {
+            v.extend([
                 &m.id as &dyn ToSql,
                 &m.thread_id,
                 &m.user_id,
@@ -503,26 +516,24 @@ pub(super) fn commit_batch(
                 &m.content,
                 &m.run_id,
                 &at,
-            ]);
-        }
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()?;
-    }
-    for range in chunks(runs.len()) {
-        let sql = multi_row(
+            ])
+        },
+        no_rows,
+    )?;
+    per_chunk(
+        &tx,
+        (
             "INSERT INTO runs (id, thread_id, message_id, agent, status, started_at) VALUES ",
             "(?, ?, ?, ?, 'running', ?)",
-            range.len(),
             "",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 5);
-        for (run_id, thread_id, message_id, agent) in &runs[range] {
-            values.extend([run_id as &dyn ToSql, thread_id, message_id, agent, &at]);
-        }
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()?;
-    }
+        ),
+        &runs,
+        &[],
+        |(run_id, thread_id, message_id, agent), v| {
+            v.extend([run_id as &dyn ToSql, thread_id, message_id, agent, &at])
+        },
+        no_rows,
+    )?;
 
     // 7. The events.
     let mut rows: Vec<(&str, &StoredEvent)> = Vec::new();
@@ -535,26 +546,25 @@ pub(super) fn commit_batch(
             _ => {}
         }
     }
-    for range in chunks(rows.len()) {
-        let sql = multi_row(
+    per_chunk(
+        &tx,
+        (
             "INSERT INTO events (thread_id, seq, run_id, body) VALUES ",
             "(?, ?, ?, ?)",
-            range.len(),
             "",
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(range.len() * 4);
-        for (thread_id, event) in &rows[range] {
-            values.extend([
+        ),
+        &rows,
+        &[],
+        |(thread_id, event), v| {
+            v.extend([
                 thread_id as &dyn ToSql,
                 &event.seq,
                 &event.run_id,
                 &event.json,
-            ]);
-        }
-        bind_all(&mut stmt, &values)?;
-        stmt.raw_execute()?;
-    }
+            ])
+        },
+        no_rows,
+    )?;
 
     let committing = Instant::now();
     tx.commit()?;

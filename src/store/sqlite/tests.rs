@@ -5,13 +5,19 @@ use std::time::Duration;
 
 use super::SqliteStore;
 
-#[tokio::test]
-async fn every_connection_is_wal_with_full_sync_foreign_keys_and_memory_temp_store() {
+/// A store on a new file `name` in a fresh temporary directory (kept alive by the caller).
+async fn temp_store(name: &str, pool: u32) -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("a/b/c.db").display());
-    let store = SqliteStore::connect(&url, 3, Duration::from_secs(5))
+    let url = format!("sqlite://{}", dir.path().join(name).display());
+    let store = SqliteStore::connect(&url, pool, Duration::from_secs(5))
         .await
         .expect("connect");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn every_connection_is_wal_with_full_sync_foreign_keys_and_memory_temp_store() {
+    let (_dir, store) = temp_store("a/b/c.db", 3).await;
     // Hold every pooled connection at once so each one is checked, not just the first.
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -45,11 +51,7 @@ async fn every_connection_is_wal_with_full_sync_foreign_keys_and_memory_temp_sto
 /// pool's, plus the checkpoint interval.
 #[tokio::test]
 async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("w.db").display());
-    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
-        .await
-        .expect("connect");
+    let (_dir, store) = temp_store("w.db", 1).await;
     let writer = super::conn::open(&store.writer).expect("writer connection");
     let pragma = |name: &str| -> String {
         writer
@@ -84,11 +86,7 @@ async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
 /// of scanning all messages, and listing threads searches by user.
 #[tokio::test]
 async fn batch_lookups_use_the_indexes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("i.db").display());
-    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
-        .await
-        .expect("connect");
+    let (_dir, store) = temp_store("i.db", 1).await;
     let writer = super::conn::open(&store.writer).expect("writer connection");
     let plan = |sql: &str| -> String {
         let mut stmt = writer
@@ -134,11 +132,7 @@ fn the_writer_does_not_create_a_missing_file() {
 /// the file behind the closed pool.
 #[tokio::test]
 async fn writes_after_close_are_unavailable() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
-        .await
-        .expect("connect");
+    let (_dir, store) = temp_store("c.db", 1).await;
     let msg = || crate::store::NewMessage {
         user_id: "alice",
         client_id: "c1",
@@ -153,8 +147,6 @@ async fn writes_after_close_are_unavailable() {
 }
 
 mod group_commit {
-    use std::time::Duration;
-
     use serde_json::{Map, Value, json};
     use tokio::sync::{mpsc, oneshot};
 
@@ -213,12 +205,7 @@ mod group_commit {
     }
 
     async fn open() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("g.db").display());
-        let store = SqliteStore::connect(&url, 3, Duration::from_secs(5))
-            .await
-            .expect("connect");
-        (dir, store)
+        super::temp_store("g.db", 3).await
     }
 
     async fn accept(
@@ -477,12 +464,8 @@ mod group_commit {
 /// its buffer and its largest single write, and across a WAL restart.
 #[tokio::test]
 async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, store) = temp_store("big.db", 1).await;
     let db = dir.path().join("big.db");
-    let url = format!("sqlite://{}", db.display());
-    let store = SqliteStore::connect(&url, 1, Duration::from_secs(5))
-        .await
-        .expect("connect");
     let mut w = super::conn::open(&store.writer).expect("writer connection");
     w.execute_batch("CREATE TABLE big (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .expect("create");
