@@ -24,7 +24,7 @@ mod scripted;
 mod tools;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::fmt;
 use std::sync::Arc;

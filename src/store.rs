@@ -39,7 +39,10 @@ macro_rules! dispatch {
     ($self:ident.$method:ident($($arg:expr),*)) => {
         match $self {
             Store::Sqlite(s) => s.$method($($arg),*).await,
-            Store::Postgres(s) => s.$method($($arg),*).await,
+            // Boxed: an enum's future is as large as its largest variant, and sqlx's
+            // Postgres futures are kilobytes, which every SQLite call (and every run and
+            // message future holding one) would otherwise carry and copy.
+            Store::Postgres(s) => Box::pin(s.$method($($arg),*)).await,
         }
     };
 }
@@ -124,7 +127,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.append_events_then(thread_id, events, then).await,
             Store::Postgres(s) => {
-                then(s.append_events(thread_id, events).await);
+                then(Box::pin(s.append_events(thread_id, events)).await);
                 Ok(())
             }
         }
@@ -149,7 +152,7 @@ impl Store {
             }
             Store::Postgres(s) => {
                 then(
-                    s.finish_run(thread_id, run_id, status, assistant_content, event)
+                    Box::pin(s.finish_run(thread_id, run_id, status, assistant_content, event))
                         .await,
                 );
                 Ok(())

@@ -216,7 +216,20 @@ pub struct SinkError(pub String);
 /// has exactly one sink type.
 pub trait EventSink: Send + Sync {
     /// Stores and delivers one event. An error makes the run stop and end with `error`.
+    ///
+    /// A sink may hold events back and store them together: the runner calls [`flush`]
+    /// before every wait (a provider with nothing ready yet, a tool that is not done at
+    /// once), and the `Completed` event must store everything held before it. So holding
+    /// back never delays an event past the moment the run would wait anyway.
+    ///
+    /// [`flush`]: EventSink::flush
     fn emit(&self, event: AgentEvent) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Hands the events held back by [`emit`](EventSink::emit) to storage. The default
+    /// sink holds nothing back.
+    fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use thiserror::Error;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,17 @@ impl<S: EventSink> Gate<'_, S> {
         self.check()?;
         Ok(self.sink.emit(event).await?)
     }
+
+    /// Awaits `fut`; if it is not ready at once, the sink first stores what it holds, so
+    /// events never wait for the provider or a tool (see [`EventSink::emit`]).
+    async fn flushing<F: Future>(&self, fut: F) -> Result<F::Output, StepError> {
+        let mut fut = std::pin::pin!(fut);
+        if let Some(out) = (&mut fut).now_or_never() {
+            return Ok(out);
+        }
+        self.sink.flush().await?;
+        Ok(fut.await)
+    }
 }
 
 /// Runs `agent` on the user message in `ctx`, emitting events through `sink`.
@@ -134,6 +145,12 @@ pub async fn run<S: EventSink>(agent: &Agent, ctx: &RunContext, sink: &S) -> Run
                 },
             }
         }
+    };
+    // Events the sink still holds are stored before the end is decided: a run whose last
+    // events could not be stored does not end `ok`.
+    let (status, error) = match sink.flush().await {
+        Err(e) if status == RunStatus::Ok => StepError::Sink(e).end(),
+        _ => (status, error),
     };
     let mut outcome = RunOutcome {
         status,
@@ -189,7 +206,7 @@ async fn steps<S: EventSink>(
                 arguments: call.arguments.clone(),
             })
             .await?;
-            let (outcome, duration_ms) = execute(agent, ctx, &call).await;
+            let (outcome, duration_ms) = sink.flushing(execute(agent, ctx, &call)).await?;
             sink.emit(AgentEvent::ToolCompleted {
                 call_id: call.call_id.clone(),
                 tool: call.name.clone(),
@@ -222,7 +239,7 @@ async fn one_step<S: EventSink>(
     let mut stream = agent.provider.stream(request);
     let mut text = String::new();
     let mut calls = Vec::new();
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = sink.flushing(stream.next()).await? {
         match chunk? {
             Chunk::Thinking(thought) => sink.emit(AgentEvent::Thinking { text: thought }).await?,
             Chunk::Delta(delta) => {

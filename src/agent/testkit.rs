@@ -65,6 +65,10 @@ pub struct RecordingSink {
     pub fail_from: Option<usize>,
     /// Cancel this token once an event of this kind has been accepted.
     pub cancel_after: Option<(&'static str, CancellationToken)>,
+    /// How many events had been offered at each `flush`, in order.
+    pub flushes: Mutex<Vec<usize>>,
+    /// Refuse every `flush`.
+    pub fail_flush: bool,
 }
 
 impl RecordingSink {
@@ -99,6 +103,15 @@ impl EventSink for RecordingSink {
             if *after == kind {
                 token.cancel();
             }
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        let offered = self.attempts.lock().unwrap().len();
+        self.flushes.lock().unwrap().push(offered);
+        if self.fail_flush {
+            return Err(SinkError("database is down".into()));
         }
         Ok(())
     }

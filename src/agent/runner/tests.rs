@@ -308,3 +308,56 @@ async fn a_run_cancelled_before_it_starts_still_starts_and_completes() {
     assert_eq!(sink.kinds(), ["agent_started", "agent_completed"]);
     assert_eq!(outcome.status, RunStatus::Cancelled);
 }
+
+/// A sink may hold events until `flush`; the runner flushes before every wait, so a held
+/// event never waits for the provider or a tool, and not otherwise, so a run whose steps
+/// are all ready at once stores its events together.
+#[tokio::test(start_paused = true)]
+async fn the_sink_is_flushed_before_every_wait_and_only_then() {
+    let agent = helper(ALL_TOOLS);
+    // Nothing to wait for: one flush, after the last step, before the completion.
+    let sink = RecordingSink::default();
+    let outcome = run(&agent, &ctx("what is 12*(3+4)?"), &sink).await;
+    assert_eq!(outcome.status, RunStatus::Ok);
+    let offered = sink.events().len();
+    assert_eq!(*sink.flushes.lock().unwrap(), [offered - 1]);
+
+    // Each chunk 100 ms apart: everything emitted so far is flushed before each wait.
+    let sink = RecordingSink::default();
+    let outcome = run(&agent, &ctx("what is 12*(3+4)? [[slow:100]]"), &sink).await;
+    assert_eq!(outcome.status, RunStatus::Ok);
+    let kinds = sink.kinds();
+    let flushes = sink.flushes.lock().unwrap().clone();
+    assert_eq!(
+        flushes.first(),
+        Some(&1),
+        "agent_started waits for no chunk: {flushes:?}"
+    );
+    assert!(flushes.windows(2).all(|w| w[0] <= w[1]), "{flushes:?}");
+    // Every event but the completion was flushed before the run went on waiting or ended.
+    assert_eq!(
+        flushes.last(),
+        Some(&(kinds.len() - 1)),
+        "{kinds:?} {flushes:?}"
+    );
+    for (i, kind) in kinds.iter().enumerate().take(kinds.len() - 1) {
+        assert!(
+            flushes.iter().any(|&f| f > i),
+            "{kind} was never flushed: {flushes:?}"
+        );
+    }
+}
+
+/// A flush that fails ends the run with `error`, like a failed emit: the client is not
+/// told `ok` about a run whose events were not stored.
+#[tokio::test]
+async fn a_failed_flush_ends_the_run_with_a_storage_error() {
+    let sink = RecordingSink {
+        fail_flush: true,
+        ..RecordingSink::default()
+    };
+    let outcome = run(&helper(ALL_TOOLS), &ctx("what is 1+1?"), &sink).await;
+    assert_eq!(outcome.status, RunStatus::Error);
+    assert_eq!(outcome.error.unwrap().code, codes::STORAGE_UNAVAILABLE);
+    assert_invariants(&sink.events());
+}

@@ -519,3 +519,50 @@ async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
         .expect("pool count");
     assert_eq!(seen, rows);
 }
+
+/// The `Store` calls a chat run makes on SQLite return small futures: every message and
+/// run future holds one of them, and a task's future is copied whole when it is spawned
+/// and when it finishes. An unboxed Postgres arm made each of these kilobytes (sqlx's
+/// Postgres futures), which showed up as a third of the server's instructions under
+/// callgrind, nearly all of it `memcpy` (docs/PERFORMANCE.md).
+#[tokio::test]
+async fn store_futures_on_sqlite_stay_small() {
+    use crate::store::{EventRecord, NewMessage, Store};
+    let (_dir, sqlite) = temp_store("sizes.db", 1).await;
+    let store = Store::Sqlite(sqlite);
+    let msg = NewMessage {
+        user_id: "u",
+        client_id: "c",
+        thread_id: None,
+        content: "hi",
+        agent: "assistant",
+    };
+    let record = || EventRecord {
+        run_id: "r".into(),
+        body: serde_json::Map::new(),
+    };
+    let sizes = [
+        (
+            "accept_message",
+            std::mem::size_of_val(&store.accept_message(msg)),
+        ),
+        (
+            "append_events_then",
+            std::mem::size_of_val(&store.append_events_then("t", vec![record()], Box::new(|_| {}))),
+        ),
+        (
+            "finish_run_then",
+            std::mem::size_of_val(&store.finish_run_then(
+                "t",
+                "r",
+                "ok",
+                "",
+                record(),
+                Box::new(|_| {}),
+            )),
+        ),
+    ];
+    for (call, size) in sizes {
+        assert!(size <= 1536, "Store::{call} future is {size} bytes");
+    }
+}
