@@ -6,8 +6,10 @@
 //! Delivery never blocks a run: a connection whose bounded queue is full is marked slow
 //! and closed with 4509 by its session (the events stay stored, so `resume` recovers them).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 mod outbox;
 pub use outbox::{Outbox, Pushed};
@@ -33,8 +35,8 @@ pub struct EventFrame {
     pub seq: i64,
     /// Its `type` (for metrics).
     pub kind: &'static str,
-    /// The exact stored JSON.
-    pub json: Arc<str>,
+    /// The exact stored JSON, shared (not copied) by every connection's outgoing frame.
+    pub json: Utf8Bytes,
 }
 
 /// A `resume` request, checked for ownership, for the writer to serve.
@@ -50,7 +52,7 @@ pub struct ReplayRequest {
 
 impl Outbound {
     /// A stored event.
-    pub fn event(thread_id: Arc<str>, seq: i64, kind: &'static str, json: Arc<str>) -> Self {
+    pub fn event(thread_id: Arc<str>, seq: i64, kind: &'static str, json: Utf8Bytes) -> Self {
         Self::Event(Arc::new(EventFrame {
             thread_id,
             seq,

@@ -1,6 +1,8 @@
 //! Process metrics in Prometheus text format: connections, auth failures by reason,
 //! bypass uses, events sent, messages, run durations. Built once at boot (process scope).
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,7 +42,22 @@ pub struct Metrics {
     pub run_seconds: Family<Label, Histogram>,
     /// Connections closed as slow consumers.
     pub slow_consumers: Counter,
+    /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
+    /// every frame, and a family lookup allocates the label and hashes it.
+    sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
 }
+
+/// The kinds `sent` is called with on every chat run (the writer's frame kinds).
+const SENT_KINDS: [&str; 8] = [
+    "reply",
+    "replay",
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_response",
+    "agent_completed",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -112,6 +129,7 @@ impl Metrics {
             user_messages,
             run_seconds,
             slow_consumers,
+            sent_cache: Default::default(),
         }
     }
 
@@ -127,7 +145,12 @@ impl Metrics {
 
     /// Counts a message sent.
     pub fn sent(&self, kind: &str) {
-        self.events_sent.get_or_create(&label(kind)).inc();
+        match SENT_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.sent_cache[i]
+                .get_or_init(|| self.events_sent.get_or_create(&label(kind)).clone())
+                .inc(),
+            None => self.events_sent.get_or_create(&label(kind)).inc(),
+        };
     }
 
     /// Records a finished run.
@@ -142,5 +165,31 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_counts_cached_and_other_kinds_in_the_family() {
+        let m = Metrics::new();
+        assert!(
+            !m.render().contains("kind=\"agent_started\""),
+            "no series before use"
+        );
+        m.sent("agent_started");
+        m.sent("agent_started");
+        m.sent("something_else");
+        let text = m.render();
+        assert!(
+            text.contains("portcullis_events_sent_total{kind=\"agent_started\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_events_sent_total{kind=\"something_else\"} 1"),
+            "{text}"
+        );
     }
 }

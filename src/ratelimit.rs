@@ -2,7 +2,7 @@
 //! connections on this node. A token bucket per user; idle buckets are dropped so the map
 //! does not grow with every user ever seen.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute: f64::from(per_minute),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::default()),
         }
     }
 

@@ -3,13 +3,14 @@
 //! client saw. Every `agent_started` gets exactly one `agent_completed`, also when storage
 //! fails mid-run (the completion is then delivered unstored).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use futures_util::future::BoxFuture;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -211,7 +212,7 @@ impl Publisher {
             Arc::clone(&self.thread_id),
             ev.seq,
             kind,
-            Arc::from(ev.json),
+            Utf8Bytes::from(ev.json),
         );
         self.hub.publish(&self.user_id, frame);
     }

@@ -11,14 +11,16 @@
 //! server cannot know in advance which threads a new connection will resume, and holding
 //! live events back could delay them indefinitely).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::protocol;
 use crate::hub::{Outbound, Outbox, ReplayRequest};
@@ -172,7 +174,7 @@ impl Pump {
                 "ping" => Message::Ping(bytes::Bytes::new()),
                 _ => {
                     w.metrics.sent(kind);
-                    Message::text(text)
+                    Message::Text(text)
                 }
             };
             if Pin::new(&mut *socket).start_send(frame).is_err() {
@@ -201,15 +203,15 @@ impl Pump {
         cx: &mut Context<'_>,
         outbox: &Outbox,
         w: &WriterCtx<'_>,
-    ) -> Option<(String, &'static str)> {
+    ) -> Option<(Utf8Bytes, &'static str)> {
         if self.ping {
             self.ping = false;
-            return Some((String::new(), "ping"));
+            return Some((Utf8Bytes::default(), "ping"));
         }
         loop {
             if let Some(replay) = &mut self.replay {
                 match replay.poll_next(cx, w) {
-                    Poll::Ready(Some(frame)) => return Some(frame),
+                    Poll::Ready(Some((json, kind))) => return Some((json.into(), kind)),
                     Poll::Ready(None) => {
                         let done = self.replay.take().expect("checked");
                         done.record(&mut self.sent);
@@ -219,7 +221,7 @@ impl Pump {
                 }
             }
             match outbox.pop()? {
-                Outbound::Reply(json) => return Some((json.to_string(), "reply")),
+                Outbound::Reply(json) => return Some((json.to_string().into(), "reply")),
                 Outbound::Event(frame) => {
                     let seq = frame.seq;
                     match self.sent.get_mut(&frame.thread_id) {
@@ -236,7 +238,8 @@ impl Pump {
                             );
                         }
                     }
-                    return Some((frame.json.to_string(), frame.kind));
+                    // A reference to the stored JSON, not a copy of it.
+                    return Some((frame.json.clone(), frame.kind));
                 }
                 Outbound::Replay(request) => {
                     self.replay = Some(Box::new(Replay::start(*request, &self.sent)));

@@ -6,8 +6,8 @@
 //!
 //! Runs on a blocking thread (`group.rs` hands it the batch); nothing here awaits.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rusqlite::{Connection, Row, ToSql, TransactionBehavior};
-use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
