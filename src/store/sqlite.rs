@@ -57,11 +57,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
             .foreign_keys(true)
-            // Checkpoint every ~40 MB of WAL instead of SQLite's default ~4 MB: a page
-            // that every batch rewrites (thread rows, the tail of each thread's events)
-            // is then copied into the database file once per checkpoint, not ten times.
-            // Durability is unchanged: each commit still fsyncs the WAL.
-            .pragma("wal_autocheckpoint", "10000")
+            // The writer's setting (`conn::WAL_AUTOCHECKPOINT`), should a pooled
+            // connection ever commit. Durability does not depend on it: each commit
+            // fsyncs the WAL.
+            .pragma("wal_autocheckpoint", conn::WAL_AUTOCHECKPOINT.to_string())
             // SQLite's temporary data (statement journals, transient tables) stays in
             // memory instead of spilling to `etilqs_*` files in /var/tmp: half of the
             // writer's `pwrite` calls went to such files (30.5 k vs 15.0 k per 2 000 chat

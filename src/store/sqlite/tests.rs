@@ -79,7 +79,7 @@ async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
     .map(|name| pragma(name))
     .collect();
     // synchronous: 2 is FULL; temp_store: 2 is MEMORY.
-    assert_eq!(settings, ["wal", "2", "1", "2", "10000"]);
+    assert_eq!(settings, ["wal", "2", "1", "2", "1000"]);
 }
 
 /// The idempotency lookup of every batch searches the (partial) client-id index instead
