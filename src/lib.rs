@@ -14,6 +14,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod http;
 pub mod hub;
+mod json_out;
 pub mod metrics;
 pub mod probe;
 pub mod ratelimit;

@@ -1,6 +1,7 @@
 //! The store's data types and the pure helpers both databases share: ids, timestamps,
 //! thread titles and turning an event body into the exact JSON text clients receive.
 
+use crate::json_out;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
@@ -154,42 +155,53 @@ pub(crate) fn seal(thread_id: &str, seq: i64, record: EventRecord) -> StoredEven
 /// [`seal`] without taking the record, so a batch that must be retried still has it.
 /// Writes the JSON text directly instead of inserting into the map and serializing a
 /// `Value`: the keys come out in the same (sorted) order and with the same escaping as
-/// `Value::Object(body).to_string()` after the three inserts, so the bytes are identical.
+/// `Value::Object(body).to_string()` after the three inserts, so the bytes are identical
+/// (`crate::json_out` writes what serde_json writes).
 pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> String {
+    /// A store-owned field's value.
+    enum Owned<'a> {
+        Str(&'a str),
+        Int(i64),
+    }
     // Store-owned fields, in key order (`run_id` < `seq` < `thread_id`).
-    let owned: [(&str, Value); 3] = [
-        ("run_id", Value::from(record.run_id.as_str())),
-        ("seq", Value::from(seq)),
-        ("thread_id", Value::from(thread_id)),
+    let owned: [(&str, Owned<'_>); 3] = [
+        ("run_id", Owned::Str(&record.run_id)),
+        ("seq", Owned::Int(seq)),
+        ("thread_id", Owned::Str(thread_id)),
     ];
-    let mut out: Vec<u8> = Vec::with_capacity(192);
+    let mut out: Vec<u8> = Vec::with_capacity(256);
     out.push(b'{');
     let mut first = true;
-    let mut put = |out: &mut Vec<u8>, key: &str, value: &Value| {
+    let mut key = |out: &mut Vec<u8>, key: &str| {
         if !first {
             out.push(b',');
         }
         first = false;
-        // Writing into a Vec cannot fail, and a Value always serializes.
-        let _ = serde_json::to_writer(&mut *out, key);
+        json_out::put_str(out, key);
         out.push(b':');
-        let _ = serde_json::to_writer(&mut *out, value);
+    };
+    let put_owned = |out: &mut Vec<u8>, value: &Owned<'_>| match value {
+        Owned::Str(s) => json_out::put_str(out, s),
+        Owned::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
     };
     let mut pending = owned.iter().peekable();
-    for (key, value) in &record.body {
-        if owned.iter().any(|(o, _)| o == key) {
+    for (name, value) in &record.body {
+        if owned.iter().any(|(o, _)| o == name) {
             continue;
         }
-        while let Some((o, v)) = pending.next_if(|(o, _)| *o < key.as_str()) {
-            put(&mut out, o, v);
+        while let Some((o, v)) = pending.next_if(|(o, _)| *o < name.as_str()) {
+            key(&mut out, o);
+            put_owned(&mut out, v);
         }
-        put(&mut out, key, value);
+        key(&mut out, name);
+        json_out::put_value(&mut out, value);
     }
     for (o, v) in pending {
-        put(&mut out, o, v);
+        key(&mut out, o);
+        put_owned(&mut out, v);
     }
     out.push(b'}');
-    String::from_utf8(out).expect("serde_json writes UTF-8")
+    json_out::into_string(out)
 }
 
 /// The `agent_completed` body for a finished run: the caller's extra fields (such as

@@ -97,7 +97,14 @@ pub fn pong() -> String {
 
 /// An `ack`.
 pub fn ack(id: &str, thread_id: &str, message_id: &str, run_id: &str) -> String {
-    json!({ "type": "ack", "id": id, "thread_id": thread_id, "message_id": message_id, "run_id": run_id }).to_string()
+    // Once per message: written directly, keys in the order `json!` would sort them.
+    crate::json_out::string_object(&[
+        ("id", id),
+        ("message_id", message_id),
+        ("run_id", run_id),
+        ("thread_id", thread_id),
+        ("type", "ack"),
+    ])
 }
 
 /// `token_expiring`.
@@ -108,4 +115,19 @@ pub fn token_expiring(expires_at: &chrono::DateTime<chrono::Utc>) -> String {
 /// `auth_refreshed` (portcullis addition, see docs/PROTOCOL-NOTES.md): the refresh took.
 pub fn auth_refreshed(expires_at: Option<&chrono::DateTime<chrono::Utc>>) -> String {
     json!({ "type": "auth_refreshed", "token_expires_at": expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }).to_string()
+}
+
+#[cfg(test)]
+mod ack_tests {
+    use super::*;
+
+    #[test]
+    fn ack_is_what_json_writes() {
+        let (id, t, m, r) = ("c \"1\" \\ \n ✓", "t_1", "m_1", "r_1");
+        assert_eq!(
+            ack(id, t, m, r),
+            json!({ "type": "ack", "id": id, "thread_id": t, "message_id": m, "run_id": r })
+                .to_string()
+        );
+    }
 }
