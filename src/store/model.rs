@@ -182,7 +182,10 @@ pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> Stri
     };
     let put_owned = |out: &mut Vec<u8>, value: &Owned<'_>| match value {
         Owned::Str(s) => json_out::put_str(out, s),
-        Owned::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        // Writing into a Vec cannot fail.
+        Owned::Int(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
     };
     let mut pending = owned.iter().peekable();
     for (name, value) in &record.body {
