@@ -31,9 +31,10 @@ pub(crate) struct WriterSpec {
 
 /// WAL frames after which a commit checkpoints (SQLite's default). The checkpoint runs
 /// inside the writer's commit, and every client waits for it: at 10 000 frames (~40 MB) it
-/// was a 30–40 ms stall, which set the chat p99 with 100 messages per client (p99 39.6–52.7
-/// ms against 26.1–37.1 ms at 1 000, interleaved runs; docs/PERFORMANCE.md item 7). A
-/// checkpoint every 1 000 frames copies hot pages more often, for no measurable CPU per run.
+/// made commits of 21–23 ms, which set the chat p99 with 100 messages per client (p99
+/// 39.6–52.7 ms against 32.8–37.1 ms at 1 000, interleaved runs; docs/PERFORMANCE.md item
+/// 7). Checkpointing every 1 000 frames copies hot pages more often; CPU per run stayed
+/// within the noise (medians of six interleaved runs: 180 vs 177 µs).
 pub(crate) const WAL_AUTOCHECKPOINT: u32 = 1_000;
 
 /// Opens the writer's connection with the pool's settings: WAL, `synchronous = FULL`
