@@ -56,8 +56,12 @@ pub enum ParseError {
     BadMessage(String),
 }
 
-/// Parses a text frame.
+/// Parses a text frame. A valid message is read straight into its type; anything else
+/// is read again as a `Value` to say precisely what is wrong with it.
 pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
+    if let Ok(message) = serde_json::from_str(text) {
+        return Ok(message);
+    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| ParseError::BadJson(e.to_string()))?;
     let kind = value
@@ -129,5 +133,47 @@ mod ack_tests {
             json!({ "type": "ack", "id": id, "thread_id": t, "message_id": m, "run_id": r })
                 .to_string()
         );
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_messages_and_names_what_is_wrong_with_the_rest() {
+        assert!(matches!(
+            parse(r#"{"type":"user_message","id":"c1","content":"hi"}"#),
+            Ok(ClientMessage::UserMessage {
+                thread_id: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping {})
+        ));
+        // A repeated key still resolves to the last one, as the parser always did.
+        assert!(matches!(
+            parse(r#"{"type":"cancel","run_id":"a","run_id":"b"}"#),
+            Ok(ClientMessage::Cancel { run_id }) if run_id == "b"
+        ));
+        assert!(matches!(parse("{nope"), Err(ParseError::BadJson(_))));
+        assert!(matches!(
+            parse(r#"{"type":"shout"}"#),
+            Err(ParseError::UnknownType(t)) if t == "shout"
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"user_message","id":"c1"}"#),
+            Err(ParseError::BadMessage(m)) if m.contains("content")
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping","extra":1}"#),
+            Err(ParseError::BadMessage(m)) if m.contains("extra")
+        ));
+        assert!(matches!(
+            parse(r#"{"id":"x"}"#),
+            Err(ParseError::BadMessage(_))
+        ));
     }
 }
