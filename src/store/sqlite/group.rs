@@ -42,7 +42,14 @@ pub(super) const MAX_BATCH: usize = 256;
 /// p99 20.2 vs 22.7 ms (four interleaved runs each, medians), the server busy 0.89 vs
 /// 0.86 of the time; at C=10, p50 4.7 vs 5.5 ms (three runs each) at more CPU per run
 /// (351 vs 252 µs: smaller commits when the load is light).
-const GATHER_YIELDS: usize = 8;
+///
+/// The bound was 8 until the fourth session: under full load nearly every yield brings
+/// more, so batches were cut short. With 128 (the batch still stops at [`MAX_BATCH`] or
+/// at the first yield that brings nothing, so a light load is unchanged), C=100 M=20, eight
+/// interleaved runs each: CPU per run 162.2 vs 180.6 µs, p99 27.0 vs 33.6 ms (medians);
+/// C=10 M=100, two runs: 267 / 312 vs 294 / 378 µs; C=100 M=100, two runs:
+/// no difference (docs/PERFORMANCE.md item 7).
+const GATHER_YIELDS: usize = 128;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
 
