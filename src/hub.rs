@@ -98,14 +98,22 @@ impl Hub {
     /// Sends an event to every connection of `user`; returns how many took it. A
     /// connection whose queue is full is marked slow (its task closes it).
     pub fn publish(&self, user: &str, item: Outbound) -> usize {
+        self.publish_all(user, [item])
+    }
+
+    /// Sends `items`, in order, to every connection of `user`, looking the user up once;
+    /// returns how many (connection, item) deliveries were queued.
+    pub fn publish_all(&self, user: &str, items: impl IntoIterator<Item = Outbound>) -> usize {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let Some(conns) = users.get(user) else {
             return 0;
         };
         let mut delivered = 0;
-        for c in conns {
-            if c.outbox.push(item.clone()) == Pushed::Queued {
-                delivered += 1;
+        for item in items {
+            for c in conns {
+                if c.outbox.push(item.clone()) == Pushed::Queued {
+                    delivered += 1;
+                }
             }
         }
         delivered
@@ -143,9 +151,14 @@ mod tests {
         assert_eq!(hub.publish("alice", Outbound::Reply("x".into())), 2);
         assert!(a1.pop().is_some() && a2.pop().is_some());
         assert!(b1.is_empty(), "bob sees nothing of alice's");
-        hub.publish("alice", Outbound::Reply("y".into()));
-        hub.publish("alice", Outbound::Reply("z".into()));
+        let batch = [Outbound::Reply("y".into()), Outbound::Reply("z".into())];
+        assert_eq!(hub.publish_all("alice", batch), 3, "c2 took only y");
         assert!(a2.is_slow(), "a full queue marks the connection slow");
+        assert!(
+            matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "y"),
+            "in order"
+        );
+        assert!(matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "z"));
         assert!(!a1.is_slow());
         hub.unregister("alice", "c1");
         hub.unregister("alice", "c2");

@@ -207,14 +207,17 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn publish(&self, ev: StoredEvent, kind: &'static str) {
-        let frame = Outbound::event(
-            Arc::clone(&self.thread_id),
-            ev.seq,
-            kind,
-            Utf8Bytes::from(ev.json),
-        );
-        self.hub.publish(&self.user_id, frame);
+    /// Publishes stored events, in order, with one routing lookup.
+    fn publish(&self, events: impl IntoIterator<Item = (StoredEvent, &'static str)>) {
+        let frames = events.into_iter().map(|(ev, kind)| {
+            Outbound::event(
+                Arc::clone(&self.thread_id),
+                ev.seq,
+                kind,
+                Utf8Bytes::from(ev.json),
+            )
+        });
+        self.hub.publish_all(&self.user_id, frames);
     }
 }
 
@@ -282,7 +285,7 @@ impl EventSink for StoreSink {
         let then = Box::new(move |stored: Result<StoredEvent, _>| {
             let outcome = match stored {
                 Ok(ev) => {
-                    publisher.publish(ev, kind);
+                    publisher.publish([(ev, kind)]);
                     Ok(())
                 }
                 Err(e) => Err(sink_error(&e)),
@@ -319,11 +322,7 @@ impl EventSink for StoreSink {
             // After a failed write nothing more of this run is published: the run is
             // ending with an error.
             Ok(_) if failed.get().is_some() => {}
-            Ok(events) => {
-                for (ev, kind) in events.into_iter().zip(kinds) {
-                    publisher.publish(ev, kind);
-                }
-            }
+            Ok(events) => publisher.publish(events.into_iter().zip(kinds)),
             Err(e) => {
                 let _ = failed.set(sink_error(&e).0);
             }
