@@ -31,6 +31,7 @@ use crate::app::App;
 use crate::auth::{AuthFailure, Identity, first_message_token};
 use crate::config::{AuthMode, RejectAt};
 use crate::hub::{Outbound, Outbox, Pushed};
+use crate::runs::HeldAck;
 use crate::store::Store;
 
 /// A message handler still waiting for the store.
@@ -614,13 +615,17 @@ impl Session {
             match deps.store.accept_message(new).await {
                 Ok(acc) => {
                     let ack = protocol::ack(&id, &acc.thread_id, &acc.message_id, &acc.run_id);
-                    // The ack is queued before the run starts, so it precedes the run's events.
-                    if outbox.push(Outbound::Reply(Arc::from(ack))) == Pushed::Closed {
-                        tracing::debug!("acknowledged a message on a closing connection");
-                    }
-                    if !acc.duplicate {
+                    let ack: Arc<str> = Arc::from(ack);
+                    if acc.duplicate {
+                        if outbox.push(Outbound::Reply(ack)) == Pushed::Closed {
+                            tracing::debug!("acknowledged a message on a closing connection");
+                        }
+                    } else {
                         deps.metrics.user_messages.inc();
-                        runs.start(deps, &acc, &user_id, &content, agent);
+                        // The run queues the ack just ahead of its first events, so both
+                        // leave in one write (see `HeldAck`).
+                        let ack = HeldAck::new(Arc::clone(&outbox), ack);
+                        runs.start(deps, &acc, &user_id, &content, agent, ack);
                     }
                 }
                 Err(crate::store::StoreError::ThreadNotFound) => reply(protocol::error(
