@@ -566,3 +566,20 @@ async fn store_futures_on_sqlite_stay_small() {
         assert!(size <= 1536, "Store::{call} future is {size} bytes");
     }
 }
+
+/// The bundled SQLite is built with `.cargo/config.toml`'s `LIBSQLITE3_FLAGS`: without
+/// them SQLite counts every allocation under a global mutex (docs/PERFORMANCE.md item 8).
+#[test]
+fn the_bundled_sqlite_is_built_without_allocation_statistics() {
+    let conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
+    let mut stmt = conn.prepare("PRAGMA compile_options").expect("prepare");
+    let options: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "SQLite was built without LIBSQLITE3_FLAGS from .cargo/config.toml: {options:?}"
+    );
+}
