@@ -480,8 +480,8 @@ mod tests {
         assert!(size <= 1024, "the run task future is {size} bytes");
     }
 
-    /// A run on a real SQLite store with a scripted agent, its user's connection
-    /// registered on the hub; returns what that connection got, in order.
+    /// What a run needs around it: a real SQLite store, the scripted agent, and one
+    /// connection of its user registered on the hub (whose queue the tests read).
     struct Bench {
         _dir: tempfile::TempDir,
         deps: RunDeps,
