@@ -184,6 +184,51 @@ async fn cancel_ends_the_run_as_cancelled() {
     assert_eq!(events.last().unwrap()["status"], "ok");
 }
 
+/// A message sent while an earlier run of its thread is still going is acknowledged at
+/// once: its run waits for its turn, its ack does not (the ack is otherwise held until
+/// the run's first events are stored, `runs::HeldAck`). Were it held behind the turn, it
+/// would only arrive after the first run's natural end, and that run could not be
+/// cancelled in between.
+#[tokio::test]
+async fn a_message_behind_a_busy_turn_is_acknowledged_before_that_turn_ends() {
+    let s = TestServer::start(&[]).await;
+    let mut c = s.user("alice").await;
+    let first = c
+        .ask_acked("m1", "[[slow:1000]] tell me a long story", None)
+        .await;
+    let run_id = first["run_id"].as_str().unwrap().to_string();
+    let thread = first["thread_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.recv_type("agent_started").await["run_id"],
+        run_id.as_str()
+    );
+    c.ask("m2", "hello again", Some(&thread)).await;
+    // Only the first run's own events may come before the second ack.
+    let second = loop {
+        let v = c.recv().await;
+        if v["type"] == "ack" {
+            break v;
+        }
+        assert_eq!(v["run_id"], run_id.as_str(), "{v}");
+        assert_ne!(
+            v["type"], "agent_completed",
+            "the ack waited for the turn: {v}"
+        );
+    };
+    assert_eq!(second["id"], "m2");
+    c.send(json!({ "type": "cancel", "run_id": run_id })).await;
+    let mut last = c.recv().await;
+    while last["type"] != "agent_completed" {
+        assert_eq!(last["run_id"], run_id.as_str(), "{last}");
+        last = c.recv().await;
+    }
+    assert_eq!(last["run_id"], run_id.as_str());
+    assert_eq!(last["status"], "cancelled");
+    // The second run then runs its turn.
+    let events = c.run_events(second["run_id"].as_str().unwrap()).await;
+    assert_eq!(events.last().unwrap()["status"], "ok");
+}
+
 #[tokio::test]
 async fn failing_and_timed_out_tools_still_complete_the_run() {
     let s = TestServer::start(&[]).await;
