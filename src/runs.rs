@@ -452,30 +452,14 @@ mod tests {
     /// was 3 144 bytes with the run inline and is ~600 with the run boxed.
     #[tokio::test]
     async fn a_run_task_future_stays_small() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("runs.db").display());
-        let store = Store::connect(&url, 1, Duration::from_secs(5))
-            .await
-            .expect("store");
-        let deps = RunDeps {
-            store,
-            hub: Arc::new(Hub::default()),
-            metrics: Arc::new(Metrics::new()),
-        };
-        let limits = Limits {
-            max_steps: 4,
-            run_timeout: Duration::from_secs(5),
-            tool_timeout: Duration::from_secs(1),
-        };
-        let agent = Arc::new(Agent::new(
-            "assistant",
-            Arc::new(ScriptedProvider::default()),
-            Vec::new(),
-            limits,
-        ));
-        let manager = Arc::new(RunManager::default());
-        let ack = HeldAck::new(Arc::new(Outbox::new(4)), Arc::from("ack"));
-        let task = manager.task(deps, crate::agent::testkit::ctx("hi"), agent, ack);
+        let bench = Bench::new().await;
+        let ack = HeldAck::new(Arc::clone(&bench.outbox), Arc::from("ack"));
+        let task = Arc::clone(&bench.manager).task(
+            bench.deps.clone(),
+            crate::agent::testkit::ctx("hi"),
+            Arc::clone(&bench.agent),
+            ack,
+        );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the run task future is {size} bytes");
     }
