@@ -104,9 +104,8 @@ impl RunManager {
                 ctx.user_id.clone(),
                 Arc::from(ctx.thread_id.as_str()),
                 ctx.run_id.clone(),
-                Arc::clone(&ack),
+                ack,
             );
-            drop(ack);
             let turn = manager.turn_of(&ctx.thread_id);
             let guard = match Arc::clone(&turn).try_lock_owned() {
                 Ok(guard) => guard,
