@@ -328,7 +328,7 @@ impl EventSink for StoreSink {
         self.check()?;
         let record = EventRecord {
             run_id: self.run_id.clone(),
-            body: event.to_body(""),
+            body: event.stored_body(),
         };
         let AgentEvent::Completed {
             status, content, ..

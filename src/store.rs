@@ -20,7 +20,10 @@ mod sqlite;
 use std::time::Duration;
 
 pub use error::StoreError;
-pub use model::{Accepted, EventRecord, MessageRow, NewMessage, StoredEvent, ThreadSummary};
+pub use model::{
+    Accepted, BodyWriter, EventBody, EventRecord, MessageRow, NewMessage, StoredEvent,
+    ThreadSummary,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::store::{BodyWriter, EventBody};
+
 /// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
 pub mod codes {
     /// The event sink (storage) failed; the run stopped.
@@ -198,6 +200,47 @@ impl AgentEvent {
             }
         }
         body
+    }
+
+    /// The body [`Self::to_body`] describes, written straight to JSON text (no map is
+    /// built); sealed by the store, it gives the same bytes (a test compares them).
+    /// `agent_completed` stays a map: the store completes it with the message it writes.
+    pub fn stored_body(&self) -> EventBody {
+        let mut w = BodyWriter::default();
+        w.str("type", self.kind());
+        match self {
+            Self::Started { agent, message_id } => {
+                w.str("agent", agent);
+                w.str("message_id", message_id);
+            }
+            Self::Thinking { text } => w.str("text", text),
+            Self::ToolExecuting {
+                call_id,
+                tool,
+                arguments,
+            } => {
+                w.str("call_id", call_id);
+                w.str("tool", tool);
+                w.value("arguments", arguments);
+            }
+            Self::ToolCompleted {
+                call_id,
+                tool,
+                outcome,
+                duration_ms,
+            } => {
+                w.str("call_id", call_id);
+                w.str("tool", tool);
+                match outcome {
+                    Ok(result) => w.value("result", result),
+                    Err(error) => w.value("error", &json!(error)),
+                }
+                w.uint("duration_ms", *duration_ms);
+            }
+            Self::ResponseDelta { delta } => w.str("delta", delta),
+            Self::Completed { .. } => return EventBody::Map(self.to_body("")),
+        }
+        w.finish()
     }
 }
 

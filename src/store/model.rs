@@ -41,7 +41,88 @@ pub struct EventRecord {
     pub run_id: String,
     /// The event object (`type` and its fields). The store adds `thread_id`, `seq`
     /// and `run_id`, overwriting any values already there.
-    pub body: Map<String, Value>,
+    pub body: EventBody,
+}
+
+/// An event object without the fields the store owns.
+#[derive(Debug, Clone)]
+pub enum EventBody {
+    /// As a JSON map.
+    Map(Map<String, Value>),
+    /// Already written as JSON text, field by field ([`BodyWriter`]): the store only
+    /// merges its own fields in. Runs store their events this way, which saves building
+    /// and dropping a map per event (docs/PERFORMANCE.md item 8).
+    Written(WrittenBody),
+}
+
+/// Fields written as JSON: each key with the range of its value's text, sorted by key.
+#[derive(Debug, Clone)]
+pub struct WrittenBody {
+    text: String,
+    fields: Vec<(&'static str, std::ops::Range<usize>)>,
+}
+
+impl WrittenBody {
+    /// The fields in key order, each with its value's JSON text.
+    fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.fields
+            .iter()
+            .map(|(key, range)| (*key, &self.text[range.clone()]))
+    }
+}
+
+/// Writes an event body field by field, in any order, with the bytes serde_json writes.
+/// A key written twice keeps its last value, as a map would.
+pub struct BodyWriter {
+    text: Vec<u8>,
+    fields: Vec<(&'static str, std::ops::Range<usize>)>,
+}
+
+impl Default for BodyWriter {
+    /// Sized for an agent event (at most six fields, most under 128 bytes of text).
+    fn default() -> Self {
+        Self {
+            text: Vec::with_capacity(128),
+            fields: Vec::with_capacity(6),
+        }
+    }
+}
+
+impl BodyWriter {
+    fn field(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let range = start..self.text.len();
+        self.fields.retain(|(k, _)| *k != key);
+        self.fields.push((key, range));
+    }
+
+    /// A string field.
+    pub fn str(&mut self, key: &'static str, value: &str) {
+        self.field(key, |out| json_out::put_str(out, value));
+    }
+
+    /// Any JSON value.
+    pub fn value(&mut self, key: &'static str, value: &Value) {
+        self.field(key, |out| json_out::put_value(out, value));
+    }
+
+    /// An unsigned integer.
+    pub fn uint(&mut self, key: &'static str, value: u64) {
+        // Writing into a Vec cannot fail.
+        self.field(key, |out| {
+            let _ = serde_json::to_writer(&mut *out, &value);
+        });
+    }
+
+    /// The body, its fields in key order.
+    pub fn finish(mut self) -> EventBody {
+        self.fields.sort_unstable_by_key(|(key, _)| *key);
+        EventBody::Written(WrittenBody {
+            text: json_out::into_string(self.text),
+            fields: self.fields,
+        })
+    }
 }
 
 /// A stored event: its sequence number and the exact JSON text sent to clients, both
@@ -158,50 +239,68 @@ pub(crate) fn seal(thread_id: &str, seq: i64, record: EventRecord) -> StoredEven
 /// `Value::Object(body).to_string()` after the three inserts, so the bytes are identical
 /// (`crate::json_out` writes what serde_json writes).
 pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> String {
-    /// A store-owned field's value.
-    enum Owned<'a> {
-        Str(&'a str),
-        Int(i64),
-    }
-    // Store-owned fields, in key order (`run_id` < `seq` < `thread_id`).
-    let owned: [(&str, Owned<'_>); 3] = [
-        ("run_id", Owned::Str(&record.run_id)),
-        ("seq", Owned::Int(seq)),
-        ("thread_id", Owned::Str(thread_id)),
+    let owned = [
+        ("run_id", Part::Str(&record.run_id)),
+        ("seq", Part::Int(seq)),
+        ("thread_id", Part::Str(thread_id)),
     ];
+    match &record.body {
+        EventBody::Map(map) => {
+            merge_sorted(owned, map.iter().map(|(k, v)| (k.as_str(), Part::Value(v))))
+        }
+        EventBody::Written(body) => {
+            merge_sorted(owned, body.fields().map(|(k, v)| (k, Part::Written(v))))
+        }
+    }
+}
+
+/// A field's value on its way into a sealed event.
+enum Part<'a> {
+    Str(&'a str),
+    Int(i64),
+    Value(&'a Value),
+    /// Already JSON text.
+    Written(&'a str),
+}
+
+/// One JSON object from the store-owned fields (in key order: `run_id` < `seq` <
+/// `thread_id`) and the body's (in key order), the store's winning a shared key.
+fn merge_sorted<'a>(
+    owned: [(&'static str, Part<'a>); 3],
+    body: impl Iterator<Item = (&'a str, Part<'a>)>,
+) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(256);
     out.push(b'{');
     let mut first = true;
-    let mut key = |out: &mut Vec<u8>, key: &str| {
+    let mut put = |out: &mut Vec<u8>, key: &str, value: &Part<'_>| {
         if !first {
             out.push(b',');
         }
         first = false;
         json_out::put_str(out, key);
         out.push(b':');
-    };
-    let put_owned = |out: &mut Vec<u8>, value: &Owned<'_>| match value {
-        Owned::Str(s) => json_out::put_str(out, s),
-        // Writing into a Vec cannot fail.
-        Owned::Int(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
+        match value {
+            Part::Str(s) => json_out::put_str(out, s),
+            // Writing into a Vec cannot fail.
+            Part::Int(n) => {
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+            Part::Value(v) => json_out::put_value(out, v),
+            Part::Written(text) => out.extend_from_slice(text.as_bytes()),
         }
     };
     let mut pending = owned.iter().peekable();
-    for (name, value) in &record.body {
-        if owned.iter().any(|(o, _)| o == name) {
+    for (name, value) in body {
+        if owned.iter().any(|(o, _)| *o == name) {
             continue;
         }
-        while let Some((o, v)) = pending.next_if(|(o, _)| *o < name.as_str()) {
-            key(&mut out, o);
-            put_owned(&mut out, v);
+        while let Some((o, v)) = pending.next_if(|(o, _)| *o < name) {
+            put(&mut out, o, v);
         }
-        key(&mut out, name);
-        json_out::put_value(&mut out, value);
+        put(&mut out, name, &value);
     }
     for (o, v) in pending {
-        key(&mut out, o);
-        put_owned(&mut out, v);
+        put(&mut out, o, v);
     }
     out.push(b'}');
     json_out::into_string(out)
@@ -210,18 +309,30 @@ pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> Stri
 /// The `agent_completed` body for a finished run: the caller's extra fields (such as
 /// `error`) plus the fields the store owns, which win.
 pub(crate) fn completed_body(
-    mut body: Map<String, Value>,
+    body: EventBody,
     status: &str,
     message_id: &str,
     content: &str,
-) -> Map<String, Value> {
+) -> EventBody {
+    let mut body = match body {
+        EventBody::Map(map) => map,
+        // Runs hand their completion over as a map; a written one is read back (each
+        // field is valid JSON text, written by `BodyWriter`).
+        EventBody::Written(written) => written
+            .fields()
+            .map(|(key, text)| {
+                let value = serde_json::from_str(text).unwrap_or(Value::Null);
+                (key.to_string(), value)
+            })
+            .collect(),
+    };
     body.insert("type".into(), Value::from("agent_completed"));
     body.insert("status".into(), Value::from(status));
     body.insert(
         "message".into(),
         json!({ "id": message_id, "content": content }),
     );
-    body
+    EventBody::Map(body)
 }
 
 /// The event closing a run that a crash interrupted.
@@ -233,7 +344,7 @@ pub(crate) fn interrupted_event(run_id: &str) -> EventRecord {
     );
     EventRecord {
         run_id: run_id.to_string(),
-        body,
+        body: EventBody::Map(body),
     }
 }
 
@@ -290,7 +401,7 @@ mod tests {
             expected.insert("run_id".into(), Value::from("r_1"));
             let record = EventRecord {
                 run_id: "r_1".into(),
-                body: map,
+                body: EventBody::Map(map),
             };
             assert_eq!(
                 seal_json("t_1", 7, &record),
@@ -309,7 +420,7 @@ mod tests {
             3,
             EventRecord {
                 run_id: "r_1".into(),
-                body,
+                body: EventBody::Map(body),
             },
         );
         let v: Value = serde_json::from_str(&ev.json).expect("valid json");
@@ -317,5 +428,105 @@ mod tests {
         assert_eq!(v["thread_id"], "t_1");
         assert_eq!(v["run_id"], "r_1");
         assert_eq!(v["type"], "agent_thinking");
+    }
+
+    /// Every agent event written field by field seals to exactly the bytes of its map.
+    #[test]
+    fn written_bodies_seal_to_the_bytes_of_their_maps() {
+        use crate::agent::{AgentEvent, ToolErrorInfo};
+        let events = [
+            AgentEvent::Started {
+                agent: "assistant".into(),
+                message_id: "m_1".into(),
+            },
+            AgentEvent::Thinking {
+                text: "plan: \"quote\" \\ \n\u{1} é 😀".into(),
+            },
+            AgentEvent::ToolExecuting {
+                call_id: "c_1".into(),
+                tool: "calculator".into(),
+                arguments: json!({"z": [1, 2.5, null, true], "a": {"y": "x\ty", "b": -3}}),
+            },
+            AgentEvent::ToolCompleted {
+                call_id: "c_1".into(),
+                tool: "calculator".into(),
+                outcome: Ok(json!({"value": 4, "expression": "2+2"})),
+                duration_ms: 17,
+            },
+            AgentEvent::ToolCompleted {
+                call_id: "c_2".into(),
+                tool: "clock".into(),
+                outcome: Err(ToolErrorInfo {
+                    code: "TOOL_TIMEOUT".into(),
+                    message: "took \"too\" long".into(),
+                }),
+                duration_ms: u64::MAX,
+            },
+            AgentEvent::ResponseDelta { delta: "".into() },
+        ];
+        for event in events {
+            let written = EventRecord {
+                run_id: "r_1".into(),
+                body: event.stored_body(),
+            };
+            assert!(matches!(written.body, EventBody::Written(_)), "{event:?}");
+            let mapped = EventRecord {
+                run_id: "r_1".into(),
+                body: EventBody::Map(event.to_body("")),
+            };
+            assert_eq!(
+                seal_json("t_1", 42, &written),
+                seal_json("t_1", 42, &mapped),
+                "{event:?}"
+            );
+        }
+    }
+
+    /// A written body keeps a key's last value, and the store's fields still win.
+    #[test]
+    fn written_bodies_keep_the_last_value_and_yield_to_the_store() {
+        let mut w = BodyWriter::default();
+        w.str("type", "agent_thinking");
+        w.uint("seq", 99);
+        w.str("text", "first");
+        w.str("text", "second");
+        let ev = seal(
+            "t_1",
+            3,
+            EventRecord {
+                run_id: "r_1".into(),
+                body: w.finish(),
+            },
+        );
+        assert_eq!(
+            ev.json,
+            r#"{"run_id":"r_1","seq":3,"text":"second","thread_id":"t_1","type":"agent_thinking"}"#
+        );
+    }
+
+    /// A completion handed over written is completed like a map.
+    #[test]
+    fn a_written_completion_gets_the_stores_fields() {
+        let mut w = BodyWriter::default();
+        w.str("type", "agent_completed");
+        w.value("error", &json!({"code": "X", "message": "m"}));
+        w.str("status", "ok");
+        let sealed = |body| {
+            seal_json(
+                "t_1",
+                5,
+                &EventRecord {
+                    run_id: "r_1".into(),
+                    body,
+                },
+            )
+        };
+        let mut map = Map::new();
+        map.insert("type".into(), Value::from("agent_completed"));
+        map.insert("error".into(), json!({"code": "X", "message": "m"}));
+        assert_eq!(
+            sealed(completed_body(w.finish(), "error", "m_9", "hi")),
+            sealed(completed_body(EventBody::Map(map), "error", "m_9", "hi"))
+        );
     }
 }

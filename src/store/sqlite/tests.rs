@@ -153,18 +153,19 @@ mod group_commit {
     use super::super::SqliteStore;
     use super::super::group::{self, Op, Outcome, Reply, Request};
     use super::super::{batch, conn};
-    use crate::store::{EventRecord, NewMessage, StoreError, StoredEvent};
+    use crate::store::{EventBody, EventRecord, NewMessage, StoreError, StoredEvent};
 
     type AppendReply = oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>;
     type FinishReply = oneshot::Receiver<Result<StoredEvent, StoreError>>;
 
+    /// Written as runs write their events (`BodyWriter`), not as a map.
     fn record(run_id: &str, text: &str) -> EventRecord {
-        let mut body = Map::new();
-        body.insert("type".into(), Value::from("agent_thinking"));
-        body.insert("text".into(), Value::from(text));
+        let mut body = crate::store::BodyWriter::default();
+        body.str("type", "agent_thinking");
+        body.str("text", text);
         EventRecord {
             run_id: run_id.into(),
-            body,
+            body: body.finish(),
         }
     }
 
@@ -191,7 +192,7 @@ mod group_commit {
             content: format!("answer of {run_id}"),
             event: EventRecord {
                 run_id: run_id.into(),
-                body: Map::new(),
+                body: EventBody::Map(Map::new()),
             },
             reply: Reply::Wait(reply),
         };
@@ -249,7 +250,7 @@ mod group_commit {
                 "done",
                 EventRecord {
                     run_id: ra.clone(),
-                    body: Map::new(),
+                    body: EventBody::Map(Map::new()),
                 },
             )
             .await
@@ -527,7 +528,7 @@ async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
 /// callgrind, nearly all of it `memcpy` (docs/PERFORMANCE.md).
 #[tokio::test]
 async fn store_futures_on_sqlite_stay_small() {
-    use crate::store::{EventRecord, NewMessage, Store};
+    use crate::store::{EventBody, EventRecord, NewMessage, Store};
     let (_dir, sqlite) = temp_store("sizes.db", 1).await;
     let store = Store::Sqlite(sqlite);
     let msg = NewMessage {
@@ -539,7 +540,7 @@ async fn store_futures_on_sqlite_stay_small() {
     };
     let record = || EventRecord {
         run_id: "r".into(),
-        body: serde_json::Map::new(),
+        body: EventBody::Map(serde_json::Map::new()),
     };
     let sizes = [
         (

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use portcullis::store::{EventRecord, NewMessage, Store};
+use portcullis::store::{EventBody, EventRecord, NewMessage, Store};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
@@ -154,7 +154,7 @@ pub fn event(run_id: &str, kind: &str, extra: Value) -> EventRecord {
     body.insert("type".into(), Value::from(kind));
     EventRecord {
         run_id: run_id.to_string(),
-        body,
+        body: EventBody::Map(body),
     }
 }
 
