@@ -150,55 +150,7 @@ impl AgentEvent {
     /// assistant message); other events ignore it.
     pub fn to_body(&self, assistant_message_id: &str) -> Map<String, Value> {
         let mut body = Map::new();
-        body.insert("type".into(), self.kind().into());
-        let mut put = |key: &str, value: Value| {
-            body.insert(key.into(), value);
-        };
-        match self {
-            Self::Started { agent, message_id } => {
-                put("agent", json!(agent));
-                put("message_id", json!(message_id));
-            }
-            Self::Thinking { text } => put("text", json!(text)),
-            Self::ToolExecuting {
-                call_id,
-                tool,
-                arguments,
-            } => {
-                put("call_id", json!(call_id));
-                put("tool", json!(tool));
-                put("arguments", arguments.clone());
-            }
-            Self::ToolCompleted {
-                call_id,
-                tool,
-                outcome,
-                duration_ms,
-            } => {
-                put("call_id", json!(call_id));
-                put("tool", json!(tool));
-                match outcome {
-                    Ok(result) => put("result", result.clone()),
-                    Err(error) => put("error", json!(error)),
-                }
-                put("duration_ms", json!(duration_ms));
-            }
-            Self::ResponseDelta { delta } => put("delta", json!(delta)),
-            Self::Completed {
-                status,
-                content,
-                error,
-            } => {
-                put("status", json!(status));
-                put(
-                    "message",
-                    json!({"id": assistant_message_id, "content": content}),
-                );
-                if let Some(error) = error {
-                    put("error", json!(error));
-                }
-            }
-        }
+        self.put_fields(&mut body, assistant_message_id);
         body
     }
 
@@ -206,22 +158,31 @@ impl AgentEvent {
     /// built); sealed by the store, it gives the same bytes (a test compares them).
     /// `agent_completed` stays a map: the store completes it with the message it writes.
     pub fn stored_body(&self) -> EventBody {
-        let mut w = BodyWriter::default();
-        w.str("type", self.kind());
+        if let Self::Completed { .. } = self {
+            return EventBody::Map(self.to_body(""));
+        }
+        let mut writer = BodyWriter::default();
+        self.put_fields(&mut writer, "");
+        writer.finish()
+    }
+
+    /// The body's fields, `type` included, into a map or a [`BodyWriter`].
+    fn put_fields(&self, f: &mut impl Fields, assistant_message_id: &str) {
+        f.str("type", self.kind());
         match self {
             Self::Started { agent, message_id } => {
-                w.str("agent", agent);
-                w.str("message_id", message_id);
+                f.str("agent", agent);
+                f.str("message_id", message_id);
             }
-            Self::Thinking { text } => w.str("text", text),
+            Self::Thinking { text } => f.str("text", text),
             Self::ToolExecuting {
                 call_id,
                 tool,
                 arguments,
             } => {
-                w.str("call_id", call_id);
-                w.str("tool", tool);
-                w.value("arguments", arguments);
+                f.str("call_id", call_id);
+                f.str("tool", tool);
+                f.value("arguments", arguments);
             }
             Self::ToolCompleted {
                 call_id,
@@ -229,18 +190,61 @@ impl AgentEvent {
                 outcome,
                 duration_ms,
             } => {
-                w.str("call_id", call_id);
-                w.str("tool", tool);
+                f.str("call_id", call_id);
+                f.str("tool", tool);
                 match outcome {
-                    Ok(result) => w.value("result", result),
-                    Err(error) => w.value("error", &json!(error)),
+                    Ok(result) => f.value("result", result),
+                    Err(error) => f.value("error", &json!(error)),
                 }
-                w.uint("duration_ms", *duration_ms);
+                f.uint("duration_ms", *duration_ms);
             }
-            Self::ResponseDelta { delta } => w.str("delta", delta),
-            Self::Completed { .. } => return EventBody::Map(self.to_body("")),
+            Self::ResponseDelta { delta } => f.str("delta", delta),
+            Self::Completed {
+                status,
+                content,
+                error,
+            } => {
+                f.value("status", &json!(status));
+                f.value(
+                    "message",
+                    &json!({"id": assistant_message_id, "content": content}),
+                );
+                if let Some(error) = error {
+                    f.value("error", &json!(error));
+                }
+            }
         }
-        w.finish()
+    }
+}
+
+/// Where an event body's fields go: a JSON map, or JSON text ([`BodyWriter`]).
+trait Fields {
+    fn str(&mut self, key: &'static str, value: &str);
+    fn value(&mut self, key: &'static str, value: &Value);
+    fn uint(&mut self, key: &'static str, value: u64);
+}
+
+impl Fields for Map<String, Value> {
+    fn str(&mut self, key: &'static str, value: &str) {
+        self.insert(key.into(), Value::from(value));
+    }
+    fn value(&mut self, key: &'static str, value: &Value) {
+        self.insert(key.into(), value.clone());
+    }
+    fn uint(&mut self, key: &'static str, value: u64) {
+        self.insert(key.into(), Value::from(value));
+    }
+}
+
+impl Fields for BodyWriter {
+    fn str(&mut self, key: &'static str, value: &str) {
+        BodyWriter::str(self, key, value);
+    }
+    fn value(&mut self, key: &'static str, value: &Value) {
+        BodyWriter::value(self, key, value);
+    }
+    fn uint(&mut self, key: &'static str, value: u64) {
+        BodyWriter::uint(self, key, value);
     }
 }
 
