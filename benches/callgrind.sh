@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # callgrind.sh: user-space instructions per chat run of one or more portcullis binaries,
 # counted by valgrind's callgrind. On a noisy machine, CPU time per run varies by ±20%
-# between back-to-back runs; instruction counts repeat to within ~0.5%, so a change of a
-# few percent can be measured here (kernel work such as send and fsync is not counted,
+# between back-to-back runs; instruction counts repeat to within ~0.5-2% (batching under
+# valgrind varies), so a change of a few percent can be measured here with a few runs (kernel work such as send and fsync is not counted,
 # and the loop runs ~50x slower under valgrind, so batches differ from a real run).
 #
 # Usage: benches/callgrind.sh [BINARY...]   (default: target/release/portcullis, built)
