@@ -105,6 +105,9 @@ impl Store {
     /// Appends a batch of events to a thread in one transaction, assigning consecutive
     /// seqs, and returns them as they will be sent. The caller must already have checked
     /// that the thread is the user's (it is, when the run came from [`Self::accept_message`]).
+    /// Every event must belong to a running run of that thread: an unknown thread is
+    /// [`StoreError::ThreadNotFound`], a run that is not running there (ended, another
+    /// thread's, unknown) is [`StoreError::RunNotActive`], and nothing is stored.
     pub async fn append_events(
         &self,
         thread_id: &str,

@@ -213,6 +213,22 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         let (first, _) = Self::reserve_seq(&mut tx, thread_id, events.len() as i64).await?;
+        // Only running runs of this thread take events (as on SQLite, which finds a
+        // thread's events through its runs): nothing of a run follows its completion.
+        let mut run_ids: Vec<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
+        run_ids.sort_unstable();
+        run_ids.dedup();
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE thread_id = $1 AND status = 'running' \
+             AND id = ANY($2)",
+        )
+        .bind(thread_id)
+        .bind(&run_ids)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running != run_ids.len() as i64 {
+            return Err(StoreError::RunNotActive);
+        }
         let stored: Vec<StoredEvent> = (first..)
             .zip(events)
             .map(|(seq, record)| seal(thread_id, seq, record))

@@ -48,6 +48,7 @@ on_both_databases!(
     events::concurrent_runs_on_many_threads_keep_seqs_and_answers,
     runs::refused_finish_does_not_fail_concurrent_writes,
     events::a_rejected_write_does_not_fail_the_others,
+    runs::appends_need_a_running_run_of_the_thread,
 );
 
 #[tokio::test]

@@ -56,8 +56,11 @@ impl PgStore {
         thread_id: &str,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, role, content, run_id, created_at FROM messages \
-             WHERE thread_id = $1 ORDER BY n",
+            // Run order, each user message followed by the reply that ended its run (as
+            // on SQLite, where one row holds both).
+            "SELECT m.id, m.role, m.content, m.run_id, m.created_at FROM messages m \
+             JOIN messages u ON u.thread_id = m.thread_id AND u.run_id = m.run_id \
+             AND u.role = 'user' WHERE m.thread_id = $1 ORDER BY u.n, m.n",
         )
         .bind(thread_id)
         .fetch_all(&self.pool)

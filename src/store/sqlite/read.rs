@@ -1,5 +1,9 @@
 //! SQLite reads: thread lists, messages, event replay and the boot-time scan for open
 //! runs. None of them writes, so none takes a transaction or the writer slot.
+//!
+//! A thread's messages and events are found through its runs (`runs_by_thread`): each run
+//! row holds the user's message and the assistant's reply, and its events are clustered
+//! under its id (migration 4, `batch/commit.rs`).
 
 use super::SqliteStore;
 use crate::store::error::StoreError;
@@ -8,7 +12,8 @@ use crate::store::model::{MessageRow, OpenRun, StoredEvent, ThreadSummary};
 impl SqliteStore {
     pub(crate) async fn open_runs(&self) -> Result<Vec<OpenRun>, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT thread_id, id FROM runs WHERE status = 'running' ORDER BY started_at",
+            "SELECT t.id, r.id FROM runs r JOIN threads t ON t.no = r.thread_no \
+             WHERE r.status = 'running' ORDER BY r.no",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -55,26 +60,43 @@ impl SqliteStore {
         &self,
         thread_id: &str,
     ) -> Result<Vec<MessageRow>, StoreError> {
-        // Insertion order (rowid), which timestamps cannot give within one millisecond.
-        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, role, content, run_id, created_at FROM messages \
-             WHERE thread_id = ? ORDER BY rowid",
+        // Run order (insertion), each user message followed by the reply that ended its run.
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT r.message_id, r.content, r.id, r.started_at, r.reply_id, r.reply, \
+             r.finished_at FROM threads t JOIN runs r ON r.thread_no = t.no \
+             WHERE t.id = ? ORDER BY r.no",
         )
         .bind(thread_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(message_id, role, content, run_id, created_at)| MessageRow {
-                    message_id,
-                    role,
-                    content,
-                    run_id,
-                    created_at,
-                },
-            )
-            .collect())
+        let mut messages = Vec::with_capacity(rows.len() * 2);
+        for (message_id, content, run_id, started_at, reply_id, reply, finished_at) in rows {
+            let reply = reply_id.map(|id| MessageRow {
+                message_id: id,
+                role: "assistant".into(),
+                content: reply.unwrap_or_default(),
+                run_id: run_id.clone(),
+                created_at: finished_at.unwrap_or_default(),
+            });
+            messages.push(MessageRow {
+                message_id,
+                role: "user".into(),
+                content,
+                run_id,
+                created_at: started_at,
+            });
+            messages.extend(reply);
+        }
+        Ok(messages)
     }
 
     pub(crate) async fn events_after(
@@ -84,11 +106,13 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT seq, run_id, body FROM events WHERE thread_id = ? AND seq > ? \
-             ORDER BY seq LIMIT ?",
+            "SELECT e.seq, r.id, e.body FROM threads t \
+             JOIN runs r ON r.thread_no = t.no \
+             JOIN events e ON e.run_id = r.id AND e.seq > ? \
+             WHERE t.id = ? ORDER BY e.seq LIMIT ?",
         )
-        .bind(thread_id)
         .bind(after_seq)
+        .bind(thread_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

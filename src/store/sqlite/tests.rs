@@ -82,8 +82,9 @@ async fn the_writer_connection_is_wal_with_full_sync_and_the_pool_settings() {
     assert_eq!(settings, ["wal", "2", "1", "2", "1000"]);
 }
 
-/// The idempotency lookup of every batch searches the (partial) client-id index instead
-/// of scanning all messages, and listing threads searches by user.
+/// The idempotency lookup of every batch searches the client-id index instead of scanning
+/// all runs, listing threads searches by user, and a thread's messages and events are
+/// found through `runs_by_thread` and the events' `(run_id, seq)` key.
 #[tokio::test]
 async fn batch_lookups_use_the_indexes() {
     let (_dir, store) = temp_store("i.db", 1).await;
@@ -102,8 +103,27 @@ async fn batch_lookups_use_the_indexes() {
     };
     let lookup = plan(&super::batch::lookup_sql(4));
     assert!(
-        lookup.contains("USING INDEX messages_client_id (user_id=? AND client_id=?)"),
+        lookup.contains("USING INDEX runs_client_id (user_id=? AND client_id=?)"),
         "{lookup}"
+    );
+    let messages = plan(
+        "SELECT r.message_id FROM threads t JOIN runs r ON r.thread_no = t.no \
+         WHERE t.id = 't' ORDER BY r.no",
+    );
+    assert!(
+        messages.contains("USING COVERING INDEX runs_by_thread (thread_no=?)")
+            || messages.contains("USING INDEX runs_by_thread (thread_no=?)"),
+        "{messages}"
+    );
+    let events = plan(
+        "SELECT e.seq, r.id, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
+         JOIN events e ON e.run_id = r.id AND e.seq > 3 WHERE t.id = 't' \
+         ORDER BY e.seq LIMIT 10",
+    );
+    assert!(events.contains("runs_by_thread (thread_no=?)"), "{events}");
+    assert!(
+        events.contains("SEARCH e USING PRIMARY KEY (run_id=? AND seq>?)"),
+        "{events}"
     );
     let list = plan("SELECT id FROM threads WHERE user_id = 'u' ORDER BY updated_at DESC");
     assert!(
@@ -255,41 +275,37 @@ mod group_commit {
             )
             .await
             .expect("first finish");
+        let (_, ra2) = accept(&store, "c3", Some(&ta)).await;
         let batch: Vec<Request> = vec![
-            append(&ta, vec![record(&ra, "a1"), record(&ra, "a2")]).0,
-            finish(&ta, &ra).0,                            // already finished
-            append("t_missing", vec![record(&ra, "x")]).0, // unknown thread
+            append(&ta, vec![record(&ra2, "a1"), record(&ra2, "a2")]).0,
+            finish(&ta, &ra).0,                             // already finished
+            append("t_missing", vec![record(&ra2, "x")]).0, // unknown thread
             append(&tb, vec![record(&rb, "b1")]).0,
-            finish(&ta, &rb).0, // run of another thread
-            finish(&tb, &rb).0, // ok
-            finish(&tb, &rb).0, // the same run again in the batch
-            append(&tb, vec![record(&rb, "b2")]).0,
+            finish(&ta, &rb).0,                      // run of another thread
+            append(&ta, vec![record(&rb, "x")]).0,   // run of another thread
+            append(&ta, vec![record(&ra, "x")]).0,   // finished run
+            finish(&tb, &rb).0,                      // ok
+            finish(&tb, &rb).0,                      // the same run again in the batch
+            append(&tb, vec![record(&rb, "b2")]).0,  // after its run's end
+            append(&ta, vec![record(&ra2, "a3")]).0, // ok
         ];
         let mut writer = conn::open(&store.writer).expect("writer connection");
         let outcomes = batch::commit_batch(&mut writer, &batch).expect("the batch commits");
         assert_eq!(outcomes.len(), batch.len());
+        let refused = |i: usize| matches!(outcomes[i], Outcome::Failed(StoreError::RunNotActive));
         // Thread A had agent_completed at seq 1.
         assert_eq!(seqs(&outcomes[0]), vec![2, 3]);
-        assert!(matches!(
-            outcomes[1],
-            Outcome::Failed(StoreError::RunNotActive)
-        ));
+        assert!(refused(1));
         assert!(matches!(
             outcomes[2],
             Outcome::Failed(StoreError::ThreadNotFound)
         ));
         assert_eq!(seqs(&outcomes[3]), vec![1]);
-        assert!(matches!(
-            outcomes[4],
-            Outcome::Failed(StoreError::RunNotActive)
-        ));
-        assert_eq!(seqs(&outcomes[5]), vec![2]);
-        assert!(matches!(
-            outcomes[6],
-            Outcome::Failed(StoreError::RunNotActive)
-        ));
-        assert_eq!(seqs(&outcomes[7]), vec![3]);
-        let Outcome::Finished(done) = &outcomes[5] else {
+        assert!(refused(4) && refused(5) && refused(6));
+        assert_eq!(seqs(&outcomes[7]), vec![2]);
+        assert!(refused(8) && refused(9));
+        assert_eq!(seqs(&outcomes[10]), vec![4]);
+        let Outcome::Finished(done) = &outcomes[7] else {
             unreachable!()
         };
         let v: Value = serde_json::from_str(&done.json).expect("json");
@@ -298,9 +314,12 @@ mod group_commit {
 
         // What the batch committed is what it answered.
         let a = store.events_after(&ta, 0, 100).await.expect("replay a");
-        assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            a.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         let b = store.events_after(&tb, 0, 100).await.expect("replay b");
-        assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
         let Outcome::Appended(b1) = &outcomes[3] else {
             unreachable!()
         };
@@ -308,14 +327,19 @@ mod group_commit {
         assert_eq!(b[1], *done);
         let messages = store.thread_messages(&tb).await.expect("messages");
         assert_eq!(messages.len(), 2, "one user message, one assistant answer");
+        assert_eq!(
+            messages[1].message_id,
+            v["message"]["id"].as_str().expect("id")
+        );
         let (last_seq, status): (i64, String) = sqlx::query_as(
-            "SELECT t.last_seq, r.status FROM threads t JOIN runs r ON r.thread_id = t.id WHERE t.id = ?",
+            "SELECT t.last_seq, r.status FROM threads t JOIN runs r ON r.thread_no = t.no \
+             WHERE t.id = ?",
         )
         .bind(&tb)
         .fetch_one(&store.pool)
         .await
         .expect("thread b");
-        assert_eq!((last_seq, status.as_str()), (3, "ok"));
+        assert_eq!((last_seq, status.as_str()), (2, "ok"));
     }
 
     /// When the batch transaction itself fails, each request is retried alone: only the
@@ -327,8 +351,7 @@ mod group_commit {
         let (tb, rb) = accept(&store, "c2", None).await;
         let (tc, rc) = accept(&store, "c3", None).await;
         // A row the seq counter does not know about: appending to thread C collides.
-        sqlx::query("INSERT INTO events (thread_id, seq, run_id, body) VALUES (?, 1, ?, '{}')")
-            .bind(&tc)
+        sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, 1, '{}')")
             .bind(&rc)
             .execute(&store.pool)
             .await
@@ -448,14 +471,15 @@ mod group_commit {
                 .collect::<Vec<_>>(),
             vec!["hi", "message n2"]
         );
-        let (runs, messages, threads): (i64, i64, i64) = sqlx::query_as(
+        // One run (holding its user message) per new message.
+        let (running, runs, threads): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running'), \
-             (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM threads)",
+             (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM threads)",
         )
         .fetch_one(&store.pool)
         .await
         .expect("counts");
-        assert_eq!((runs, messages, threads), (4, 4, 3));
+        assert_eq!((running, runs, threads), (4, 4, 3));
     }
 }
 

@@ -365,21 +365,19 @@ pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
                 .expect("accept"),
         );
     }
-    let rogue = "INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')";
     if db.is_sqlite() {
+        // SQLite files events under their run (migration 4).
         let mut conn = sqlx::SqliteConnection::connect(&db.url)
             .await
             .expect("connect");
-        // SQLite reads `$1`, `$2` as parameters numbered in order of appearance.
-        sqlx::query(rogue)
-            .bind(&bad.thread_id)
+        sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, 1, '{}')")
             .bind(&bad.run_id)
             .execute(&mut conn)
             .await
             .expect("rogue row");
     } else {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-        sqlx::query(rogue)
+        sqlx::query("INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')")
             .bind(&bad.thread_id)
             .bind(&bad.run_id)
             .execute(&mut conn)

@@ -290,3 +290,106 @@ pub async fn refused_finish_does_not_fail_concurrent_writes(db: &TestDb) {
         .expect("replay");
     assert_eq!(events.len(), 1);
 }
+
+/// Events go only to a running run of their own thread (a thread's events are found
+/// through its runs, and nothing of a run follows its completion); a thread's messages
+/// list each user message followed by the reply that ended its run, also when a second
+/// message was stored before the first run ended.
+pub async fn appends_need_a_running_run_of_the_thread(db: &TestDb) {
+    let store = db.open().await;
+    let first = store
+        .accept_message(msg("alice", "c1", None, "one"))
+        .await
+        .expect("accept");
+    let thread = first.thread_id.clone();
+    // Stored while the first run is still going.
+    let second = store
+        .accept_message(msg("alice", "c2", Some(&thread), "two"))
+        .await
+        .expect("accept");
+    let elsewhere = store
+        .accept_message(msg("alice", "c3", None, "three"))
+        .await
+        .expect("accept");
+    store
+        .finish_run(
+            &thread,
+            &first.run_id,
+            "ok",
+            "answer one",
+            event(&first.run_id, "x", json!({})),
+        )
+        .await
+        .expect("finish first");
+
+    let refused = [
+        (&thread, &first.run_id),               // ended
+        (&thread, &elsewhere.run_id),           // another thread's run
+        (&elsewhere.thread_id, &second.run_id), // the same, the other way round
+        (&thread, &"r_unknown".to_string()),    // no such run
+    ];
+    for (thread_id, run_id) in refused {
+        let result = store
+            .append_events(thread_id, vec![event(run_id, "agent_thinking", json!({}))])
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::RunNotActive)),
+            "{run_id} in {thread_id}: {result:?}"
+        );
+    }
+    // A batch with one refused event stores none of it.
+    let mixed = store
+        .append_events(
+            &thread,
+            vec![
+                event(&second.run_id, "agent_thinking", json!({})),
+                event(&first.run_id, "agent_thinking", json!({})),
+            ],
+        )
+        .await;
+    assert!(matches!(mixed, Err(StoreError::RunNotActive)), "{mixed:?}");
+    let stored = store
+        .append_events(
+            &thread,
+            vec![event(&second.run_id, "agent_started", json!({}))],
+        )
+        .await
+        .expect("the running run of the thread");
+    assert_eq!(stored[0].seq, 2, "refused appends took no seq");
+    let replay = store
+        .events_after("alice", &thread, 0, 100)
+        .await
+        .expect("replay");
+    assert_eq!(
+        replay
+            .iter()
+            .map(|e| (e.seq, e.run_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, first.run_id.as_str()), (2, second.run_id.as_str())]
+    );
+    store
+        .finish_run(
+            &thread,
+            &second.run_id,
+            "ok",
+            "answer two",
+            event(&second.run_id, "x", json!({})),
+        )
+        .await
+        .expect("finish second");
+    let messages: Vec<(String, String, String)> = store
+        .thread_messages("alice", &thread)
+        .await
+        .expect("messages")
+        .into_iter()
+        .map(|m| (m.role, m.content, m.run_id))
+        .collect();
+    let expected = [
+        ("user", "one", &first.run_id),
+        ("assistant", "answer one", &first.run_id),
+        ("user", "two", &second.run_id),
+        ("assistant", "answer two", &second.run_id),
+    ]
+    .map(|(r, c, id)| (r.to_string(), c.to_string(), id.clone()));
+    assert_eq!(messages, expected);
+}
