@@ -126,7 +126,14 @@ mod tests {
         sqlite().run(&pool).await.expect("every version");
 
         // Runs in insertion order, each holding its user message and reply.
-        type Run = (String, String, String, String, Option<String>, Option<String>);
+        type Run = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
         let runs: Vec<Run> = sqlx::query_as(
             "SELECT r.id, t.id, r.message_id, r.status, r.reply_id, r.finished_at \
                  FROM runs r JOIN threads t ON t.no = r.thread_no ORDER BY r.no",
@@ -158,7 +165,7 @@ mod tests {
         // Every event, found through its thread's runs.
         let events: Vec<(String, i64, String)> = sqlx::query_as(
             "SELECT t.id, e.seq, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
-             JOIN events e ON e.run_id = r.id ORDER BY t.id, e.seq",
+             JOIN events e ON e.run_no = r.no ORDER BY t.id, e.seq",
         )
         .fetch_all(&pool)
         .await

@@ -2,8 +2,8 @@
 //! runs. None of them writes, so none takes a transaction or the writer slot.
 //!
 //! A thread's messages and events are found through its runs (`runs_by_thread`): each run
-//! row holds the user's message and the assistant's reply, and its events are clustered
-//! under its id (migration 4, `batch/commit.rs`).
+//! row holds the user's message and the assistant's reply, and its events are indexed by
+//! its integer `no` (migration 4, `batch/commit.rs`).
 
 use super::SqliteStore;
 use crate::store::error::StoreError;
@@ -108,7 +108,7 @@ impl SqliteStore {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT e.seq, r.id, e.body FROM threads t \
              JOIN runs r ON r.thread_no = t.no \
-             JOIN events e ON e.run_id = r.id AND e.seq > ? \
+             JOIN events e ON e.run_no = r.no AND e.seq > ? \
              WHERE t.id = ? ORDER BY e.seq LIMIT ?",
         )
         .bind(after_seq)

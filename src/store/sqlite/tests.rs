@@ -117,12 +117,12 @@ async fn batch_lookups_use_the_indexes() {
     );
     let events = plan(
         "SELECT e.seq, r.id, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
-         JOIN events e ON e.run_id = r.id AND e.seq > 3 WHERE t.id = 't' \
+         JOIN events e ON e.run_no = r.no AND e.seq > 3 WHERE t.id = 't' \
          ORDER BY e.seq LIMIT 10",
     );
     assert!(events.contains("runs_by_thread (thread_no=?)"), "{events}");
     assert!(
-        events.contains("SEARCH e USING PRIMARY KEY (run_id=? AND seq>?)"),
+        events.contains("SEARCH e USING INDEX events_by_run (run_no=? AND seq>?)"),
         "{events}"
     );
     let list = plan("SELECT id FROM threads WHERE user_id = 'u' ORDER BY updated_at DESC");
@@ -351,7 +351,9 @@ mod group_commit {
         let (tb, rb) = accept(&store, "c2", None).await;
         let (tc, rc) = accept(&store, "c3", None).await;
         // A row the seq counter does not know about: appending to thread C collides.
-        sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, 1, '{}')")
+        sqlx::query(
+            "INSERT INTO events (run_no, seq, body) VALUES ((SELECT no FROM runs WHERE id = ?), 1, '{}')",
+        )
             .bind(&rc)
             .execute(&store.pool)
             .await

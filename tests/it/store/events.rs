@@ -366,15 +366,18 @@ pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
         );
     }
     if db.is_sqlite() {
-        // SQLite files events under their run (migration 4).
+        // SQLite files events under their run's integer key (migration 4).
         let mut conn = sqlx::SqliteConnection::connect(&db.url)
             .await
             .expect("connect");
-        sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, 1, '{}')")
-            .bind(&bad.run_id)
-            .execute(&mut conn)
-            .await
-            .expect("rogue row");
+        sqlx::query(
+            "INSERT INTO events (run_no, seq, body) \
+             VALUES ((SELECT no FROM runs WHERE id = ?), 1, '{}')",
+        )
+        .bind(&bad.run_id)
+        .execute(&mut conn)
+        .await
+        .expect("rogue row");
     } else {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
         sqlx::query("INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')")

@@ -5,8 +5,9 @@
 //! order: a thread's messages are its runs in insertion order) and the events.
 //!
 //! The layout (migration 4) keeps what a chat run writes on few pages: one row per run,
-//! events clustered by `(run_id, seq)` at the end of their table, and one small entry per
-//! run in the only thread-keyed index (`runs_by_thread`). docs/PERFORMANCE.md item 9.
+//! events appended to the end of their table (indexed by the run's integer `no`), and one
+//! small entry per run in the only thread-keyed index (`runs_by_thread`).
+//! docs/PERFORMANCE.md item 9.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rusqlite::{Connection, ToSql, TransactionBehavior};
@@ -46,10 +47,10 @@ const NEW_THREADS: Shape = (
     " RETURNING id, no",
 );
 
-/// For each (run, thread) pair of the appends whose thread exists: whether the run is a
-/// running run of that thread.
+/// For each (run, thread) pair of the appends whose thread exists: the run's `no` if it is
+/// a running run of that thread, else NULL.
 const LIVE: Shape = (
-    "SELECT v.column1, v.column2, r.no IS NOT NULL FROM (VALUES ",
+    "SELECT v.column1, v.column2, r.no FROM (VALUES ",
     "(?, ?)",
     ") AS v JOIN threads t ON t.id = v.column2 LEFT JOIN runs r ON r.id = v.column1 \
      AND r.thread_no = t.no AND r.status = 'running'",
@@ -60,7 +61,8 @@ const LIVE: Shape = (
 enum Target {
     NoThread,
     NotRunning,
-    Running,
+    /// The run's `no`.
+    Running(i64),
 }
 
 /// Ends running runs of the named threads and stores their replies.
@@ -70,7 +72,7 @@ const CLOSE: Shape = (
     "(?, ?, ?, ?, ?)",
     ") AS v WHERE runs.id = v.column1 AND runs.status = 'running' \
      AND runs.thread_no = (SELECT no FROM threads WHERE threads.id = v.column2) \
-     RETURNING runs.id, (SELECT id FROM threads WHERE threads.no = runs.thread_no)",
+     RETURNING runs.id, (SELECT id FROM threads WHERE threads.no = runs.thread_no), runs.no",
 );
 
 /// Reserves each thread's seqs: bumps `last_seq` by the count and returns the new value.
@@ -91,7 +93,7 @@ const NEW_RUNS: Shape = (
 
 /// The events.
 const EVENTS: Shape = (
-    "INSERT OR FAIL INTO events (run_id, seq, body) VALUES ",
+    "INSERT OR FAIL INTO events (run_no, seq, body) VALUES ",
     "(?, ?, ?)",
     "",
 );
@@ -172,10 +174,9 @@ pub(in crate::store::sqlite) fn commit_batch(
         |row| {
             let (run_id, thread_id): (String, String) = (row.get(0)?, row.get(1)?);
             if let Some(&i) = pair_index.get(&(run_id.as_str(), thread_id.as_str())) {
-                targets[i] = if row.get(2)? {
-                    Target::Running
-                } else {
-                    Target::NotRunning
+                targets[i] = match row.get(2)? {
+                    Some(no) => Target::Running(no),
+                    None => Target::NotRunning,
                 };
             }
             Ok(())
@@ -201,8 +202,8 @@ pub(in crate::store::sqlite) fn commit_batch(
             });
         }
     }
-    // Whether each of `finishes` closed its run; taken by the first request of a pair.
-    let mut closed = vec![false; finishes.len()];
+    // The `no` of each of `finishes` that closed its run; taken by the first request of a pair.
+    let mut closed: Vec<Option<i64>> = vec![None; finishes.len()];
     per_chunk(
         &tx,
         CLOSE,
@@ -214,7 +215,7 @@ pub(in crate::store::sqlite) fn commit_batch(
         |row| {
             let (run_id, thread_id): (String, String) = (row.get(0)?, row.get(1)?);
             if let Some(&i) = finish_index.get(&(run_id.as_str(), thread_id.as_str())) {
-                closed[i] = true;
+                closed[i] = Some(row.get(2)?);
             }
             Ok(())
         },
@@ -225,6 +226,8 @@ pub(in crate::store::sqlite) fn commit_batch(
     let mut needs: Vec<(&str, i64)> = Vec::new();
     let mut need_index: HashMap<&str, usize> = HashMap::new();
     let mut ended: HashSet<&str> = HashSet::new();
+    // The `no` of the run each of `finishes` ended (for its completion's event row).
+    let mut finished_no: Vec<Option<i64>> = vec![None; finishes.len()];
     for (request, outcome) in batch.iter().zip(outcomes.iter_mut()) {
         let thread_id = request.thread_id.as_str();
         let count = match &request.op {
@@ -233,14 +236,17 @@ pub(in crate::store::sqlite) fn commit_batch(
                 let target = |record: &EventRecord| {
                     let pair = (record.run_id.as_str(), thread_id);
                     match pair_index.get(&pair).map(|&i| targets[i]) {
-                        Some(Target::Running) if ended.contains(pair.0) => Target::NotRunning,
+                        Some(Target::Running(_)) if ended.contains(pair.0) => Target::NotRunning,
                         Some(target) => target,
                         None => Target::NoThread,
                     }
                 };
                 let error = if events.iter().any(|r| target(r) == Target::NoThread) {
                     Some(StoreError::ThreadNotFound)
-                } else if events.iter().any(|r| target(r) != Target::Running) {
+                } else if events
+                    .iter()
+                    .any(|r| !matches!(target(r), Target::Running(_)))
+                {
                     Some(StoreError::RunNotActive)
                 } else {
                     None
@@ -253,8 +259,8 @@ pub(in crate::store::sqlite) fn commit_batch(
             }
             Op::Finish { run_id, .. } => {
                 let first = finish_index.get(&(run_id.as_str(), thread_id)).copied();
-                if let Some(i) = first.filter(|&i| closed[i]) {
-                    closed[i] = false;
+                if let Some(i) = first.filter(|&i| closed[i].is_some()) {
+                    finished_no[i] = closed[i].take();
                     ended.insert(run_id);
                     1
                 } else {
@@ -405,11 +411,30 @@ pub(in crate::store::sqlite) fn commit_batch(
         },
         no_rows,
     )?;
-    let mut rows: Vec<&StoredEvent> = Vec::new();
-    for outcome in &outcomes {
+    // Each event row with its run's `no` (found in steps 2 and 4).
+    let mut rows: Vec<(i64, &StoredEvent)> = Vec::new();
+    for (request, outcome) in batch.iter().zip(&outcomes) {
+        let thread_id = request.thread_id.as_str();
         match outcome {
-            Some(Outcome::Appended(events)) => rows.extend(events),
-            Some(Outcome::Finished(event)) => rows.push(event),
+            Some(Outcome::Appended(events)) => {
+                for event in events {
+                    let no = match pair_index.get(&(event.run_id.as_str(), thread_id)) {
+                        Some(&i) => match targets[i] {
+                            Target::Running(no) => no,
+                            _ => return Err(mismatch()),
+                        },
+                        None => return Err(mismatch()),
+                    };
+                    rows.push((no, event));
+                }
+            }
+            Some(Outcome::Finished(event)) => {
+                let no = finish_index
+                    .get(&(event.run_id.as_str(), thread_id))
+                    .and_then(|&i| finished_no[i])
+                    .ok_or_else(mismatch)?;
+                rows.push((no, event));
+            }
             _ => {}
         }
     }
@@ -418,7 +443,7 @@ pub(in crate::store::sqlite) fn commit_batch(
         EVENTS,
         &rows,
         &[],
-        |event, v| v.extend([&event.run_id as &dyn ToSql, &event.seq, &event.json]),
+        |(no, event), v| v.extend([no as &dyn ToSql, &event.seq, &event.json]),
         no_rows,
     )?;
 
