@@ -12,7 +12,7 @@ use crate::store::error::StoreError;
 
 mod commit;
 
-pub(super) use commit::commit_batch;
+pub(super) use commit::{commit_batch, warm};
 #[cfg(test)]
 pub(super) use commit::lookup_sql;
 

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::walbuf;
+use super::{batch, walbuf};
 use crate::store::error::StoreError;
 
-/// Distinct statement texts the writer keeps prepared: about ten statement kinds, each
-/// in the few chunk sizes `group::chunks` produces.
+/// Distinct statement texts the writer keeps prepared: eight statement kinds, each in the
+/// seven chunk sizes `batch::chunks` produces (all prepared at open, `batch::warm`).
 const STATEMENT_CACHE: usize = 128;
 
 /// Where and how the writer opens its connection.
@@ -63,6 +63,13 @@ pub(crate) fn open(spec: &WriterSpec) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let started = std::time::Instant::now();
+    let prepared = batch::warm(&conn)?;
+    tracing::debug!(
+        statements = prepared,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "SQLite writer statements prepared"
+    );
     Ok(conn)
 }
 

@@ -160,8 +160,16 @@ pub(super) fn mismatch() -> StoreError {
 /// The writer task: runs until every sender (every clone of the store) is gone.
 pub(super) async fn run(spec: WriterSpec, pool: SqlitePool, mut rx: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    let mut held: Option<Connection> = None;
     let spec = std::sync::Arc::new(spec);
+    // Opened (and its statements prepared) before the first request, not in its latency.
+    // A failure here is retried by the first batch, which reports it to its callers.
+    let mut held: Option<Connection> = {
+        let spec = std::sync::Arc::clone(&spec);
+        tokio::task::spawn_blocking(move || conn::open(&spec).ok())
+            .await
+            .ok()
+            .flatten()
+    };
     loop {
         let received = if held.is_some() {
             tokio::select! {
