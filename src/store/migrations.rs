@@ -164,8 +164,9 @@ mod tests {
         );
         // Every event, found through its thread's runs.
         let events: Vec<(String, i64, String)> = sqlx::query_as(
-            "SELECT t.id, e.seq, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
-             JOIN events e ON e.run_no = r.no ORDER BY t.id, e.seq",
+            "SELECT t.id, e.first_seq, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
+             JOIN events e ON e.run_no = r.no AND e.last_seq = e.first_seq \
+             ORDER BY t.id, e.first_seq",
         )
         .fetch_all(&pool)
         .await

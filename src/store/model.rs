@@ -474,12 +474,27 @@ mod tests {
                 run_id: "r_1".into(),
                 body: EventBody::Map(event.to_body("")),
             };
-            assert_eq!(
-                seal_json("t_1", 42, &written),
-                seal_json("t_1", 42, &mapped),
-                "{event:?}"
-            );
+            let sealed = seal_json("t_1", 42, &written);
+            assert_eq!(sealed, seal_json("t_1", 42, &mapped), "{event:?}");
+            // SQLite stores a run's events as one text, one event a line
+            // (`sqlite/batch/commit.rs`): a sealed event never contains a newline.
+            assert!(!sealed.contains('\n'), "{sealed}");
         }
+        let mut completed = Map::new();
+        completed.insert("error".into(), json!({"message": "line 1\nline 2\r\n"}));
+        let body = completed_body(EventBody::Map(completed), "error", "m_1", "a\nb");
+        let sealed = seal_json(
+            "t_1",
+            43,
+            &EventRecord {
+                run_id: "r_1".into(),
+                body,
+            },
+        );
+        assert!(
+            !sealed.contains('\n') && sealed.contains("a\\nb"),
+            "{sealed}"
+        );
     }
 
     /// A written body keeps a key's last value, and the store's fields still win.

@@ -12,9 +12,9 @@ use crate::store::error::StoreError;
 
 mod commit;
 
-pub(super) use commit::{commit_batch, warm};
 #[cfg(test)]
 pub(super) use commit::lookup_sql;
+pub(super) use commit::{commit_batch, warm};
 
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
 const MAX_ROWS: usize = 64;

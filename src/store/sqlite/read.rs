@@ -5,6 +5,8 @@
 //! row holds the user's message and the assistant's reply, and its events are indexed by
 //! its integer `no` (migration 4, `batch/commit.rs`).
 
+use futures_util::TryStreamExt;
+
 use super::SqliteStore;
 use crate::store::error::StoreError;
 use crate::store::model::{MessageRow, OpenRun, StoredEvent, ThreadSummary};
@@ -105,20 +107,45 @@ impl SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT e.seq, r.id, e.body FROM threads t \
+        let limit = limit as usize;
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(events);
+        }
+        // Rows hold a run's consecutive events (`batch/commit.rs`); read them in order
+        // until `limit` events after `after_seq` are in hand.
+        let mut rows = sqlx::query_as::<_, (i64, i64, String, String)>(
+            "SELECT e.first_seq, e.last_seq, r.id, e.body FROM threads t \
              JOIN runs r ON r.thread_no = t.no \
-             JOIN events e ON e.run_no = r.no AND e.seq > ? \
-             WHERE t.id = ? ORDER BY e.seq LIMIT ?",
+             JOIN events e ON e.run_no = r.no AND e.last_seq > ? \
+             WHERE t.id = ? ORDER BY e.first_seq",
         )
         .bind(after_seq)
         .bind(thread_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, run_id, json)| StoredEvent { seq, run_id, json })
-            .collect())
+        .fetch(&self.pool);
+        while let Some((first, last, run_id, body)) = rows.try_next().await? {
+            let texts = body.split('\n');
+            let mut seq = first;
+            for json in texts {
+                if seq > after_seq && events.len() < limit {
+                    events.push(StoredEvent {
+                        seq,
+                        run_id: run_id.clone(),
+                        json: json.to_string(),
+                    });
+                }
+                seq += 1;
+            }
+            if seq != last + 1 {
+                return Err(StoreError::Database(format!(
+                    "the stored events {first}..={last} of run {run_id} hold {} texts",
+                    seq - first
+                )));
+            }
+            if events.len() == limit {
+                break;
+            }
+        }
+        Ok(events)
     }
 }

@@ -116,13 +116,14 @@ async fn batch_lookups_use_the_indexes() {
         "{messages}"
     );
     let events = plan(
-        "SELECT e.seq, r.id, e.body FROM threads t JOIN runs r ON r.thread_no = t.no \
-         JOIN events e ON e.run_no = r.no AND e.seq > 3 WHERE t.id = 't' \
-         ORDER BY e.seq LIMIT 10",
+        "SELECT e.first_seq, e.last_seq, r.id, e.body FROM threads t \
+         JOIN runs r ON r.thread_no = t.no \
+         JOIN events e ON e.run_no = r.no AND e.last_seq > 3 WHERE t.id = 't' \
+         ORDER BY e.first_seq",
     );
     assert!(events.contains("runs_by_thread (thread_no=?)"), "{events}");
     assert!(
-        events.contains("SEARCH e USING INDEX events_by_run (run_no=? AND seq>?)"),
+        events.contains("SEARCH e USING INDEX events_by_run (run_no=? AND last_seq>?)"),
         "{events}"
     );
     let list = plan("SELECT id FROM threads WHERE user_id = 'u' ORDER BY updated_at DESC");
@@ -342,6 +343,47 @@ mod group_commit {
         assert_eq!((last_seq, status.as_str()), (2, "ok"));
     }
 
+    /// A run's events of one batch are one row, which replay splits back into events,
+    /// window by window; a row whose text does not hold its seq range is an error, not a
+    /// silent gap.
+    #[tokio::test]
+    async fn event_rows_split_back_into_their_events() {
+        let (_dir, store) = open().await;
+        let (ta, ra) = accept(&store, "c1", None).await;
+        let batch: Vec<Request> = vec![
+            append(&ta, vec![record(&ra, "a1"), record(&ra, "a2")]).0,
+            append(&ta, vec![record(&ra, "a3")]).0,
+            finish(&ta, &ra).0,
+        ];
+        let mut writer = conn::open(&store.writer).expect("writer connection");
+        batch::commit_batch(&mut writer, &batch).expect("the batch commits");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&store.pool)
+            .await
+            .expect("rows");
+        assert_eq!(rows, 1, "one row for the run's four events");
+        let all = store.events_after(&ta, 0, 100).await.expect("replay");
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let texts: Vec<Value> = all
+            .iter()
+            .map(|e| serde_json::from_str(&e.json).expect("json"))
+            .collect();
+        assert_eq!(texts[2]["text"], "a3");
+        assert_eq!(texts[3]["type"], "agent_completed");
+        let window = store.events_after(&ta, 1, 2).await.expect("window");
+        assert_eq!(window, all[1..3]);
+
+        sqlx::query("UPDATE events SET last_seq = 5")
+            .execute(&store.pool)
+            .await
+            .expect("corrupt the row");
+        let broken = store.events_after(&ta, 0, 100).await;
+        assert!(
+            matches!(&broken, Err(StoreError::Database(m)) if m.contains("1..=5")),
+            "{broken:?}"
+        );
+    }
+
     /// When the batch transaction itself fails, each request is retried alone: only the
     /// bad one fails.
     #[tokio::test]
@@ -352,12 +394,13 @@ mod group_commit {
         let (tc, rc) = accept(&store, "c3", None).await;
         // A row the seq counter does not know about: appending to thread C collides.
         sqlx::query(
-            "INSERT INTO events (run_no, seq, body) VALUES ((SELECT no FROM runs WHERE id = ?), 1, '{}')",
+            "INSERT INTO events (run_no, first_seq, last_seq, body) \
+             VALUES ((SELECT no FROM runs WHERE id = ?), 1, 1, '{}')",
         )
-            .bind(&rc)
-            .execute(&store.pool)
-            .await
-            .expect("rogue row");
+        .bind(&rc)
+        .execute(&store.pool)
+        .await
+        .expect("rogue row");
 
         let (queue, requests) = mpsc::channel(16);
         let (r1, a1) = append(&ta, vec![record(&ra, "a1")]);

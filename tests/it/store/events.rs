@@ -349,7 +349,8 @@ pub async fn concurrent_runs_on_many_threads_keep_seqs_and_answers(db: &TestDb) 
 }
 
 /// A write the database rejects (here: an event row the seq counter does not know about
-/// makes one thread's insert collide) fails alone; writes batched with it still commit.
+/// makes one thread's insert collide; on SQLite a trigger refuses it) fails alone; writes
+/// batched with it still commit.
 pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
     let store = db.open().await;
     let bad = store
@@ -366,18 +367,27 @@ pub async fn a_rejected_write_does_not_fail_the_others(db: &TestDb) {
         );
     }
     if db.is_sqlite() {
-        // SQLite files events under their run's integer key (migration 4).
+        // SQLite stores a run's events of one commit as one row (migration 4), so a
+        // duplicate row cannot be arranged: the database refuses this run's writes.
         let mut conn = sqlx::SqliteConnection::connect(&db.url)
             .await
             .expect("connect");
-        sqlx::query(
-            "INSERT INTO events (run_no, seq, body) \
-             VALUES ((SELECT no FROM runs WHERE id = ?), 1, '{}')",
-        )
-        .bind(&bad.run_id)
-        .execute(&mut conn)
-        .await
-        .expect("rogue row");
+        assert!(
+            bad.run_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        );
+        let trigger = format!(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON events \
+             WHEN NEW.run_no = (SELECT no FROM runs WHERE id = '{}') \
+             BEGIN SELECT RAISE(FAIL, 'refused by the test'); END",
+            bad.run_id
+        );
+        // Audited: the run id was just checked to be ASCII letters, digits and `_`.
+        sqlx::query(sqlx::AssertSqlSafe(trigger))
+            .execute(&mut conn)
+            .await
+            .expect("rogue trigger");
     } else {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
         sqlx::query("INSERT INTO events (thread_id, seq, run_id, body) VALUES ($1, 1, $2, '{}')")

@@ -1,4 +1,4 @@
--- One row per run, events indexed by run: a chat run writes one thread-keyed index
+-- One row per run, its events in few rows beside it: a chat run writes one thread-keyed index
 -- entry instead of eight.
 --
 -- Every index keyed by thread puts each active thread's newest entries on a leaf page of
@@ -10,12 +10,15 @@
 --   `reply`), so a run is one row, inserted when the message is accepted and updated when
 --   the run ends. A thread's messages are its runs in order (`runs_by_thread`, keyed by
 --   the thread's integer `no`: one small entry per run).
--- * `events` is append-only (rowid order is commit order, so every insert goes to the
---   table's last page, where SQLite splits a full page cheaply) and indexed by
---   `(run_no, seq)`: small integer entries near the index's end. A thread's events are
---   found through its runs. (Clustering events by `(run_id, seq)` instead, measured
---   first, inserted into the middle of the last pages: runs finish in another order
---   than they start, and a split there moves half a page of ~250-byte rows.)
+-- * `events` holds one row per run per commit: the run's consecutive events of that
+--   commit, their JSON texts joined by newlines (compact JSON has none of its own), with
+--   the run's integer `no` and the first and last seq. A scripted chat run is one row
+--   instead of six. The table is append-only (rowid order is commit order, so inserts go
+--   to its last page, where SQLite splits a full page cheaply) and indexed by
+--   `(run_no, last_seq)`: small integer entries near the index's end. A thread's events
+--   are found through its runs. (Clustering events by `(run_id, seq)`, measured first,
+--   inserted into the middle of the last pages: runs finish in another order than they
+--   start, and a split there moves half a page of ~250-byte rows.)
 -- * `threads` gets an integer key (`no`) for `runs_by_thread` to point at.
 -- Seqs stay gap-free and unique per thread: the writer reserves them by bumping
 -- `threads.last_seq` in the same transaction (there is no longer an index that would
@@ -68,11 +71,13 @@ INSERT INTO runs_v4 (id, thread_no, user_id, client_id, message_id, content, age
 
 CREATE TABLE events_v4 (
     run_no      INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    -- The events with seq first_seq, first_seq + 1, …, last_seq, one JSON text a line.
     body        TEXT NOT NULL
 );
-INSERT INTO events_v4 (run_no, seq, body)
-    SELECT r.no, e.seq, e.body FROM events e JOIN runs_v4 r ON r.id = e.run_id
+INSERT INTO events_v4 (run_no, first_seq, last_seq, body)
+    SELECT r.no, e.seq, e.seq, e.body FROM events e JOIN runs_v4 r ON r.id = e.run_id
     ORDER BY e.rowid;
 
 -- Nothing may be lost in the move: a mismatch fails this CHECK, and the migration
@@ -97,7 +102,7 @@ ALTER TABLE events_v4 RENAME TO events;
 
 CREATE INDEX threads_by_user ON threads (user_id);
 CREATE INDEX runs_by_thread ON runs (thread_no);
-CREATE UNIQUE INDEX events_by_run ON events (run_no, seq);
+CREATE UNIQUE INDEX events_by_run ON events (run_no, last_seq);
 CREATE UNIQUE INDEX runs_client_id ON runs (user_id, client_id);
 -- Boot-time recovery looks only for running runs.
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';

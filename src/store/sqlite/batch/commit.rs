@@ -91,10 +91,10 @@ const NEW_RUNS: Shape = (
     "",
 );
 
-/// The events.
+/// The events, a row per run: see [`EventRow`].
 const EVENTS: Shape = (
-    "INSERT OR FAIL INTO events (run_no, seq, body) VALUES ",
-    "(?, ?, ?)",
+    "INSERT OR FAIL INTO events (run_no, first_seq, last_seq, body) VALUES ",
+    "(?, ?, ?, ?)",
     "",
 );
 
@@ -147,6 +147,37 @@ struct RunRow<'a> {
     message_id: String,
     content: &'a str,
     agent: &'a str,
+}
+
+/// A run's consecutive events of one batch, as one row: their JSON texts joined by
+/// newlines. Compact JSON never contains a newline of its own (strings escape it), so
+/// the reader splits the text back exactly (`read.rs`; a test in `model.rs` checks
+/// every kind of event).
+struct EventRow {
+    run_no: i64,
+    first_seq: i64,
+    last_seq: i64,
+    body: String,
+}
+
+impl EventRow {
+    fn new(run_no: i64, event: &StoredEvent) -> Self {
+        // Room for a scripted run's six events without growing.
+        let mut body = String::with_capacity(event.json.len().max(1536));
+        body.push_str(&event.json);
+        Self {
+            run_no,
+            first_seq: event.seq,
+            last_seq: event.seq,
+            body,
+        }
+    }
+
+    fn push(&mut self, event: &StoredEvent) {
+        self.body.push('\n');
+        self.body.push_str(&event.json);
+        self.last_seq = event.seq;
+    }
 }
 
 /// A run being finished: (run id, thread id, status, reply id, reply).
@@ -440,31 +471,41 @@ pub(in crate::store::sqlite) fn commit_batch(
         },
         no_rows,
     )?;
-    // Each event row with its run's `no` (found in steps 2 and 4).
-    let mut rows: Vec<(i64, &StoredEvent)> = Vec::new();
+    // One row per run: its events of this batch are consecutive (its thread's other runs
+    // wait for their turn), joined by newlines. Each event's run `no` was found in step 2
+    // (appends) or step 3 (its completion).
+    let mut rows: Vec<EventRow> = Vec::new();
+    let mut row_of_run: HashMap<i64, usize> = HashMap::new();
     for (request, outcome) in batch.iter().zip(&outcomes) {
         let thread_id = request.thread_id.as_str();
-        match outcome {
-            Some(Outcome::Appended(events)) => {
-                for event in events {
-                    let no = match pair_index.get(&(event.run_id.as_str(), thread_id)) {
-                        Some(&i) => match targets[i] {
-                            Target::Running(no) => no,
-                            _ => return Err(mismatch()),
-                        },
-                        None => return Err(mismatch()),
-                    };
-                    rows.push((no, event));
-                }
-            }
-            Some(Outcome::Finished(event)) => {
-                let no = finish_index
+        let events: &[StoredEvent] = match outcome {
+            Some(Outcome::Appended(events)) => events,
+            Some(Outcome::Finished(event)) => std::slice::from_ref(event),
+            _ => continue,
+        };
+        for event in events {
+            let no = if matches!(outcome, Some(Outcome::Finished(_))) {
+                finish_index
                     .get(&(event.run_id.as_str(), thread_id))
                     .and_then(|&i| finished_no[i])
-                    .ok_or_else(mismatch)?;
-                rows.push((no, event));
+            } else {
+                match pair_index.get(&(event.run_id.as_str(), thread_id)) {
+                    Some(&i) => match targets[i] {
+                        Target::Running(no) => Some(no),
+                        _ => None,
+                    },
+                    None => None,
+                }
             }
-            _ => {}
+            .ok_or_else(mismatch)?;
+            let row = row_of_run.get(&no).map(|&i| &mut rows[i]);
+            match row {
+                Some(row) if row.last_seq + 1 == event.seq => row.push(event),
+                _ => {
+                    row_of_run.insert(no, rows.len());
+                    rows.push(EventRow::new(no, event));
+                }
+            }
         }
     }
     per_chunk(
@@ -472,7 +513,14 @@ pub(in crate::store::sqlite) fn commit_batch(
         EVENTS,
         &rows,
         &[],
-        |(no, event), v| v.extend([no as &dyn ToSql, &event.seq, &event.json]),
+        |row, v| {
+            v.extend([
+                &row.run_no as &dyn ToSql,
+                &row.first_seq,
+                &row.last_seq,
+                &row.body,
+            ])
+        },
         no_rows,
     )?;
 
