@@ -80,20 +80,29 @@ pub struct Plan {
 pub fn plan(content: &str, default_slow: Duration) -> Plan {
     let mut slow = None;
     let mut hooks = Vec::new();
-    for found in HOOK.captures_iter(content) {
-        match &found[1] {
-            "fail_tool" => hooks.push(Intent::FailHook),
-            "slow_tool" => hooks.push(Intent::SlowHook),
-            _ => {
-                let ms = found.get(2).and_then(|m| m.as_str().parse().ok());
-                slow = Some(ms.map_or(default_slow, Duration::from_millis));
+    // Every hook starts with `[[`: most messages skip the pattern (it ran twice a run,
+    // about a tenth of the scripted agent's instructions).
+    let text = if content.contains("[[") {
+        for found in HOOK.captures_iter(content) {
+            match &found[1] {
+                "fail_tool" => hooks.push(Intent::FailHook),
+                "slow_tool" => hooks.push(Intent::SlowHook),
+                _ => {
+                    let ms = found.get(2).and_then(|m| m.as_str().parse().ok());
+                    slow = Some(ms.map_or(default_slow, Duration::from_millis));
+                }
             }
         }
-    }
-    let text = HOOK.replace_all(content, "").trim().to_string();
+        HOOK.replace_all(content, "").trim().to_string()
+    } else {
+        content.trim().to_string()
+    };
     let lower = text.to_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).collect();
-    let has_word = |options: &[&str]| words.iter().any(|w| options.contains(w));
+    let has_word = |options: &[&str]| {
+        lower
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| options.contains(&w))
+    };
 
     let mut intents = Vec::new();
     if let Some(expression) = find_expression(&text) {
@@ -102,9 +111,7 @@ pub fn plan(content: &str, default_slow: Duration) -> Plan {
     if has_word(&["time", "date", "clock"]) {
         intents.push(Intent::Clock);
     }
-    if has_word(&["history", "earlier"])
-        || lower.replace('\u{2019}', "'").contains("what did i say")
-    {
+    if has_word(&["history", "earlier"]) || lower.contains("what did i say") {
         intents.push(Intent::History);
     }
     intents.extend(hooks);
