@@ -112,8 +112,8 @@ mod tests {
             ('t_1', 3, 'r_2', '{\"seq\":3}'), ('t_2', 1, 'r_3', '{\"seq\":1}');
     ";
 
-    #[tokio::test]
-    async fn version_4_moves_every_message_run_and_event() {
+    /// A database at version 3 holding [`V3_DATA`].
+    async fn at_version_3() -> sqlx::SqlitePool {
         let pool = memory().await;
         migrator_of(&STEPS[..3], |s| s.sqlite)
             .run(&pool)
@@ -123,6 +123,12 @@ mod tests {
             .execute(&pool)
             .await
             .expect("v3 data");
+        pool
+    }
+
+    #[tokio::test]
+    async fn version_4_moves_every_message_run_and_event() {
+        let pool = at_version_3().await;
         sqlite().run(&pool).await.expect("every version");
 
         // Runs in insertion order, each holding its user message and reply.
@@ -187,15 +193,7 @@ mod tests {
     /// refuses and leaves version 3 as it was.
     #[tokio::test]
     async fn version_4_refuses_to_lose_an_event() {
-        let pool = memory().await;
-        migrator_of(&STEPS[..3], |s| s.sqlite)
-            .run(&pool)
-            .await
-            .expect("version 3");
-        sqlx::raw_sql(V3_DATA)
-            .execute(&pool)
-            .await
-            .expect("v3 data");
+        let pool = at_version_3().await;
         sqlx::query(
             "INSERT INTO events (thread_id, seq, run_id, body) VALUES ('t_2', 2, 'r_1', '{}')",
         )
