@@ -195,7 +195,7 @@ mod tests {
     async fn version_4_refuses_to_lose_an_event() {
         let pool = at_version_3().await;
         sqlx::query(
-            "INSERT INTO events (thread_id, seq, run_id, body) VALUES ('t_2', 2, 'r_1', '{}')",
+            "INSERT INTO events (thread_id, seq, run_id, body) VALUES ('t_2', 7, 'r_1', '{}')",
         )
         .execute(&pool)
         .await
