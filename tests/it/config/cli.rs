@@ -173,3 +173,47 @@ fn serve_refuses_production_without_secrets_with_78_and_never_binds() {
     // It never bound: the port is still free.
     TcpListener::bind(&listen).expect("serve must not have bound the port");
 }
+
+/// The served process keeps no transparent huge pages: mimalloc is built with `no_thp`.
+/// With them, the kernel zeroes 2 MiB in the fault of each first touch, which stalled
+/// every connection of a growing server by 15–50 ms (docs/PERFORMANCE.md item 9); a
+/// build without the feature holds megabytes of them right after boot on a kernel that
+/// offers them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled).
+#[test]
+fn the_served_process_holds_no_transparent_huge_pages() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite://{}", data.path().join("thp.db").display());
+    let mut child = portcullis(
+        &["serve", "--env", "test", "--config-dir", "environments"],
+        &vars(&[
+            ("PORTCULLIS_SERVER__LISTEN", &listen),
+            ("PORTCULLIS_SERVICES__DATABASE__URL", &db),
+        ]),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited before listening"
+        );
+        assert!(Instant::now() < deadline, "serve did not listen in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the store connect and the writer prepare its statements.
+    std::thread::sleep(Duration::from_millis(300));
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let smaps = smaps.expect("/proc/PID/smaps_rollup of the served process");
+    let huge = smaps
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .expect("an AnonHugePages line");
+    assert_eq!(huge.trim(), "0 kB", "{smaps}");
+}
