@@ -165,10 +165,18 @@ pub(super) async fn run(spec: WriterSpec, pool: SqlitePool, mut rx: mpsc::Receiv
     // A failure here is retried by the first batch, which reports it to its callers.
     let mut held: Option<Connection> = {
         let spec = std::sync::Arc::clone(&spec);
-        tokio::task::spawn_blocking(move || conn::open(&spec).ok())
-            .await
-            .ok()
-            .flatten()
+        let opened = tokio::task::spawn_blocking(move || conn::open(&spec)).await;
+        match opened {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the SQLite writer could not open at boot; the first write retries");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "opening the SQLite writer panicked");
+                None
+            }
+        }
     };
     loop {
         let received = if held.is_some() {

@@ -180,6 +180,26 @@ impl EventRow {
     }
 }
 
+/// The event rows of a batch, one per run while its events are consecutive (they are:
+/// its thread's other runs wait for their turn).
+#[derive(Default)]
+struct EventRows {
+    rows: Vec<EventRow>,
+    row_of_run: HashMap<i64, usize>,
+}
+
+impl EventRows {
+    fn add(&mut self, run_no: i64, event: &StoredEvent) {
+        match self.row_of_run.get(&run_no).map(|&i| &mut self.rows[i]) {
+            Some(row) if row.last_seq + 1 == event.seq => row.push(event),
+            _ => {
+                self.row_of_run.insert(run_no, self.rows.len());
+                self.rows.push(EventRow::new(run_no, event));
+            }
+        }
+    }
+}
+
 /// A run being finished: (run id, thread id, status, reply id, reply).
 type Finish<'a> = (&'a str, &'a str, &'a str, String, &'a str);
 
@@ -361,9 +381,11 @@ pub(in crate::store::sqlite) fn commit_batch(
         },
     )?;
 
-    // 6. Assign seqs in request order, seal the events, and lay out the new runs in
+    // 6. Assign seqs in request order, seal the events (each also goes into its run's
+    // event row, under the run `no` found in step 2 or 3), and lay out the new runs in
     // request order.
     let mut runs: Vec<RunRow<'_>> = Vec::new();
+    let mut rows = EventRows::default();
     for (i, (request, outcome)) in batch.iter().zip(outcomes.iter_mut()).enumerate() {
         if outcome.is_some() {
             continue;
@@ -414,20 +436,28 @@ pub(in crate::store::sqlite) fn commit_batch(
         };
         *outcome = Some(match &request.op {
             Op::Accept { .. } => continue,
-            Op::Append { events, .. } => Outcome::Appended(
-                events
-                    .iter()
-                    .map(|record| {
-                        let seq = cursor.next;
-                        cursor.next += 1;
-                        StoredEvent {
-                            seq,
-                            run_id: record.run_id.clone(),
-                            json: seal_json(thread_id, seq, record),
-                        }
-                    })
-                    .collect(),
-            ),
+            Op::Append { events, .. } => {
+                let mut stored = Vec::with_capacity(events.len());
+                for record in events {
+                    let no = match pair_index.get(&(record.run_id.as_str(), thread_id)) {
+                        Some(&i) => match targets[i] {
+                            Target::Running(no) => no,
+                            _ => return Err(mismatch()),
+                        },
+                        None => return Err(mismatch()),
+                    };
+                    let seq = cursor.next;
+                    cursor.next += 1;
+                    let event = StoredEvent {
+                        seq,
+                        run_id: record.run_id.clone(),
+                        json: seal_json(thread_id, seq, record),
+                    };
+                    rows.add(no, &event);
+                    stored.push(event);
+                }
+                Outcome::Appended(stored)
+            }
             Op::Finish {
                 run_id,
                 status,
@@ -437,16 +467,18 @@ pub(in crate::store::sqlite) fn commit_batch(
             } => {
                 let seq = cursor.next;
                 cursor.next += 1;
-                let reply_id = finish_index
+                let i = *finish_index
                     .get(&(run_id.as_str(), thread_id))
-                    .map(|&i| finishes[i].3.as_str())
                     .ok_or_else(mismatch)?;
-                let body = completed_body(event.body.clone(), status, reply_id, content);
+                let no = finished_no[i].ok_or_else(mismatch)?;
+                let body = completed_body(event.body.clone(), status, &finishes[i].3, content);
                 let record = EventRecord {
                     run_id: run_id.clone(),
                     body,
                 };
-                Outcome::Finished(seal(thread_id, seq, record))
+                let event = seal(thread_id, seq, record);
+                rows.add(no, &event);
+                Outcome::Finished(event)
             }
         });
     }
@@ -471,47 +503,10 @@ pub(in crate::store::sqlite) fn commit_batch(
         },
         no_rows,
     )?;
-    // One row per run: its events of this batch are consecutive (its thread's other runs
-    // wait for their turn), joined by newlines. Each event's run `no` was found in step 2
-    // (appends) or step 3 (its completion).
-    let mut rows: Vec<EventRow> = Vec::new();
-    let mut row_of_run: HashMap<i64, usize> = HashMap::new();
-    for (request, outcome) in batch.iter().zip(&outcomes) {
-        let thread_id = request.thread_id.as_str();
-        let events: &[StoredEvent] = match outcome {
-            Some(Outcome::Appended(events)) => events,
-            Some(Outcome::Finished(event)) => std::slice::from_ref(event),
-            _ => continue,
-        };
-        for event in events {
-            let no = if matches!(outcome, Some(Outcome::Finished(_))) {
-                finish_index
-                    .get(&(event.run_id.as_str(), thread_id))
-                    .and_then(|&i| finished_no[i])
-            } else {
-                match pair_index.get(&(event.run_id.as_str(), thread_id)) {
-                    Some(&i) => match targets[i] {
-                        Target::Running(no) => Some(no),
-                        _ => None,
-                    },
-                    None => None,
-                }
-            }
-            .ok_or_else(mismatch)?;
-            let row = row_of_run.get(&no).map(|&i| &mut rows[i]);
-            match row {
-                Some(row) if row.last_seq + 1 == event.seq => row.push(event),
-                _ => {
-                    row_of_run.insert(no, rows.len());
-                    rows.push(EventRow::new(no, event));
-                }
-            }
-        }
-    }
     per_chunk(
         &tx,
         EVENTS,
-        &rows,
+        &rows.rows,
         &[],
         |row, v| {
             v.extend([
