@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::compile::Compiled;
 
-/// Why the server could not start.
+/// Why the server could not start (configuration problems never get here: `compile`
+/// refused them before).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listen address could not be bound.
@@ -26,14 +27,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A process-scope component could not be built.
-    #[error("cannot start {component}: {message}")]
-    Component {
-        /// Which component.
-        component: &'static str,
-        /// Why.
-        message: String,
-    },
+    /// The configuration was compiled with `--no-env`, which only `check` may use.
+    #[error("a configuration checked with --no-env has unset secrets and cannot be served")]
+    NotServable,
 }
 
 /// A running server.
@@ -63,10 +59,13 @@ impl Server {
     }
 }
 
-/// Builds components, binds and starts serving in the background.
-pub async fn start(config: Config) -> Result<Server, ServeError> {
-    let (listener, addr) = bind(config.server.listen).await?;
-    let app = App::build(config).await?;
+/// Binds and starts serving the compiled components in the background.
+pub async fn start(compiled: Compiled) -> Result<Server, ServeError> {
+    if compiled.config.no_env {
+        return Err(ServeError::NotServable);
+    }
+    let (listener, addr) = bind(compiled.config.server.listen).await?;
+    let app = App::new(compiled);
     let shutdown = CancellationToken::new();
     let filters = crate::http::filters(app.clone());
     let connecting = app.clone();

@@ -578,7 +578,7 @@ impl Session {
         if !self
             .app
             .limiter
-            .allow(&self.identity.user_id, StdInstant::now())
+            .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
         {
             return reply_err(
                 self,

@@ -47,10 +47,7 @@ pub fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Options for a config directory given relative to the crate root.
 pub fn opts(dir: &str, env: BTreeMap<String, String>) -> LoadOptions {
-    LoadOptions {
-        config_dir: PathBuf::from(dir),
-        env,
-    }
+    LoadOptions::new(PathBuf::from(dir), env)
 }
 
 /// Pins `text` as `snapshots/<name>.snap` (the top-level directory, no module prefix).

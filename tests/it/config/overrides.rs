@@ -1,9 +1,9 @@
 //! `PORTCULLIS_<TABLE>__<KEY>` overrides: they change the value, and `explain` and the
 //! validator's reports name the variable as the value's source.
 
+use portcullis::compile::compile as check_env;
 use portcullis::config::explain;
 use portcullis::report::human;
-use portcullis::validate::check_env;
 
 use super::*;
 
@@ -20,10 +20,7 @@ fn override_changes_the_value_and_explain_names_the_variable() {
         ("PORTCULLIS_WEBSOCKET__HEARTBEAT_MS", "15000"),
     ]);
     let o = check_env(&opts("environments", env), "test");
-    let config = o
-        .config
-        .as_ref()
-        .unwrap_or_else(|| panic!("{}", human(&o.report)));
+    let config = o.config().unwrap_or_else(|| panic!("{}", human(&o.report)));
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:9911");
     assert_eq!(config.websocket.heartbeat.as_millis(), 15000);
     let text = explain::render(o.loaded.as_ref().unwrap(), o.raw.as_ref().unwrap());
