@@ -8,9 +8,11 @@
 
 mod cli;
 mod drift;
+mod embedded;
 mod environments;
 mod invalid;
 mod overrides;
+mod parity;
 mod schema;
 
 use std::collections::BTreeMap;

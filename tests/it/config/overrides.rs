@@ -77,3 +77,29 @@ fn a_misspelled_override_is_an_unknown_key_at_its_variable() {
         ["E_UNKNOWN_KEY env PORTCULLIS_SERVER__LISTN server.listn | did you mean `listen`?"]
     );
 }
+
+/// Development follows its own address: moving the port (or the public URL) keeps the
+/// console's own origin allowed instead of a silent 403 `ORIGIN_NOT_ALLOWED`.
+#[test]
+fn development_allows_the_origin_it_is_served_from() {
+    let env = with(&[
+        ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9911"),
+        ("PORTCULLIS_SERVER__PUBLIC_URL", "http://dev.local:9911"),
+    ]);
+    let o = check_env(&opts("environments", env), "development");
+    let config = o.config().unwrap_or_else(|| panic!("{}", human(&o.report)));
+    let origins = &config.websocket.allowed_origins;
+    for own in [
+        "http://dev.local:9911",
+        "http://127.0.0.1:9911",
+        "http://localhost:9911",
+        "http://localhost:8080",
+    ] {
+        assert!(origins.iter().any(|o| o == own), "{own} in {origins:?}");
+    }
+    // Elsewhere the list is exactly what the file says.
+    let env = with(&[("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9911")]);
+    let o = check_env(&opts("environments", env), "test");
+    let origins = &o.config().unwrap().websocket.allowed_origins;
+    assert!(!origins.iter().any(|o| o.ends_with(":9911")), "{origins:?}");
+}
