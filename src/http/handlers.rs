@@ -26,12 +26,11 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
         Handler::Threads => threads(app, &req).await,
         Handler::ThreadMessages => thread_messages(app, &req).await,
         Handler::DevToken => dev_token(app, &req),
-        Handler::Metrics => Ok(warp::reply::with_header(
-            app.metrics.render(),
-            "content-type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-        .into_response()),
+        Handler::Metrics => {
+            let accept = req.headers.get("accept").and_then(|v| v.to_str().ok());
+            let (text, content_type) = app.metrics.exposition(accept);
+            Ok(warp::reply::with_header(text, "content-type", content_type).into_response())
+        }
         Handler::Console => Ok(super::console::page(app)),
     }
 }
