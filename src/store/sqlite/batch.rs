@@ -19,6 +19,13 @@ pub(super) use commit::{commit_batch, warm};
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
 const MAX_ROWS: usize = 64;
 
+#[cfg(test)]
+thread_local! {
+    /// Statements [`per_chunk`] ran on this thread, for the test that pins how many
+    /// statements a batch costs (a batch runs synchronously on the caller's thread).
+    pub(super) static STATEMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Executes a batch and returns each request's outcome, in order: first in one
 /// transaction; a client id repeated within the batch then runs alone (and finds the
 /// first one's ids); if the batch transaction fails, every request runs in a transaction
@@ -136,6 +143,8 @@ pub(super) fn per_chunk<'a, T>(
         for (i, value) in values.iter().enumerate() {
             stmt.raw_bind_parameter(i + 1, value)?;
         }
+        #[cfg(test)]
+        STATEMENTS.with(|n| n.set(n.get() + 1));
         let mut rows = stmt.raw_query();
         while let Some(r) = rows.next()? {
             row(r)?;

@@ -343,6 +343,35 @@ mod group_commit {
         assert_eq!((last_seq, status.as_str()), (2, "ok"));
     }
 
+    /// A batch costs one statement per step and chunk of rows, however its requests mix:
+    /// the count is what the group commit saves over a statement per request.
+    #[tokio::test]
+    async fn a_batch_runs_one_statement_per_step_and_chunk() {
+        let (_dir, store) = open().await;
+        let (ta, ra) = accept(&store, "c1", None).await;
+        let (tb, rb) = accept(&store, "c2", None).await;
+        let batch: Vec<Request> = vec![
+            accept_request("n1", None, "alice").0,
+            accept_request("n2", Some(&ta), "alice").0,
+            accept_request("c1", None, "alice").0, // stored: answered by the lookup
+            accept_request("n1", None, "alice").0, // repeated: runs alone afterwards
+            append(&ta, vec![record(&ra, "a1"), record(&ra, "a2")]).0,
+            append(&ta, vec![record(&ra, "a3")]).0,
+            append(&tb, vec![record(&rb, "b1")]).0,
+            finish(&ta, &ra).0,
+            finish(&tb, &rb).0,
+        ];
+        let mut writer = conn::open(&store.writer).expect("writer connection");
+        batch::STATEMENTS.with(|n| n.set(0));
+        let outcomes = batch::commit_batch(&mut writer, &batch).expect("the batch commits");
+        let statements = batch::STATEMENTS.with(|n| n.get());
+        assert!(matches!(outcomes[3], Outcome::Alone), "{:?}", outcomes[3]);
+        // Lookup: three keys, in chunks of 2 and 1. Then one each: touch thread A, create
+        // one thread, check the two runs, close them, reserve two threads' seqs, insert
+        // two runs, insert two event rows (a run's events of a batch are one row).
+        assert_eq!(statements, 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1);
+    }
+
     /// A run's events of one batch are one row, which replay splits back into events,
     /// window by window; a row whose text does not hold its seq range is an error, not a
     /// silent gap.
