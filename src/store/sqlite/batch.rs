@@ -1,6 +1,7 @@
 //! One group-commit batch, executed synchronously on the writer's connection (`conn.rs`):
-//! the retry policy around the transaction (`commit.rs` holds the transaction itself) and
-//! the multi-row statement helpers it uses.
+//! the retry policy around the transaction (`commit.rs` runs the transaction, `plan.rs`
+//! works out its rows, `steps.rs` holds its statements) and the multi-row statement
+//! helpers they use.
 //!
 //! Runs on a blocking thread (`group.rs` hands it the batch); nothing here awaits.
 
@@ -11,10 +12,13 @@ use super::group::{Outcome, Request, mismatch};
 use crate::store::error::StoreError;
 
 mod commit;
+mod plan;
+mod steps;
 
+pub(super) use commit::commit_batch;
 #[cfg(test)]
-pub(super) use commit::lookup_sql;
-pub(super) use commit::{commit_batch, warm};
+pub(super) use steps::lookup_sql;
+pub(super) use steps::warm;
 
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
 const MAX_ROWS: usize = 64;
