@@ -107,6 +107,10 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
     pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(group::Request {

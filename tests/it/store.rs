@@ -6,6 +6,7 @@
 mod events;
 pub mod harness;
 mod runs;
+mod text;
 mod threads;
 
 /// Generates one `#[tokio::test]` per case and database: `store::sqlite::<case>` and
@@ -49,6 +50,8 @@ on_both_databases!(
     runs::refused_finish_does_not_fail_concurrent_writes,
     events::a_rejected_write_does_not_fail_the_others,
     runs::appends_need_a_running_run_of_the_thread,
+    text::nul_in_client_text_is_refused_and_stores_nothing,
+    text::nul_in_an_answer_is_stored_as_a_replacement_character,
 );
 
 #[tokio::test]

@@ -626,9 +626,9 @@ async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
 /// callgrind, nearly all of it `memcpy` (docs/PERFORMANCE.md).
 #[tokio::test]
 async fn store_futures_on_sqlite_stay_small() {
-    use crate::store::{EventBody, EventRecord, NewMessage, Store};
+    use crate::store::{Db, EventBody, EventRecord, NewMessage, Store};
     let (_dir, sqlite) = temp_store("sizes.db", 1).await;
-    let store = Store::Sqlite(sqlite);
+    let store = Store::new(Db::Sqlite(sqlite));
     let msg = NewMessage {
         user_id: "u",
         client_id: "c",
