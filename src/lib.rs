@@ -6,6 +6,8 @@
 //! [`validate`] -> process components ([`app`], [`store`], [`auth`], [`agent`]) ->
 //! [`http`] and [`ws`] filters -> sessions -> runs. [`cli`] drives them.
 
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod app;
 pub mod auth;

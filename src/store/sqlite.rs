@@ -29,7 +29,6 @@ mod group;
 mod read;
 #[cfg(test)]
 mod tests;
-mod walbuf;
 
 /// A pool on one SQLite file and the queue of its group-commit writer.
 #[derive(Debug, Clone)]

@@ -557,68 +557,6 @@ mod group_commit {
     }
 }
 
-/// The writer's file layer (`walbuf.rs`) holds WAL writes back until the commit's sync:
-/// after every commit, a copy of the files (what a crash would leave) holds every
-/// committed row and passes SQLite's integrity check, through transactions larger than
-/// its buffer and its largest single write, and across a WAL restart.
-#[tokio::test]
-async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
-    let (dir, store) = temp_store("big.db", 1).await;
-    let db = dir.path().join("big.db");
-    let mut w = super::conn::open(&store.writer).expect("writer connection");
-    w.execute_batch("CREATE TABLE big (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-        .expect("create");
-    let copy = dir.path().join("copy");
-    std::fs::create_dir(&copy).expect("copy dir");
-    let mut rows = 0_i64;
-    // 6 MB per transaction: more than the 4 MiB buffer, many 124 KiB writes, and more
-    // than SQLite's page cache, so pages spill into the WAL before the commit.
-    for (round, count) in [(0, 25_000), (1, 3), (2, 25_000)] {
-        let tx = w.transaction().expect("begin");
-        for i in 0..count {
-            tx.execute(
-                "INSERT INTO big (v) VALUES (?)",
-                [format!("{round}-{i}-{}", "x".repeat(200))],
-            )
-            .expect("insert");
-        }
-        tx.commit().expect("commit");
-        rows += count;
-        for suffix in ["", "-wal"] {
-            let from = format!("{}{suffix}", db.display());
-            std::fs::copy(&from, copy.join(format!("big.db{suffix}"))).expect("copy");
-        }
-        let crashed = rusqlite::Connection::open(copy.join("big.db")).expect("open copy");
-        let (n, check): (i64, String) = crashed
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM big), (SELECT integrity_check FROM pragma_integrity_check)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("read copy");
-        assert_eq!((n, check.as_str()), (rows, "ok"), "after round {round}");
-        drop(crashed);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(copy.join(format!("big.db{suffix}")));
-        }
-        if round == 0 {
-            // Copy the WAL into the database and start it over.
-            let (busy, _, _): (i64, i64, i64) = w
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .expect("checkpoint");
-            assert_eq!(busy, 0, "checkpoint blocked");
-        }
-    }
-    // The pool (SQLite's own file layer) reads the same rows.
-    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM big")
-        .fetch_one(&store.pool)
-        .await
-        .expect("pool count");
-    assert_eq!(seen, rows);
-}
-
 /// The `Store` calls a chat run makes on SQLite return small futures: every message and
 /// run future holds one of them, and a task's future is copied whole when it is spawned
 /// and when it finishes. An unboxed Postgres arm made each of these kilobytes (sqlx's
