@@ -127,8 +127,7 @@ impl RunManager {
             // Whatever happened, the ack leaves before the run's end is published.
             sink.ack.release();
             if !outcome.completion_stored {
-                // Boxed: only runs whose end could not be stored take this path.
-                Box::pin(deliver_unstored(&deps, &ctx, &outcome)).await;
+                deliver_unstored(&deps, &ctx, &outcome);
             }
             drop(guard);
             manager.release_turn(&ctx.thread_id, turn);
@@ -204,7 +203,7 @@ impl RunManager {
 /// the run end, without a seq and never `ok` (nothing unstored is reported as stored):
 /// status `error`, code `STORAGE_UNAVAILABLE`. The store keeps the run and stores the
 /// same completion once it can (`store/sweep.rs`), before the thread's next run starts.
-async fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome) {
+fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome) {
     let error = match &outcome.error {
         Some(e) if e.code == codes::STORAGE_UNAVAILABLE => e.clone(),
         _ => ErrorInfo::new(
@@ -233,8 +232,7 @@ async fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome
         body: EventBody::Map(body),
     };
     deps.store
-        .abandon(&ctx.thread_id, &ctx.run_id, &outcome.content, record)
-        .await;
+        .abandon(&ctx.thread_id, &ctx.run_id, &outcome.content, record);
 }
 
 /// Stores each event and publishes it only after its commit, in order. Writes are

@@ -9,8 +9,8 @@
 //! nodes on one database, the other nodes' running runs are alive. Runs still abandoned
 //! when the process exits are closed by the next boot's recovery.
 
-use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::model::EventRecord;
@@ -22,7 +22,7 @@ use super::{Inner, Store, StoreError};
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// An abandoned run and the completion its client was sent.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Run {
     thread_id: String,
     run_id: String,
@@ -37,21 +37,46 @@ struct Run {
 /// The runs whose completion is still to be stored, in the order they ended.
 #[derive(Debug, Default)]
 pub(super) struct Abandoned {
-    /// Held across the store calls that close them, so a thread's next run waits for an
-    /// attempt already in progress and its own events follow that run's end.
-    runs: tokio::sync::Mutex<Vec<Run>>,
-    /// How many `runs` holds, read without the lock: a run start with nothing abandoned
+    /// Never held across an await; a run stays listed until its end is stored, also
+    /// while an attempt is in progress.
+    runs: Mutex<Vec<Run>>,
+    /// How many `runs` holds, read without a lock: a run start with nothing abandoned
     /// costs one atomic load.
     count: AtomicUsize,
+    /// Held while ends are being stored, so a thread's next run waits for an attempt
+    /// already in progress and its own events follow that run's end.
+    closing: tokio::sync::Mutex<()>,
+}
+
+impl Abandoned {
+    fn runs(&self) -> MutexGuard<'_, Vec<Run>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies of the listed runs of `thread_id` (all when `None`), oldest first.
+    fn of(&self, thread_id: Option<&str>) -> Vec<Run> {
+        let runs = self.runs();
+        let wanted = |r: &&Run| thread_id.is_none_or(|t| t == r.thread_id);
+        runs.iter().filter(wanted).cloned().collect()
+    }
+
+    /// Forgets a run whose end is stored.
+    fn remove(&self, run_id: &str) {
+        let mut runs = self.runs();
+        if let Some(i) = runs.iter().position(|r| r.run_id == run_id) {
+            runs.remove(i);
+            self.count.fetch_sub(1, Ordering::Release);
+        }
+    }
 }
 
 impl Store {
     /// Takes over a run whose completion (`event`, status `error`, answer `content`)
     /// could not be stored: the store keeps retrying until it is stored or the run is
     /// found closed.
-    pub async fn abandon(&self, thread_id: &str, run_id: &str, content: &str, event: EventRecord) {
+    pub fn abandon(&self, thread_id: &str, run_id: &str, content: &str, event: EventRecord) {
         let abandoned = &self.0.abandoned;
-        abandoned.runs.lock().await.push(Run {
+        abandoned.runs().push(Run {
             thread_id: thread_id.to_string(),
             run_id: run_id.to_string(),
             content: content.to_string(),
@@ -67,35 +92,36 @@ impl Store {
     }
 
     /// Stores the completions of abandoned runs of `thread_id` (of every thread when
-    /// `None`), oldest first, waiting for an attempt already in progress. Returns how
-    /// many runs remain abandoned.
+    /// `None`), oldest first, after any attempt already in progress. Returns how many
+    /// runs remain abandoned.
     pub async fn close_abandoned(&self, thread_id: Option<&str>) -> usize {
-        if !self.has_abandoned() {
-            return 0;
-        }
         let abandoned = &self.0.abandoned;
-        let mut runs = abandoned.runs.lock().await;
-        let mut i = 0;
-        while i < runs.len() {
-            if thread_id.is_some_and(|t| t != runs[i].thread_id) {
-                i += 1;
-                continue;
-            }
-            match self.close_one(&mut runs[i]).await {
-                Ok(()) => {
-                    runs.remove(i);
-                    abandoned.count.fetch_sub(1, Ordering::Release);
-                }
+        if !self.has_abandoned() || abandoned.of(thread_id).is_empty() {
+            return abandoned.count.load(Ordering::Acquire);
+        }
+        let _closing = abandoned.closing.lock().await;
+        // Listed again: an attempt that held the lock may have stored some.
+        for run in abandoned.of(thread_id) {
+            match self.close_one(&run).await {
+                Ok(()) => abandoned.remove(&run.run_id),
                 // The database is still away: the rest waits for the next round.
                 Err(e) if e.is_retryable() => break,
-                Err(_) => i += 1,
+                Err(e) => {
+                    let mut runs = abandoned.runs();
+                    if let Some(listed) = runs.iter_mut().find(|r| r.run_id == run.run_id) {
+                        if listed.faults == 0 {
+                            tracing::error!(run_id = %run.run_id, error = %e, "cannot store the completion of a run that ended unstored; retrying every sweep");
+                        }
+                        listed.faults += 1;
+                    }
+                }
             }
         }
-        runs.len()
+        abandoned.count.load(Ordering::Acquire)
     }
 
     /// Stores one abandoned run's completion; `Ok` also when the run is already closed.
-    async fn close_one(&self, run: &mut Run) -> Result<(), StoreError> {
+    async fn close_one(&self, run: &Run) -> Result<(), StoreError> {
         let stored = self
             .finish_run(
                 &run.thread_id,
@@ -113,14 +139,7 @@ impl Store {
             // Closed already: an earlier attempt committed and its answer was lost, or a
             // boot's recovery closed it.
             Err(StoreError::RunNotActive) => Ok(()),
-            Err(e) if e.is_retryable() => Err(e),
-            Err(e) => {
-                if run.faults == 0 {
-                    tracing::error!(run_id = %run.run_id, error = %e, "cannot store the completion of a run that ended unstored; retrying every sweep");
-                }
-                run.faults += 1;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }

@@ -396,9 +396,19 @@ pub async fn appends_need_a_running_run_of_the_thread(db: &TestDb) {
 
 /// A run whose end could not be stored is handed to the store, whose sweep stores that
 /// end within a few intervals: the replay then has it, with the error the client saw.
-/// Ending it again is refused, and so is anything more of it.
+/// Ending it again is refused, and so is anything more of it. A running run nobody
+/// abandoned (another node's, say) is left alone.
 pub async fn abandoned_runs_are_closed_by_the_sweep(db: &TestDb) {
     let store = db.open().await;
+    let live = store
+        .accept_message(msg("alice", "c0", None, "still running"))
+        .await
+        .expect("accept");
+    let started = event(&live.run_id, "agent_started", json!({ "agent": "echo" }));
+    store
+        .append_events(&live.thread_id, vec![started])
+        .await
+        .expect("append");
     let a = store
         .accept_message(msg("alice", "c1", None, "hello"))
         .await
@@ -410,9 +420,7 @@ pub async fn abandoned_runs_are_closed_by_the_sweep(db: &TestDb) {
         .expect("append");
     let error = json!({ "code": "STORAGE_UNAVAILABLE", "message": "lost" });
     let end = event(&a.run_id, "agent_completed", json!({ "error": error }));
-    store
-        .abandon(&a.thread_id, &a.run_id, "partial answer", end)
-        .await;
+    store.abandon(&a.thread_id, &a.run_id, "partial answer", end);
     assert!(store.has_abandoned());
     let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL * 4;
     let replay = loop {
@@ -435,6 +443,15 @@ pub async fn abandoned_runs_are_closed_by_the_sweep(db: &TestDb) {
     assert_eq!(v["error"], error);
     assert_eq!(v["message"]["content"], "partial answer");
     assert!(!store.has_abandoned());
+    let untouched = store
+        .events_after("alice", &live.thread_id, 0, 10)
+        .await
+        .expect("replay");
+    assert_eq!(
+        untouched.len(),
+        1,
+        "the sweep closed a run nobody abandoned"
+    );
     let late = store
         .append_events(
             &a.thread_id,
