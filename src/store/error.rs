@@ -58,7 +58,7 @@ impl StoreError {
     /// resend for an outage, and nothing of the database's own text for a fault.
     pub fn client_message(&self) -> String {
         match self {
-            StoreError::BadData(why) => format!("not stored: {why}"),
+            StoreError::BadData(why) => why.clone(),
             StoreError::Unavailable(_) => {
                 "the store is unavailable; resend with the same id".to_string()
             }
