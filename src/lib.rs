@@ -7,6 +7,8 @@
 //! `serve`) -> process ([`app`] over [`store`], [`auth`], [`agent`]) -> [`http`] and
 //! [`ws`] filters -> sessions -> runs. [`cli`] drives them.
 
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod app;
 pub mod auth;

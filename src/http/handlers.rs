@@ -97,18 +97,19 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::ThreadNotFound => {
             ApiError::new(StatusCode::NOT_FOUND, "THREAD_NOT_FOUND", "no such thread")
         }
+        // A retryable failure (the database refuses or lost its connections) is 503, so
+        // clients and proxies retry; bad data is the request's; anything else is a fault.
         other => {
-            let status = if other.is_retryable() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
+            let (status, message) = match &other {
+                e if e.is_retryable() => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable; retry shortly".to_string(),
+                ),
+                StoreError::BadData(_) => (StatusCode::BAD_REQUEST, other.client_message()),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, other.client_message()),
             };
-            tracing::error!(error = %other, "store request failed");
-            ApiError::new(
-                status,
-                other.code(),
-                "the store could not answer; retry shortly",
-            )
+            tracing::warn!(error = %other, "store request failed");
+            ApiError::new(status, other.code(), message)
         }
     }
 }
