@@ -94,6 +94,10 @@ impl App {
             },
             None => None,
         };
+        let mut metrics = Metrics::new();
+        if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
+            metrics.register_key_source(source);
+        }
         let app = App {
             redis,
             limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute)),
@@ -104,12 +108,20 @@ impl App {
             agents: Arc::new(agents),
             hub: Arc::new(Hub::default()),
             runs: Arc::new(RunManager::default()),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             close_sessions: CancellationToken::new(),
             sessions: TaskTracker::new(),
             draining: Arc::new(AtomicBool::new(false)),
         };
         Ok(app)
+    }
+
+    /// Starts what fetches in the background until `shutdown`: a remote JWT key source.
+    /// The server listens meanwhile; `ready` reports the key source's state.
+    pub fn start(&self, shutdown: CancellationToken) {
+        if let Some(verifier) = &self.verifier {
+            verifier.start(shutdown);
+        }
     }
 
     /// Connects the store, retrying with backoff until it answers or shutdown begins.

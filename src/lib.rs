@@ -23,5 +23,6 @@ pub mod runs;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 pub mod ws;

@@ -71,6 +71,7 @@ pub async fn start(config: Config) -> Result<Server, ServeError> {
     let filters = crate::http::filters(app.clone());
     let connecting = app.clone();
     let stop_connecting = shutdown.clone();
+    app.start(shutdown.clone());
     tokio::spawn(async move { connecting.connect_store(stop_connecting).await });
     let token = shutdown.clone();
     let drain_app = app.clone();

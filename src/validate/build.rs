@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::raw::{AuthMode, EnvironmentKind, LogFormat, RawConfig};
+use crate::config::raw::defaults as d;
+use crate::config::raw::{AuthMode, EnvironmentKind, JwtSection, LogFormat, RawConfig};
 use crate::config::validated::*;
 
 /// Builds the validated configuration.
@@ -21,6 +22,7 @@ pub fn build(
             .ok_or_else(|| format!("variable {name} vanished"))
     };
     let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
     let jwt = match (&raw.auth.jwt, raw.auth.mode) {
         (Some(j), AuthMode::Jwt) => {
             let algorithms = j
@@ -36,18 +38,25 @@ pub fn build(
                 KeySource::Secret(Secret::new(var(v)?))
             } else if let Some(f) = &j.public_key_file {
                 KeySource::PublicKeyFile(config_dir.join(f))
-            } else if let Some(u) = &j.jwks_url {
-                match u.strip_prefix("file:") {
-                    Some(f) => KeySource::JwksFile(config_dir.join(f)),
-                    None => KeySource::JwksUrl(u.clone()),
-                }
+            } else if let Some(f) = j.jwks_url.as_ref().and_then(|u| u.strip_prefix("file:")) {
+                KeySource::JwksFile(config_dir.join(f))
+            } else if let Some(location) = remote_location(j) {
+                KeySource::Remote(RemoteKeySource {
+                    location,
+                    ca_file: j.ca_file.as_ref().map(|f| config_dir.join(f)),
+                    min_refresh: secs(j.jwks_min_refresh_s.unwrap_or(d::jwks_min_refresh_s())),
+                    max_refresh: secs(j.jwks_max_refresh_s.unwrap_or(d::jwks_max_refresh_s())),
+                    timeout: ms(j.jwks_timeout_ms.unwrap_or(d::jwks_timeout_ms())),
+                    allow_http: raw.environment.kind.is_relaxed(),
+                })
             } else {
                 return Err("no JWT key source".into());
             };
             Some(JwtConfig {
                 algorithms,
                 key,
-                issuer: j.issuer.clone(),
+                // Discovery pins the issuer; the validator refuses a different `issuer`.
+                issuer: j.issuer.clone().or_else(|| j.oidc_issuer.clone()),
                 audience: j.audience.clone(),
                 leeway_s: j.leeway_s,
                 max_token_bytes: j.max_token_bytes as usize,
@@ -65,12 +74,8 @@ pub fn build(
         let from = b
             .from
             .iter()
-            .map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map(|n| parse_net(n).ok_or_else(|| format!("bypass network {n}")))
+            .collect::<Result<Vec<_>, _>>()?;
         bypass.push(BypassRule {
             name: b.name.clone(),
             header: b.header.to_ascii_lowercase(),
@@ -161,6 +166,16 @@ pub fn build(
             proxy_idle_timeout: ms(raw.server.proxy_idle_timeout_ms),
             shutdown_grace: ms(raw.server.shutdown_grace_ms),
             max_connections: raw.server.max_connections,
+            tls: raw.server.tls.as_ref().map(|t| TlsConfig {
+                cert_file: config_dir.join(&t.cert_file),
+                key_file: config_dir.join(&t.key_file),
+            }),
+            trusted_proxies: raw
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|n| parse_net(n).ok_or_else(|| format!("trusted proxy {n}")))
+                .collect::<Result<_, _>>()?,
         },
         websocket: WebSocketConfig {
             path: raw.websocket.path.clone(),
@@ -192,4 +207,20 @@ pub fn build(
         }),
         log_level: raw.logging.level.clone().unwrap_or_else(|| "info".into()),
     })
+}
+
+/// A network in CIDR form, or a single address as its /32 (/128).
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
+/// The remote key location: an `http(s)://` JWKS URL or an OIDC issuer.
+fn remote_location(j: &JwtSection) -> Option<RemoteLocation> {
+    match (&j.jwks_url, &j.oidc_issuer) {
+        (Some(url), _) => Some(RemoteLocation::JwksUrl(url.clone())),
+        (None, Some(issuer)) => Some(RemoteLocation::OidcIssuer(issuer.clone())),
+        (None, None) => None,
+    }
 }
