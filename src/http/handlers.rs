@@ -45,6 +45,10 @@ async fn ready(app: &App) -> Response {
         },
     )
     .await;
+    let mut deps = deps;
+    if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
+        deps.push(crate::probe::key_source(&status));
+    }
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({

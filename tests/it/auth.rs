@@ -8,6 +8,7 @@ pub mod idp;
 mod keys;
 mod mint;
 pub mod remote;
+mod serve;
 mod verify;
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 mod auth;
 mod conversation;
-mod harness;
+pub mod harness;
 mod lifecycle;
 mod limits;
 mod load;
