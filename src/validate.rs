@@ -8,9 +8,11 @@ mod ctx;
 pub mod deps;
 pub mod drift;
 pub mod endpoint;
+mod proxies;
 pub mod routes;
 mod schema_check;
 pub mod schema_walk;
+mod tls;
 
 use crate::config::Config;
 use crate::config::load::{LoadOptions, Loaded, load, place};
@@ -57,6 +59,8 @@ pub fn check_env(opts: &LoadOptions, env: &str) -> Outcome {
         auth::check(&mut cx);
         auth::check_dev_token(&mut cx);
         deps::check(&mut cx);
+        tls::check(&mut cx);
+        proxies::check(&mut cx);
         agents::check(&mut cx);
         findings.extend(cx.findings);
     }

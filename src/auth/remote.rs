@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::failure::AuthFailure;
 use super::keys::{AuthSetupError, log_skipped, single_family};
 use crate::config::{JwtConfig, RemoteKeySource};
+pub use fetch::check_url as check_key_url;
 use fetch::{FetchError, Fetcher};
 pub(crate) use keymap::KeyMap;
 pub use metrics::KeySourceMetrics;

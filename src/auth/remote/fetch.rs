@@ -215,8 +215,10 @@ fn discovered_jwks_uri(
     parse(&document.jwks_uri)
 }
 
-/// An absolute `https://` URL with a host (`http://` where allowed).
-pub(crate) fn check_url(url: &str, allow_http: bool) -> Result<(), &'static str> {
+/// Whether a key source URL may be fetched: absolute `https://` with a host and no
+/// credentials (`http://` where allowed: development and test). The same rule for the
+/// validator, the constructor and a discovered `jwks_uri`.
+pub fn check_url(url: &str, allow_http: bool) -> Result<(), &'static str> {
     let parsed = Url::parse(url).map_err(|_| "is not an absolute URL")?;
     match parsed.scheme() {
         "https" => {}
