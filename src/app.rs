@@ -159,6 +159,11 @@ impl App {
         }
     }
 
+    /// The networks whose forwarded client addresses are believed (`crate::proxy`).
+    pub fn trusted_proxies(&self) -> Arc<[ipnet::IpNet]> {
+        self.config.server.trusted_proxies.clone().into()
+    }
+
     /// What runs need, when the store is connected.
     pub fn run_deps(&self) -> Option<RunDeps> {
         self.store.get().map(|s| RunDeps {

@@ -17,6 +17,7 @@ pub mod hub;
 mod json_out;
 pub mod metrics;
 pub mod probe;
+pub mod proxy;
 pub mod ratelimit;
 pub mod report;
 pub mod runs;

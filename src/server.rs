@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
+
 use crate::app::App;
 use crate::config::Config;
 
@@ -26,6 +28,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `[server.tls]` could not be loaded.
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] tls::TlsSetupError),
     /// A process-scope component could not be built.
     #[error("cannot start {component}: {message}")]
     Component {
@@ -66,6 +71,12 @@ impl Server {
 /// Builds components, binds and starts serving in the background.
 pub async fn start(config: Config) -> Result<Server, ServeError> {
     let (listener, addr) = bind(config.server.listen).await?;
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(tls::Tls::from_config)
+        .transpose()?;
     let app = App::build(config).await?;
     let shutdown = CancellationToken::new();
     let filters = crate::http::filters(app.clone());
@@ -74,6 +85,7 @@ pub async fn start(config: Config) -> Result<Server, ServeError> {
     app.start(shutdown.clone());
     tokio::spawn(async move { connecting.connect_store(stop_connecting).await });
     let token = shutdown.clone();
+    let stop_watching = shutdown.clone();
     let drain_app = app.clone();
     let handle = tokio::spawn(async move {
         let signal_app = drain_app.clone();
@@ -81,11 +93,19 @@ pub async fn start(config: Config) -> Result<Server, ServeError> {
             token.cancelled().await;
             signal_app.start_draining();
         };
-        warp::serve(filters)
-            .incoming(listener)
-            .graceful(signal)
-            .run()
-            .await;
+        match tls {
+            Some(tls) => {
+                tls.watch(stop_watching);
+                tls::serve(filters, listener, tls, signal).await
+            }
+            None => {
+                warp::serve(filters)
+                    .incoming(listener)
+                    .graceful(signal)
+                    .run()
+                    .await
+            }
+        }
         drain_app.drain().await;
     });
     Ok(Server {

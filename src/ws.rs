@@ -29,7 +29,7 @@ pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Re
     warp::get()
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(warp::addr::remote())
+        .and(crate::proxy::client_addr(app.trusted_proxies()))
         .and(warp::ext::optional::<OnUpgrade>())
         .and_then(
             move |headers: HeaderMap,

@@ -5,4 +5,5 @@ mod browser;
 mod config;
 mod serve;
 mod store;
+mod tls;
 mod ws;

@@ -25,6 +25,15 @@ pub struct TestCa {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    ca_key_pem: String,
+}
+
+fn ca_params() -> rcgen::CertificateParams {
+    let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "portcullis test CA");
+    ca
 }
 
 impl TestCa {
@@ -36,12 +45,18 @@ impl TestCa {
     /// As [`TestCa::new`], the server certificate ending on `not_after` (y, m, d) if given.
     pub fn with_validity(not_after: Option<(i32, u8, u8)>) -> TestCa {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "portcullis test CA");
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let ca_cert = ca_params().self_signed(&ca_key).expect("CA certificate");
+        TestCa::issue(ca_cert.pem(), ca_key.serialize_pem(), not_after)
+    }
+
+    /// A new server key and certificate from the same CA (a renewal).
+    pub fn with_same_ca(ca: &TestCa) -> TestCa {
+        TestCa::issue(ca.ca_pem.clone(), ca.ca_key_pem.clone(), None)
+    }
+
+    fn issue(ca_pem: String, ca_key_pem: String, not_after: Option<(i32, u8, u8)>) -> TestCa {
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).expect("CA key PEM");
+        let issuer = rcgen::Issuer::new(ca_params(), ca_key);
         let key = rcgen::KeyPair::generate().expect("server key");
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
@@ -51,9 +66,10 @@ impl TestCa {
         }
         let cert = params.signed_by(&key, &issuer).expect("server certificate");
         TestCa {
-            ca_pem: ca_cert.pem(),
+            ca_pem,
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            ca_key_pem,
         }
     }
 
