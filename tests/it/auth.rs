@@ -8,7 +8,7 @@ pub mod idp;
 mod keys;
 mod mint;
 pub mod remote;
-mod serve;
+pub mod serve;
 mod verify;
 
 use std::path::PathBuf;

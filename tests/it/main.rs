@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod config;
+mod proxy;
 mod serve;
 mod store;
 mod tls;

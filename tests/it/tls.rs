@@ -33,7 +33,7 @@ fn install(ca: &TestCa, dir: &Path) {
     }
 }
 
-fn connector(ca: &TestCa) -> tokio_rustls::TlsConnector {
+pub fn connector(ca: &TestCa) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
