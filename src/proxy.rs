@@ -2,8 +2,8 @@
 //! `X-Forwarded-For` is believed only when the peer is inside `server.trusted_proxies`,
 //! and then only back to the first hop that is not itself a trusted proxy (read right to
 //! left, so entries a client wrote itself at the left are never taken). Without trusted
-//! proxies the headers are ignored. Bypass `from` rules, logs and per-address limits all
-//! see the address this module resolves.
+//! proxies the headers are ignored. Bypass `from` rules and logs see the address this
+//! module resolves.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

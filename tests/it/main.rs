@@ -3,6 +3,7 @@
 mod auth;
 mod browser;
 mod config;
+mod deploy;
 mod proxy;
 mod serve;
 mod store;
