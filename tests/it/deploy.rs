@@ -24,7 +24,10 @@ fn instructions(text: &str) -> Vec<(String, String)> {
         current.push_str(line.trim_end_matches('\\'));
         current.push(' ');
         if !line.ends_with('\\') {
-            let (op, args) = current.trim().split_once(' ').unwrap_or((current.trim(), ""));
+            let (op, args) = current
+                .trim()
+                .split_once(' ')
+                .unwrap_or((current.trim(), ""));
             out.push((op.to_uppercase(), args.trim().to_owned()));
             current.clear();
         }
@@ -51,7 +54,10 @@ fn dockerfile_copies_what_exists_and_runs_unprivileged() {
         }
         let parts: Vec<&str> = args.split_whitespace().collect();
         for source in &parts[..parts.len() - 1] {
-            assert!(Path::new(source).exists(), "COPY source `{source}` does not exist");
+            assert!(
+                Path::new(source).exists(),
+                "COPY source `{source}` does not exist"
+            );
         }
     }
     let runtime = steps.iter().rposition(|(op, _)| op == "FROM").unwrap();
@@ -62,7 +68,12 @@ fn dockerfile_copies_what_exists_and_runs_unprivileged() {
         .find(|(op, _)| op == "USER")
         .map(|(_, u)| u.clone())
         .expect("the runtime stage names a USER");
-    let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric uid");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric uid");
     assert_ne!(uid, 0, "the image must not run as root");
     let copied = runtime
         .iter()
@@ -75,7 +86,9 @@ fn dockerfile_copies_what_exists_and_runs_unprivileged() {
         .map(|(_, args)| args.clone())
         .expect("ENTRYPOINT");
     assert!(entry.contains(&copied), "{entry} runs {copied}");
-    let installs = runtime.iter().any(|(op, a)| op == "RUN" && a.contains("ca-certificates"));
+    let installs = runtime
+        .iter()
+        .any(|(op, a)| op == "RUN" && a.contains("ca-certificates"));
     assert!(installs, "the JWKS client needs the system CA store");
 
     // The binary checks the shipped environments as that uid (as the image runs it).
@@ -92,7 +105,13 @@ fn dockerfile_copies_what_exists_and_runs_unprivileged() {
         false => Command::new(BINARY),
     };
     let out = command
-        .args(["check", "--config-dir", "environments", "--env", "development"])
+        .args([
+            "check",
+            "--config-dir",
+            "environments",
+            "--env",
+            "development",
+        ])
         .output()
         .expect("run the binary");
     assert!(
@@ -139,7 +158,13 @@ fn systemd_unit_verifies_cleanly_and_is_hardened() {
         "RestartPreventExitStatus",
         "ExecReload",
     ] {
-        assert!(settings.contains(&key), "deploy/portcullis.service lacks {key}=");
+        assert!(
+            settings.contains(&key),
+            "deploy/portcullis.service lacks {key}="
+        );
     }
-    assert!(unit.contains("RestartPreventExitStatus=78"), "exit 78 is a config error");
+    assert!(
+        unit.contains("RestartPreventExitStatus=78"),
+        "exit 78 is a config error"
+    );
 }

@@ -284,3 +284,81 @@ async fn handshake_mode_answers_503_before_keys_and_401_for_a_bad_token_after() 
         .expect("upgrade");
     assert_eq!(client.recv().await["type"], "connection_established");
 }
+
+/// The `serve` binary on `dir`'s `test` environment at `port`, with `vars` set; killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `jwt_keys` entry of `/ready` once its state is not `starting`.
+async fn settled_key_source(port: u16) -> Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/ready")).await
+            && let Ok(text) = response.text().await
+            && let Ok(body) = serde_json::from_str::<Value>(&text)
+            && let Some(entry) = body["dependencies"]
+                .as_array()
+                .and_then(|deps| deps.iter().find(|d| d["name"] == "jwt_keys"))
+            && entry["detail"]["state"] != "starting"
+        {
+            return entry.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no settled jwt_keys entry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_trust_store_honours_ssl_cert_file() {
+    let ca = TestCa::new();
+    let key = SigningKey::generate(Algorithm::ES256, "k1");
+    let idp = Idp::start(&ca, &[&key]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // No auth.jwt.ca_file: only the system store can make the IdP's certificate trusted.
+    let toml = environment(&idp.url("/jwks.json"), &ca, "after_accept", dir.path())
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("test.toml"), toml).unwrap();
+    let serve = |cert_file: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["serve", "--env", "test", "--config-dir"])
+            .arg(dir.path())
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(file) = cert_file {
+            command.env("SSL_CERT_FILE", file);
+        }
+        Child(command.spawn().expect("serve starts"))
+    };
+    {
+        let _server = serve(None);
+        let entry = settled_key_source(port).await;
+        assert_eq!(entry["detail"]["state"], "unavailable", "{entry}");
+        let error = entry["error"].as_str().unwrap_or("");
+        assert!(error.to_lowercase().contains("certificate"), "{error}");
+    }
+    let _server = serve(Some(&ca_file));
+    let entry = settled_key_source(port).await;
+    assert_eq!(entry["detail"]["state"], "fresh", "{entry}");
+}
