@@ -61,10 +61,7 @@ fn fake_env() -> BTreeMap<String, String> {
 }
 
 fn time_check_all(root: &Path, runs: usize) -> Vec<Duration> {
-    let opts = LoadOptions {
-        config_dir: root.join("environments"),
-        env: fake_env(),
-    };
+    let opts = LoadOptions::new(root.join("environments"), fake_env());
     (0..runs)
         .map(|_| {
             let start = Instant::now();

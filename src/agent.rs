@@ -267,6 +267,15 @@ impl Registry {
         })
     }
 
+    /// A registry with no agents, standing in for one that could not be built while the
+    /// compile step collects the rest of a configuration's failures (never served).
+    pub fn empty() -> Self {
+        Self {
+            agents: Vec::new(),
+            default: 0,
+        }
+    }
+
     /// The agent called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Agent>> {
         self.agents.iter().find(|agent| agent.name == name).cloned()

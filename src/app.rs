@@ -14,12 +14,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
-use crate::config::{AuthMode, Config};
+use crate::compile::Compiled;
+use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{RunDeps, RunManager};
-use crate::server::ServeError;
 use crate::store::Store;
 
 /// Everything built once per process.
@@ -40,7 +40,7 @@ pub struct App {
     pub runs: Arc<RunManager>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Per-user message rate.
+    /// Chat message rate, per user or per connection (`components.rate_limiter.scope`).
     pub limiter: Arc<RateLimiter>,
     /// Redis pool (process scope), when a Redis service is declared. deadpool connects
     /// lazily, so building it at boot opens no connection.
@@ -55,65 +55,32 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the process-scope components. Keys and agents are checked here, so a key
-    /// file that cannot be parsed stops the boot with a message instead of failing the
-    /// first connection.
-    pub async fn build(config: Config) -> Result<App, ServeError> {
-        let verifier = match (&config.auth.jwt, config.auth.mode) {
-            (Some(jwt), AuthMode::Jwt) => {
-                Some(Arc::new(Verifier::from_config(jwt).map_err(|e| {
-                    ServeError::Component {
-                        component: "jwt_keys",
-                        message: e.to_string(),
-                    }
-                })?))
-            }
-            _ => None,
-        };
-        let agents =
-            Registry::for_environment(&config.agents, config.kind.is_relaxed()).map_err(|e| {
-                ServeError::Component {
-                    component: "agent_registry",
-                    message: e.to_string(),
-                }
-            })?;
-        let redis = match config.redis() {
-            Some((_, svc)) => match &svc.url {
-                Some(url) => {
-                    let mut cfg = deadpool_redis::Config::from_url(url.expose());
-                    cfg.pool = Some(deadpool_redis::PoolConfig::new(svc.pool_size as usize));
-                    Some(
-                        cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                            .map_err(|e| ServeError::Component {
-                                component: "redis",
-                                message: e.to_string(),
-                            })?,
-                    )
-                }
-                None => None,
-            },
-            None => None,
-        };
-        let mut metrics = Metrics::new();
-        if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
-            metrics.register_key_source(source);
-        }
-        let app = App {
+    /// Assembles the process from its compiled components (`crate::compile` built and
+    /// checked every one of them; nothing here can fail or touch the network).
+    pub fn new(compiled: Compiled) -> App {
+        let Compiled {
+            config,
+            verifier,
+            agents,
+            limiter,
+            metrics,
             redis,
-            limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute)),
+        } = compiled;
+        App {
+            redis,
+            limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
-            config: Arc::new(config),
+            config,
             store: Arc::new(OnceCell::new()),
             verifier,
-            agents: Arc::new(agents),
+            agents,
             hub: Arc::new(Hub::default()),
             runs: Arc::new(RunManager::default()),
-            metrics: Arc::new(metrics),
+            metrics,
             close_sessions: CancellationToken::new(),
             sessions: TaskTracker::new(),
             draining: Arc::new(AtomicBool::new(false)),
-        };
-        Ok(app)
+        }
     }
 
     /// Starts what fetches in the background until `shutdown`: a remote JWT key source.

@@ -1,10 +1,15 @@
-//! The `portcullis` command line: `check`, `routes`, `explain`, `schema`, `token`, `serve`.
+//! The `portcullis` command line: `check`, `routes`, `explain`, `schema`, `token`, `init`,
+//! `serve`.
 //!
 //! Every command takes `--config-dir` (default `./environments`, also
-//! `PORTCULLIS_CONFIG_DIR`) so CI can check any checkout or fixture directory.
+//! `PORTCULLIS_CONFIG_DIR`) so CI can check any checkout or fixture directory; when it is
+//! not given and `./environments` does not exist, the environments built into the binary
+//! are used (the embedded default runs anywhere). `--data-dir` (default `./data`) is where
+//! relative SQLite paths go.
 
 pub mod check;
 mod explain;
+mod init;
 mod routes;
 mod serve;
 mod token;
@@ -14,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::load::LoadOptions;
 use crate::report::Format;
 
 /// Exit status when `serve` refuses a configuration (`EX_CONFIG` from sysexits.h).
@@ -23,14 +29,18 @@ pub const EXIT_CONFIG: u8 = 78;
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]
 pub struct Cli {
-    /// Directory holding the environment files.
+    /// Directory holding the environment files [default: ./environments, or the built-in
+    /// environments when that directory does not exist].
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Base directory of relative data paths (SQLite files).
     #[arg(
         long,
         global = true,
-        env = "PORTCULLIS_CONFIG_DIR",
-        default_value = "environments"
+        env = "PORTCULLIS_DATA_DIR",
+        default_value = crate::config::load::DEFAULT_DATA_DIR
     )]
-    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -53,18 +63,36 @@ pub enum Command {
         /// Fail on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+        /// Check everything except that `*_env` variables are set (CI without secrets).
+        #[arg(long)]
+        no_env: bool,
     },
     /// Print the resolved HTTP routes and WebSocket paths, with the auth guarding each.
     Routes {
         /// Environment.
         #[arg(long)]
         env: String,
+        /// Do not require `*_env` variables to be set.
+        #[arg(long)]
+        no_env: bool,
     },
     /// Print the effective configuration and where every value comes from (secrets redacted).
     Explain {
         /// Environment.
         #[arg(long)]
         env: String,
+        /// Do not require `*_env` variables to be set.
+        #[arg(long)]
+        no_env: bool,
+    },
+    /// Write the shipped environment files (and their schema) into DIR for editing.
+    Init {
+        /// Where to write them.
+        #[arg(default_value = "environments")]
+        dir: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the JSON Schema of environment files.
     Schema,
@@ -88,23 +116,56 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Where configuration comes from, as the global flags say.
+    fn load_options(&self, no_env: bool) -> LoadOptions {
+        let mut opts = LoadOptions::from_process(
+            self.config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR)),
+        );
+        opts.builtin_fallback = self.config_dir.is_none();
+        opts.no_env = no_env;
+        opts.data_dir = self.data_dir.clone();
+        opts
+    }
+}
+
+/// rustls needs one process-wide crypto provider; several crates in the tree enable
+/// rustls, so the choice is made once, here (a second install is a harmless no-op).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Where environment files are looked for when `--config-dir` is not given.
+pub const DEFAULT_CONFIG_DIR: &str = "environments";
+
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
+    install_crypto_provider();
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         Command::Check {
             env,
             all,
             format,
             deny_warnings,
-        } => check::run(&cli.config_dir, env.as_deref(), all, format, deny_warnings),
-        Command::Routes { env } => routes::run(&cli.config_dir, &env),
-        Command::Explain { env } => explain::run(&cli.config_dir, &env),
+            no_env,
+        } => check::run(
+            &cli.load_options(*no_env),
+            env.as_deref(),
+            *all,
+            *format,
+            *deny_warnings,
+        ),
+        Command::Routes { env, no_env } => routes::run(&cli.load_options(*no_env), env),
+        Command::Explain { env, no_env } => explain::run(&cli.load_options(*no_env), env),
         Command::Schema => {
             print!("{}", crate::config::schema::schema_json());
             ExitCode::SUCCESS
         }
-        Command::Token { env, sub, ttl } => token::run(&cli.config_dir, &env, &sub, ttl),
-        Command::Serve { env } => serve::run(&cli.config_dir, &env),
+        Command::Init { dir, force } => init::run(dir, *force),
+        Command::Token { env, sub, ttl } => token::run(&cli.load_options(false), env, sub, *ttl),
+        Command::Serve { env } => serve::run(&cli.load_options(false), env),
     }
 }

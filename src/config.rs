@@ -1,5 +1,6 @@
 //! Configuration: raw file types, loading with provenance, and the validated `Config`.
 
+pub mod builtin;
 pub mod explain;
 pub mod load;
 pub mod path;

@@ -103,9 +103,15 @@ fn route(app: App, r: &Route) -> BoxedFilter<(Response,)> {
                     body,
                     remote,
                 };
-                handlers::handle(&app, handler, req)
-                    .await
-                    .map_err(warp::reject::custom)
+                let started = std::time::Instant::now();
+                let result = handlers::handle(&app, handler, req).await;
+                let status = match &result {
+                    Ok(response) => response.status(),
+                    Err(e) => e.status,
+                };
+                app.metrics
+                    .http_request(handler.name(), status.as_u16(), started.elapsed());
+                result.map_err(warp::reject::custom)
             }
         })
         .boxed()

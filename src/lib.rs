@@ -3,13 +3,17 @@
 //! front of users.
 //!
 //! Layers, in the one direction data flows: [`config`] (files -> raw -> validated) ->
-//! [`validate`] -> process components ([`app`], [`store`], [`auth`], [`agent`]) ->
-//! [`http`] and [`ws`] filters -> sessions -> runs. [`cli`] drives them.
+//! [`validate`] -> [`compile`] (every component built, the one gate of `check` and
+//! `serve`) -> process ([`app`] over [`store`], [`auth`], [`agent`]) -> [`http`] and
+//! [`ws`] filters -> sessions -> runs. [`cli`] drives them.
+
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod compile;
 pub mod config;
 pub mod diagnostic;
 pub mod http;

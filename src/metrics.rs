@@ -1,7 +1,12 @@
 //! Process metrics in Prometheus text format: connections, auth failures by reason,
-//! bypass uses, events sent, messages, run durations. Built once at boot (process scope).
+//! bypass uses, events sent, messages, run durations, HTTP request durations. Built once
+//! at boot (process scope). Served as OpenMetrics to scrapers that ask for it, and as text
+//! format 0.0.4 (`text.rs`) to everything else.
+
+mod text;
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +28,20 @@ fn label(kind: &str) -> Label {
     }
 }
 
+/// Labels of an HTTP request: the route's handler and the response status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    /// Handler name as written in `[[routes]]` (`websocket` for upgrades).
+    pub handler: &'static str,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// OpenMetrics' media type, which Prometheus asks for first when it scrapes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format, for every other reader (promtool, agents, curl).
+const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +61,8 @@ pub struct Metrics {
     pub run_seconds: Family<Label, Histogram>,
     /// Connections closed as slow consumers.
     pub slow_consumers: Counter,
+    /// HTTP request durations by handler and status.
+    pub http_requests: Family<HttpLabel, Histogram>,
     /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
     /// every frame, and a family lookup allocates the label and hashes it.
     sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
@@ -79,6 +100,16 @@ impl Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
         });
         let slow_consumers = Counter::default();
+        let http_requests = Family::<HttpLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request durations by handler and status code",
+            http_requests.clone(),
+        );
         registry.register(
             "connections_open",
             "Open WebSocket connections",
@@ -129,6 +160,7 @@ impl Metrics {
             user_messages,
             run_seconds,
             slow_consumers,
+            http_requests,
             sent_cache: Default::default(),
         }
     }
@@ -165,11 +197,28 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The Prometheus text exposition.
+    /// Records one HTTP request.
+    pub fn http_request(&self, handler: &'static str, code: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabel { handler, code })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition in the format `accept` asks for, with its content type: OpenMetrics
+    /// when the scraper accepts it, text format 0.0.4 otherwise.
+    pub fn exposition(&self, accept: Option<&str>) -> (String, &'static str) {
+        let openmetrics = accept.is_some_and(|a| a.contains("application/openmetrics-text"));
+        match openmetrics {
+            true => (self.render(), OPENMETRICS),
+            false => (text::to_004(&self.render()), TEXT_004),
+        }
     }
 }
 

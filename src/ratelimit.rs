@@ -1,6 +1,7 @@
-//! Per-user message rate limit (`websocket.messages_per_minute`), shared by all of a user's
-//! connections on this node. A token bucket per user; idle buckets are dropped so the map
-//! does not grow with every user ever seen.
+//! The chat message rate limit (`websocket.messages_per_minute`): a token bucket per user
+//! (shared by all of a user's connections on this node) or per connection, as
+//! `components.rate_limiter.scope` says. Idle buckets are dropped so the map does not
+//! grow with every user or connection ever seen.
 
 use foldhash::HashMap;
 use std::sync::Mutex;
@@ -11,23 +12,45 @@ struct Bucket {
     at: Instant,
 }
 
-/// Process-scope limiter keyed by user.
+/// What one bucket limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// A user, across their connections (`scope = "process"`).
+    User,
+    /// One connection (`scope = "connection"`).
+    Connection,
+}
+
+/// Process-scope limiter keyed by user or by connection.
 pub struct RateLimiter {
     per_minute: f64,
+    per: Per,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
-    /// A limiter allowing `per_minute` messages per user, with bursts up to that many.
-    pub fn new(per_minute: u32) -> Self {
+    /// A limiter allowing `per_minute` messages per user (or connection), with bursts up
+    /// to that many.
+    pub fn new(per_minute: u32, per: Per) -> Self {
         Self {
             per_minute: f64::from(per_minute),
+            per,
             buckets: Mutex::new(HashMap::default()),
         }
     }
 
-    /// Takes one token for `user`; false when the user is over the limit.
-    pub fn allow(&self, user: &str, now: Instant) -> bool {
+    /// What a bucket limits.
+    pub fn per(&self) -> Per {
+        self.per
+    }
+
+    /// Takes one token for a message of `user` on connection `conn_id`; false when over
+    /// the limit.
+    pub fn allow(&self, user: &str, conn_id: &str, now: Instant) -> bool {
+        let key = match self.per {
+            Per::User => user,
+            Per::Connection => conn_id,
+        };
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > 10_000 {
             let full = self.per_minute;
@@ -35,7 +58,7 @@ impl RateLimiter {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * full / 60.0 < full
             });
         }
-        let b = buckets.entry(user.to_string()).or_insert(Bucket {
+        let b = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: self.per_minute,
             at: now,
         });
@@ -58,15 +81,30 @@ mod tests {
 
     #[test]
     fn bursts_then_refills_per_user() {
-        let l = RateLimiter::new(3);
+        let l = RateLimiter::new(3, Per::User);
         let t = Instant::now();
-        assert!(l.allow("a", t) && l.allow("a", t) && l.allow("a", t));
-        assert!(!l.allow("a", t));
-        assert!(l.allow("b", t), "another user has their own bucket");
+        assert!(l.allow("a", "c1", t) && l.allow("a", "c2", t) && l.allow("a", "c1", t));
         assert!(
-            l.allow("a", t + Duration::from_secs(20)),
+            !l.allow("a", "c3", t),
+            "a user's connections share one bucket"
+        );
+        assert!(l.allow("b", "c4", t), "another user has their own bucket");
+        assert!(
+            l.allow("a", "c1", t + Duration::from_secs(20)),
             "one token back after 20 s at 3/min"
         );
-        assert!(!l.allow("a", t + Duration::from_secs(20)));
+        assert!(!l.allow("a", "c1", t + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn per_connection_buckets_are_per_socket() {
+        let l = RateLimiter::new(1, Per::Connection);
+        let t = Instant::now();
+        assert!(l.allow("a", "c1", t));
+        assert!(!l.allow("a", "c1", t));
+        assert!(
+            l.allow("a", "c2", t),
+            "another socket of the same user has its own"
+        );
     }
 }

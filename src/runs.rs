@@ -15,10 +15,13 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{Agent, AgentEvent, EventSink, RunContext, SinkError, ThreadHistory};
+use crate::agent::{
+    Agent, AgentEvent, ErrorInfo, EventSink, RunContext, RunOutcome, RunStatus, SinkError,
+    ThreadHistory, codes,
+};
 use crate::hub::{Hub, Outbound, Outbox};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, EventRecord, Store, StoredEvent};
+use crate::store::{Accepted, EventBody, EventRecord, Store, StoredEvent};
 
 struct Active {
     user_id: String,
@@ -115,24 +118,27 @@ impl RunManager {
                     Arc::clone(&turn).lock_owned().await
                 }
             };
+            if deps.store.has_abandoned() {
+                // An earlier run of the thread ended unstored: its end goes first.
+                Box::pin(deps.store.close_abandoned(Some(&ctx.thread_id))).await;
+            }
             // Boxed: the run's state machine is kilobytes.
             let outcome = Box::pin(crate::agent::run(&agent, &ctx, &sink)).await;
-            drop(guard);
-            manager.release_turn(&ctx.thread_id, turn);
             // Whatever happened, the ack leaves before the run's end is published.
             sink.ack.release();
             if !outcome.completion_stored {
-                // Storage failed: the client still sees the run end, without a seq.
-                let mut body = outcome.completed_event().to_body("");
-                body.insert("run_id".into(), ctx.run_id.clone().into());
-                body.insert("thread_id".into(), ctx.thread_id.clone().into());
-                let json = serde_json::Value::Object(body).to_string();
-                deps.hub
-                    .publish(&ctx.user_id, Outbound::Reply(Arc::from(json)));
-                tracing::warn!(run_id = %ctx.run_id, "run completion could not be stored; delivered unstored");
+                deliver_unstored(&deps, &ctx, &outcome);
             }
+            drop(guard);
+            manager.release_turn(&ctx.thread_id, turn);
+            // As the client saw it: an end that could not be stored is an error.
+            let status = if outcome.completion_stored {
+                outcome.status
+            } else {
+                RunStatus::Error
+            };
             deps.metrics
-                .run_finished(outcome.status.as_str(), started.elapsed().as_secs_f64());
+                .run_finished(status.as_str(), started.elapsed().as_secs_f64());
             manager
                 .active
                 .lock()
@@ -191,6 +197,42 @@ impl RunManager {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         }
     }
+}
+
+/// The end of a run whose `agent_completed` could not be stored: the client still sees
+/// the run end, without a seq and never `ok` (nothing unstored is reported as stored):
+/// status `error`, code `STORAGE_UNAVAILABLE`. The store keeps the run and stores the
+/// same completion once it can (`store/sweep.rs`), before the thread's next run starts.
+fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome) {
+    let error = match &outcome.error {
+        Some(e) if e.code == codes::STORAGE_UNAVAILABLE => e.clone(),
+        _ => ErrorInfo::new(
+            codes::STORAGE_UNAVAILABLE,
+            format!(
+                "the run ended `{}` but its end could not be stored",
+                outcome.status.as_str()
+            ),
+        ),
+    };
+    let completed = AgentEvent::Completed {
+        status: RunStatus::Error,
+        content: outcome.content.clone(),
+        error: Some(error),
+    };
+    let body = completed.to_body("");
+    let mut sent = body.clone();
+    sent.insert("run_id".into(), ctx.run_id.clone().into());
+    sent.insert("thread_id".into(), ctx.thread_id.clone().into());
+    let json = serde_json::Value::Object(sent).to_string();
+    deps.hub
+        .publish(&ctx.user_id, Outbound::Reply(Arc::from(json)));
+    tracing::warn!(run_id = %ctx.run_id, "run completion could not be stored; delivered unstored, stored later");
+    let record = EventRecord {
+        run_id: ctx.run_id.clone(),
+        body: EventBody::Map(body),
+    };
+    deps.store
+        .abandon(&ctx.thread_id, &ctx.run_id, &outcome.content, record);
 }
 
 /// Stores each event and publishes it only after its commit, in order. Writes are
@@ -650,6 +692,80 @@ mod tests {
             got.iter().skip(1).any(|g| g.contains("agent_completed")),
             "{got:?}"
         );
+    }
+
+    /// A run whose end cannot be stored (the database refuses to close it) is delivered
+    /// as an error, never `ok`; the store keeps it and stores that end as soon as it can,
+    /// at the latest before the thread's next run, so the replay has every run's end in
+    /// order.
+    #[tokio::test]
+    async fn a_run_whose_end_is_not_stored_ends_in_error_and_is_stored_later() {
+        use sqlx::Connection;
+        let bench = Bench::new().await;
+        let url = format!("sqlite://{}", bench._dir.path().join("ack.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query(
+            "CREATE TRIGGER refuse_end BEFORE UPDATE OF status ON runs \
+             BEGIN SELECT RAISE(FAIL, 'refused by the test'); END",
+        )
+        .execute(&mut db)
+        .await
+        .expect("trigger");
+        let first = bench.start("m1", None).await;
+        bench.finish().await;
+        let got = bench.received();
+        let end: serde_json::Value =
+            serde_json::from_str(got.last().expect("an end")).expect("the end is a reply");
+        assert_eq!(end["type"], "agent_completed", "{got:?}");
+        assert_eq!(end["status"], "error", "{end}");
+        assert_eq!(end["error"]["code"], "STORAGE_UNAVAILABLE", "{end}");
+        assert!(end.get("seq").is_none(), "{end}");
+        assert!(bench.deps.store.has_abandoned());
+
+        sqlx::query("DROP TRIGGER refuse_end")
+            .execute(&mut db)
+            .await
+            .expect("drop trigger");
+        let bench = Bench {
+            manager: Arc::new(RunManager::default()),
+            ..bench
+        };
+        bench.start("m2", Some(&first.thread_id)).await;
+        bench.finish().await;
+        assert!(!bench.deps.store.has_abandoned());
+        let replay = bench
+            .deps
+            .store
+            .events_after("alice", &first.thread_id, 0, 100)
+            .await
+            .expect("replay");
+        let events: Vec<serde_json::Value> = replay
+            .iter()
+            .map(|e| serde_json::from_str(&e.json).expect("json"))
+            .collect();
+        let ends: Vec<_> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["type"] == "agent_completed")
+            .map(|(i, e)| (i, e["run_id"].clone(), e["status"].clone()))
+            .collect();
+        let second_start = events
+            .iter()
+            .rposition(|e| e["type"] == "agent_started")
+            .expect("the second run started");
+        assert_eq!(ends.len(), 2, "{events:?}");
+        assert_eq!(
+            (&ends[0].1, &ends[0].2),
+            (&first.run_id.clone().into(), &"error".into())
+        );
+        assert!(
+            ends[0].0 < second_start,
+            "the first end precedes the second run: {events:?}"
+        );
+        assert_eq!(events[ends[0].0]["error"]["code"], "STORAGE_UNAVAILABLE");
+        assert_eq!(ends[1].2, "ok");
     }
 
     /// Dropped unreleased (a run task that never ran), the ack is still queued.

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 pub mod tls;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::compile::Compiled;
 
-/// Why the server could not start.
+/// Why the server could not start (configuration problems never get here: `compile`
+/// refused them before).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listen address could not be bound.
@@ -28,17 +29,13 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// `[server.tls]` could not be loaded.
+    /// `[server.tls]` could not be loaded (the validator checks the same files; this is a
+    /// change between `check` and `serve`).
     #[error("cannot start TLS: {0}")]
     Tls(#[from] tls::TlsSetupError),
-    /// A process-scope component could not be built.
-    #[error("cannot start {component}: {message}")]
-    Component {
-        /// Which component.
-        component: &'static str,
-        /// Why.
-        message: String,
-    },
+    /// The configuration was compiled with `--no-env`, which only `check` may use.
+    #[error("a configuration checked with --no-env has unset secrets and cannot be served")]
+    NotServable,
 }
 
 /// A running server.
@@ -68,16 +65,20 @@ impl Server {
     }
 }
 
-/// Builds components, binds and starts serving in the background.
-pub async fn start(config: Config) -> Result<Server, ServeError> {
-    let (listener, addr) = bind(config.server.listen).await?;
-    let tls = config
+/// Binds and starts serving the compiled components in the background.
+pub async fn start(compiled: Compiled) -> Result<Server, ServeError> {
+    if compiled.config.no_env {
+        return Err(ServeError::NotServable);
+    }
+    let (listener, addr) = bind(compiled.config.server.listen).await?;
+    let tls = compiled
+        .config
         .server
         .tls
         .as_ref()
         .map(tls::Tls::from_config)
         .transpose()?;
-    let app = App::build(config).await?;
+    let app = App::new(compiled);
     let shutdown = CancellationToken::new();
     let filters = crate::http::filters(app.clone());
     let connecting = app.clone();

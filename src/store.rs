@@ -1,11 +1,13 @@
 //! The store of record: threads, messages, runs and the ordered event log, on SQLite
 //! (embedded default) or Postgres (production), behind one enum.
 //!
-//! [`Store`] is enum dispatch over the two implementations, so callers hold one
-//! concrete, cloneable type with no boxing or `async_trait`. Each database keeps its SQL
+//! [`Store`] is a shared handle over enum dispatch to the two implementations, so callers
+//! hold one concrete, cloneable type with no `async_trait`. Each database keeps its SQL
 //! in its own file (`sqlite.rs`, `postgres.rs`) because placeholders, batch inserts and
 //! locking differ; what both share (ids, timestamps, event serialization) is in
-//! `model.rs`. Ownership checks live here, once, so neither implementation can forget one.
+//! `model.rs`. Ownership checks and the text rules (`text.rs`) live here, once, so
+//! neither implementation can forget one; so does the list of runs this process
+//! abandoned, which `sweep.rs` closes.
 //!
 //! Architecture invariant: a thread's events get `seq` 1, 2, 3, … with no gap or
 //! duplicate, and the JSON text stored is the JSON text sent.
@@ -16,7 +18,10 @@ mod migrations;
 mod model;
 mod postgres;
 mod sqlite;
+mod sweep;
+mod text;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::StoreError;
@@ -26,11 +31,23 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sweep::SWEEP_INTERVAL;
 
-/// The store, on one of the two supported databases. The variants' own methods are
-/// crate-private: callers go through `Store`, which is where ownership is checked.
+/// The store, on one of the two supported databases; clones share it. The databases'
+/// own methods are crate-private: callers go through `Store`, which is where ownership
+/// is checked.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub struct Store(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    /// Runs whose completion could not be stored, until the sweep stores it.
+    abandoned: sweep::Abandoned,
+}
+
+#[derive(Debug)]
+enum Db {
     /// A SQLite file (`sqlite://path/to/file.db`).
     Sqlite(SqliteStore),
     /// A Postgres database (`postgres://…` or `postgresql://…`).
@@ -40,12 +57,12 @@ pub enum Store {
 /// Calls the same method on whichever database this store uses.
 macro_rules! dispatch {
     ($self:ident.$method:ident($($arg:expr),*)) => {
-        match $self {
-            Store::Sqlite(s) => s.$method($($arg),*).await,
+        match &$self.0.db {
+            Db::Sqlite(s) => s.$method($($arg),*).await,
             // Boxed: an enum's future is as large as its largest variant, and sqlx's
             // Postgres futures are kilobytes, which every SQLite call (and every run and
             // message future holding one) would otherwise carry and copy.
-            Store::Postgres(s) => Box::pin(s.$method($($arg),*)).await,
+            Db::Postgres(s) => Box::pin(s.$method($($arg),*)).await,
         }
     };
 }
@@ -64,25 +81,44 @@ impl Store {
     ) -> Result<Store, StoreError> {
         // Only the scheme is ever echoed back: the rest may carry a password.
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
-        match scheme {
-            "sqlite" => Ok(Store::Sqlite(
-                SqliteStore::connect(url, pool_size, connect_timeout).await?,
-            )),
-            "postgres" | "postgresql" => Ok(Store::Postgres(
-                PgStore::connect(url, pool_size, connect_timeout).await?,
-            )),
-            _ => Err(StoreError::BadUrl(format!(
-                "unsupported scheme {:?}; expected sqlite:// or postgres://",
-                scheme_for_display(scheme)
-            ))),
-        }
+        let db = match scheme {
+            "sqlite" => Db::Sqlite(SqliteStore::connect(url, pool_size, connect_timeout).await?),
+            "postgres" | "postgresql" => {
+                Db::Postgres(PgStore::connect(url, pool_size, connect_timeout).await?)
+            }
+            _ => {
+                return Err(StoreError::BadUrl(format!(
+                    "unsupported scheme {:?}; expected sqlite:// or postgres://",
+                    scheme_for_display(scheme)
+                )));
+            }
+        };
+        Ok(Store::new(db))
+    }
+
+    /// The store over `db`, with its sweep (`sweep.rs`) started; it ends with the store.
+    fn new(db: Db) -> Store {
+        let store = Store(Arc::new(Inner {
+            db,
+            abandoned: sweep::Abandoned::default(),
+        }));
+        tokio::spawn(sweep::run(Arc::downgrade(&store.0)));
+        store
     }
 
     /// Which database this is (`sqlite` or `postgres`), for logs and readiness output.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match self.0.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether [`Self::close`] was called.
+    fn is_closed(&self) -> bool {
+        match &self.0.db {
+            Db::Sqlite(s) => s.is_closed(),
+            Db::Postgres(s) => s.is_closed(),
         }
     }
 
@@ -98,7 +134,9 @@ impl Store {
 
     /// Durably stores a user message and starts its run, in one transaction; see
     /// [`Accepted::duplicate`] for repeated client ids.
+    /// Text with U+0000 is refused on both databases (`store/text.rs`).
     pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+        text::check_message(&msg)?;
         dispatch!(self.accept_message(msg))
     }
 
@@ -113,6 +151,7 @@ impl Store {
         thread_id: &str,
         events: Vec<EventRecord>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        text::check_append(thread_id, &events)?;
         dispatch!(self.append_events(thread_id, events))
     }
 
@@ -130,9 +169,13 @@ impl Store {
         events: Vec<EventRecord>,
         then: OnCommit<Vec<StoredEvent>>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.append_events_then(thread_id, events, then).await,
-            Store::Postgres(s) => {
+        if let Err(e) = text::check_append(thread_id, &events) {
+            then(Err(e));
+            return Ok(());
+        }
+        match &self.0.db {
+            Db::Sqlite(s) => s.append_events_then(thread_id, events, then).await,
+            Db::Postgres(s) => {
                 then(Box::pin(s.append_events(thread_id, events)).await);
                 Ok(())
             }
@@ -151,12 +194,17 @@ impl Store {
         event: EventRecord,
         then: OnCommit<StoredEvent>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => {
+        if let Err(e) = text::check_finish(thread_id, run_id) {
+            then(Err(e));
+            return Ok(());
+        }
+        let assistant_content = &*text::stored_reply(assistant_content);
+        match &self.0.db {
+            Db::Sqlite(s) => {
                 s.finish_run_then(thread_id, run_id, status, assistant_content, event, then)
                     .await
             }
-            Store::Postgres(s) => {
+            Db::Postgres(s) => {
                 then(
                     Box::pin(s.finish_run(thread_id, run_id, status, assistant_content, event))
                         .await,
@@ -169,7 +217,7 @@ impl Store {
     /// Ends a run atomically: stores the assistant message, records `status`, and appends
     /// the `agent_completed` event. The store sets the event's `type`, `status` and
     /// `message` (`id`, `content`), and `run_id` from the argument; the caller may add
-    /// fields such as `error`.
+    /// fields such as `error`. U+0000 in the answer is stored as U+FFFD (`store/text.rs`).
     /// A run that is not running (finished, recovered, unknown) is [`StoreError::RunNotActive`].
     pub async fn finish_run(
         &self,
@@ -179,6 +227,8 @@ impl Store {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
+        text::check_finish(thread_id, run_id)?;
+        let assistant_content = &*text::stored_reply(assistant_content);
         dispatch!(self.finish_run(thread_id, run_id, status, assistant_content, event))
     }
 
@@ -205,11 +255,19 @@ impl Store {
 
     /// The user's threads, most recently active first.
     pub async fn list_threads(&self, user_id: &str) -> Result<Vec<ThreadSummary>, StoreError> {
+        if text::has_nul(user_id) {
+            // Such a user cannot have sent a message (`accept_message` refuses it).
+            return Ok(Vec::new());
+        }
         dispatch!(self.list_threads(user_id))
     }
 
     /// Who owns a thread, or `None` if it does not exist.
     pub async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+        if text::has_nul(thread_id) {
+            // No thread id the store makes has one.
+            return Ok(None);
+        }
         dispatch!(self.thread_owner(thread_id))
     }
 

@@ -1,9 +1,13 @@
-//! The startup validator: loads an environment, checks it against the JSON Schema and every
-//! semantic rule, and returns all problems at once — or the validated [`Config`].
+//! The startup validator: checks a loaded environment against the JSON Schema and every
+//! semantic rule and returns all problems at once, with the validated [`Config`] built
+//! alongside (see `build.rs` for what it holds while errors remain). The compile step
+//! (`crate::compile`) runs this, then builds every component, and is the one gate both
+//! `check` and `serve` go through.
 
 mod agents;
 pub mod auth;
-mod build;
+pub mod build;
+pub mod components;
 mod ctx;
 pub mod deps;
 pub mod drift;
@@ -13,92 +17,69 @@ pub mod routes;
 mod schema_check;
 pub mod schema_walk;
 mod tls;
+mod tolerant;
 
 use crate::config::Config;
-use crate::config::load::{LoadOptions, Loaded, load, place};
+use crate::config::load::Loaded;
+use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
-use crate::diagnostic::{Diagnostic, Report, Severity};
+use crate::diagnostic::Finding;
 
-/// The result of checking one environment.
-pub struct Outcome {
-    /// Every error and warning.
-    pub report: Report,
-    /// Present only when there are no errors.
-    pub config: Option<Config>,
-    /// The loaded files (absent when loading itself failed).
-    pub loaded: Option<Loaded>,
-    /// The raw configuration, when it could be read.
+pub use tolerant::is_poisoned;
+
+/// What the validator found in one loaded environment.
+pub struct Validated {
+    /// Schema and semantic findings, not yet placed in files.
+    pub findings: Vec<Finding>,
+    /// The raw configuration, when it could be read (despite type errors, which make
+    /// their keys count as absent).
     pub raw: Option<RawConfig>,
+    /// Paths the schema pass reported (and removed or replaced to read the rest); later
+    /// findings about them would repeat what is already said.
+    pub reported: Vec<KeyPath>,
+    /// The configuration built from `raw`; servable only when `findings` has no error.
+    pub config: Option<Config>,
 }
 
-/// Checks one environment.
-pub fn check_env(opts: &LoadOptions, env: &str) -> Outcome {
-    let mut report = Report {
-        env: env.to_string(),
-        ..Default::default()
-    };
-    let loaded = match load(opts, env) {
-        Ok(l) => l,
-        Err(diags) => {
-            report.extend(diags);
-            return Outcome {
-                report,
-                config: None,
-                loaded: None,
-                raw: None,
-            };
-        }
-    };
+/// Runs the schema pass and every semantic rule.
+pub fn validate(loaded: &Loaded) -> Validated {
     let schema = schema_check::check(&loaded.merged);
     let mut findings = schema.findings;
-    let raw: Option<RawConfig> = serde_json::from_value(schema.pruned).ok();
+    let bad: Vec<KeyPath> = findings
+        .iter()
+        .filter(|f| f.code != "E_UNKNOWN_KEY")
+        .map(|f| f.path.clone())
+        .collect();
+    let (raw, reported) = tolerant::read(schema_check::schema(), schema.pruned, &bad);
+    let mut config = None;
     if let Some(raw) = &raw {
-        let mut cx = ctx::Ctx::new(raw, &loaded.env, &loaded.config_dir);
+        let mut cx = ctx::Ctx::new(raw, &loaded.env, &loaded.config_dir, loaded.no_env);
         endpoint::check(&mut cx);
         routes::check(&mut cx);
         auth::check(&mut cx);
         auth::check_dev_token(&mut cx);
         deps::check(&mut cx);
+        components::check(&mut cx);
         tls::check(&mut cx);
         proxies::check(&mut cx);
         agents::check(&mut cx);
-        findings.extend(cx.findings);
+        findings.extend(
+            cx.findings
+                .into_iter()
+                .filter(|f| !tolerant::is_poisoned(&f.path, &reported)),
+        );
+        config = Some(build::build(raw, loaded));
     }
-    let mut diags: Vec<Diagnostic> = findings
-        .into_iter()
-        .map(|f| place(&loaded, f.code, f.severity, &f.path, f.message, f.hint))
-        .collect();
-    sort(&mut diags);
-    report.extend(diags);
-    let config = match (&raw, report.is_ok()) {
-        (Some(r), true) => match build::build(r, &loaded.env, &loaded.config_dir) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                report.errors.push(Diagnostic {
-                    code: "E_INTERNAL",
-                    severity: Severity::Error,
-                    file: loaded.files[0].display.clone(),
-                    line: None,
-                    col: None,
-                    key: "(config)".into(),
-                    message: format!("validated configuration could not be built: {e}"),
-                    hint: "this is a portcullis bug; please report it with this file".into(),
-                });
-                None
-            }
-        },
-        _ => None,
-    };
-    Outcome {
-        report,
-        config,
-        loaded: Some(loaded),
+    Validated {
+        findings,
         raw,
+        reported,
+        config,
     }
 }
 
 /// Orders diagnostics by file and position so reports (and snapshots) are stable.
-pub fn sort(diags: &mut [Diagnostic]) {
+pub fn sort(diags: &mut [crate::diagnostic::Diagnostic]) {
     diags.sort_by(|a, b| {
         (&a.file, a.line, a.col, a.code, &a.key, &a.message)
             .cmp(&(&b.file, b.line, b.col, b.code, &b.key, &b.message))

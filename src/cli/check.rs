@@ -1,42 +1,43 @@
 //! `portcullis check`: exit 0 when clean, 1 on errors (or warnings with `--deny-warnings`).
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::load::{LoadOptions, environment_names};
+use crate::compile::{Outcome, compile};
+use crate::config::load::LoadOptions;
 use crate::diagnostic::Report;
 use crate::report::{self, Format};
-use crate::validate::{Outcome, check_env, drift};
+use crate::validate::drift;
 
-/// Checks every environment in a directory plus the drift between them.
+/// Checks every environment of the source plus the drift between them.
 pub fn check_all(opts: &LoadOptions) -> Result<(Vec<Outcome>, Report), String> {
-    let names = environment_names(&opts.config_dir)
-        .map_err(|e| format!("cannot list {}: {e}", opts.config_dir.display()))?;
+    let names = opts
+        .environment_names()
+        .map_err(|e| format!("cannot list {}: {e}", opts.source_name()))?;
     if names.is_empty() {
-        return Err(format!(
-            "no environment files in {}",
-            opts.config_dir.display()
-        ));
+        return Err(format!("no environment files in {}", opts.source_name()));
     }
-    let outcomes: Vec<Outcome> = names.iter().map(|n| check_env(opts, n)).collect();
+    let outcomes: Vec<Outcome> = names.iter().map(|n| compile(opts, n)).collect();
+    let envs: Vec<drift::Env<'_>> = outcomes
+        .iter()
+        .filter_map(|o| Some((o.loaded.as_ref()?, o.raw.as_ref()?)))
+        .collect();
     let mut drift_report = Report {
         env: "(drift between environments)".into(),
         ..Default::default()
     };
-    drift_report.extend(drift::check(&outcomes));
+    drift_report.extend(drift::check(&envs));
     Ok((outcomes, drift_report))
 }
 
 pub fn run(
-    dir: &Path,
+    opts: &LoadOptions,
     env: Option<&str>,
     all: bool,
     format: Format,
     deny_warnings: bool,
 ) -> ExitCode {
-    let opts = LoadOptions::from_process(dir);
     let reports: Vec<Report> = if all {
-        match check_all(&opts) {
+        match check_all(opts) {
             Ok((outcomes, drift)) => outcomes
                 .into_iter()
                 .map(|o| o.report)
@@ -48,7 +49,7 @@ pub fn run(
             }
         }
     } else {
-        vec![check_env(&opts, env.unwrap_or("development")).report]
+        vec![compile(opts, env.unwrap_or("development")).report]
     };
     let ok = reports
         .iter()

@@ -1,13 +1,12 @@
 //! `portcullis explain`: every effective value with its source, secrets redacted.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use crate::compile::compile;
 use crate::config::load::LoadOptions;
-use crate::validate::check_env;
 
-pub fn run(dir: &Path, env: &str) -> ExitCode {
-    let outcome = check_env(&LoadOptions::from_process(dir), env);
+pub fn run(opts: &LoadOptions, env: &str) -> ExitCode {
+    let outcome = compile(opts, env);
     match (&outcome.loaded, &outcome.raw) {
         (Some(loaded), Some(raw)) => {
             print!("{}", crate::config::explain::render(loaded, raw));

@@ -1,15 +1,14 @@
-//! `portcullis serve`: validate first; on any error print the report and exit 78 without
-//! binding a port; otherwise serve until SIGINT/SIGTERM.
+//! `portcullis serve`: compile first (the same gate as `check`); on any error print the
+//! report and exit 78 without binding a port; otherwise serve until SIGINT/SIGTERM.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use crate::compile::compile;
 use crate::config::load::LoadOptions;
-use crate::validate::check_env;
 
-pub fn run(dir: &Path, env: &str) -> ExitCode {
-    let outcome = check_env(&LoadOptions::from_process(dir), env);
-    let Some(config) = outcome.config else {
+pub fn run(opts: &LoadOptions, env: &str) -> ExitCode {
+    let outcome = compile(opts, env);
+    let Some(compiled) = outcome.compiled else {
         eprint!("{}", crate::report::human(&outcome.report));
         eprintln!(
             "refusing to start: fix the errors above (exit {})",
@@ -17,7 +16,13 @@ pub fn run(dir: &Path, env: &str) -> ExitCode {
         );
         return ExitCode::from(super::EXIT_CONFIG);
     };
-    crate::telemetry::init(&config);
+    crate::telemetry::init(&compiled.config);
+    if opts.uses_builtin() {
+        tracing::info!(
+            env = %env,
+            "no ./environments directory: serving the built-in `{env}` environment (`portcullis init` writes the files for editing)"
+        );
+    }
     for w in &outcome.report.warnings {
         tracing::warn!(code = w.code, location = %w.location(), key = %w.key, "{}", w.message);
     }
@@ -32,8 +37,8 @@ pub fn run(dir: &Path, env: &str) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let env_name = config.name.clone();
-        let server = match crate::server::start(config).await {
+        let env_name = compiled.config.name.clone();
+        let server = match crate::server::start(compiled).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "startup failed");

@@ -1,17 +1,16 @@
 //! `portcullis token`: mints a token with an environment's key, for scripts and manual
 //! testing. Refused for production, whose tokens come from the real identity provider.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::compile::compile;
 use crate::config::EnvironmentKind;
 use crate::config::load::LoadOptions;
-use crate::validate::check_env;
 
-pub fn run(dir: &Path, env: &str, sub: &str, ttl: Duration) -> ExitCode {
-    let outcome = check_env(&LoadOptions::from_process(dir), env);
-    let Some(config) = outcome.config else {
+pub fn run(opts: &LoadOptions, env: &str, sub: &str, ttl: Duration) -> ExitCode {
+    let outcome = compile(opts, env);
+    let Some(config) = outcome.config() else {
         eprint!("{}", crate::report::human(&outcome.report));
         return ExitCode::from(1);
     };

@@ -20,16 +20,58 @@ pub const OVERRIDE_PREFIX: &str = "PORTCULLIS_";
 pub struct LoadOptions {
     /// Directory holding `<env>.toml` files.
     pub config_dir: PathBuf,
+    /// Read the built-in environments when `config_dir` does not exist (set when the
+    /// directory was not named explicitly, so `serve` runs the embedded default anywhere).
+    pub builtin_fallback: bool,
     /// The process environment (a snapshot, so tests can pass their own).
     pub env: BTreeMap<String, String>,
+    /// Check everything except that `*_env` variables are set (`check --no-env`, for CI
+    /// without production secrets); a configuration loaded so can be checked, not served.
+    pub no_env: bool,
+    /// Base of relative data paths (SQLite files), `--data-dir`.
+    pub data_dir: PathBuf,
 }
 
+/// Default of `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
 impl LoadOptions {
-    /// Options reading the real process environment.
-    pub fn from_process(config_dir: impl Into<PathBuf>) -> Self {
+    /// Options for `config_dir` with these variables (no built-in fallback, every `*_env`
+    /// variable checked, data under `./data`).
+    pub fn new(config_dir: impl Into<PathBuf>, env: BTreeMap<String, String>) -> Self {
         Self {
             config_dir: config_dir.into(),
-            env: std::env::vars().collect(),
+            builtin_fallback: false,
+            env,
+            no_env: false,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        }
+    }
+
+    /// Options reading the real process environment.
+    pub fn from_process(config_dir: impl Into<PathBuf>) -> Self {
+        Self::new(config_dir, std::env::vars().collect())
+    }
+
+    /// True when files come from the binary (see [`LoadOptions::builtin_fallback`]).
+    pub fn uses_builtin(&self) -> bool {
+        self.builtin_fallback && !self.config_dir.exists()
+    }
+
+    /// The environments this source holds (file stems of files with `[environment]`).
+    pub fn environment_names(&self) -> std::io::Result<Vec<String>> {
+        if self.uses_builtin() {
+            return Ok(super::builtin::environment_names());
+        }
+        environment_names(&self.config_dir)
+    }
+
+    /// Where files are read from, as reports name it.
+    pub fn source_name(&self) -> String {
+        if self.uses_builtin() {
+            "the built-in environments".into()
+        } else {
+            display_path(&self.config_dir)
         }
     }
 }
@@ -39,8 +81,12 @@ impl LoadOptions {
 pub struct Loaded {
     /// The environment's file stem.
     pub env_name: String,
-    /// The configuration directory.
+    /// The configuration directory (relative key files resolve here).
     pub config_dir: PathBuf,
+    /// Base of relative data paths.
+    pub data_dir: PathBuf,
+    /// `*_env` variables are not required to be set (`check --no-env`).
+    pub no_env: bool,
     /// The environment file first, then what it extends, in order.
     pub files: Vec<SourceFile>,
     /// Override variable for each overridden key path.
@@ -142,10 +188,9 @@ pub fn environment_names(dir: &Path) -> std::io::Result<Vec<String>> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let is_base = toml_edit::Document::parse(text)
-            .map(|d| !d.as_table().contains_key("environment"))
-            .unwrap_or(false);
-        if !is_base && let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+        if super::builtin::is_environment(&text)
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
             names.push(stem.to_string());
         }
     }
@@ -179,37 +224,26 @@ fn fatal(
     }
 }
 
+/// Reads `<stem>.toml` from the configuration source; `wanted_by` is the file whose
+/// `extends` names it.
 fn read_file(
-    dir: &Path,
+    opts: &LoadOptions,
     stem: &str,
     wanted_by: Option<&SourceFile>,
 ) -> Result<SourceFile, Box<Diagnostic>> {
-    let path = dir.join(format!("{stem}.toml"));
-    let display = display_path(&path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        let available = environment_names(dir).unwrap_or_default().join(", ");
-        Box::new(match wanted_by {
-            Some(parent) => {
-                let lc = parent.locate(&KeyPath::parse("extends"));
-                fatal(
-                    "E_EXTENDS_NOT_FOUND",
-                    parent.display.clone(),
-                    lc.map(|l| l.line),
-                    lc.map(|l| l.col),
-                    format!("`extends = \"{stem}\"` names {display}, which cannot be read: {e}"),
-                    format!("create {display} or point `extends` at an existing file"),
-                )
-            }
-            None => fatal(
-                "E_ENV_NOT_FOUND",
-                display.clone(),
-                None,
-                None,
-                format!("environment `{stem}` has no file {display}: {e}"),
-                format!("pick one of: {available} (from {})", display_path(dir)),
-            ),
-        })
-    })?;
+    let (path, display, text) = if opts.uses_builtin() {
+        let display = super::builtin::display(stem);
+        let text = super::builtin::text(stem)
+            .map(str::to_string)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound));
+        (PathBuf::from(&display), display, text)
+    } else {
+        let path = opts.config_dir.join(format!("{stem}.toml"));
+        let display = display_path(&path);
+        let text = std::fs::read_to_string(&path);
+        (path, display, text)
+    };
+    let text = text.map_err(|e| Box::new(not_found(opts, stem, &display, wanted_by, &e)))?;
     SourceFile::parse(path, display.clone(), text).map_err(|(msg, lc)| {
         Box::new(fatal(
             "E_TOML_SYNTAX",
@@ -222,11 +256,52 @@ fn read_file(
     })
 }
 
+/// A file that cannot be read: the environment asked for, or one an `extends` names.
+fn not_found(
+    opts: &LoadOptions,
+    stem: &str,
+    display: &str,
+    wanted_by: Option<&SourceFile>,
+    error: &std::io::Error,
+) -> Diagnostic {
+    if let Some(parent) = wanted_by {
+        let lc = parent.locate(&KeyPath::parse("extends"));
+        return fatal(
+            "E_EXTENDS_NOT_FOUND",
+            parent.display.clone(),
+            lc.map(|l| l.line),
+            lc.map(|l| l.col),
+            format!("`extends = \"{stem}\"` names {display}, which cannot be read: {error}"),
+            format!("create {display} or point `extends` at an existing file"),
+        );
+    }
+    let searched = opts.source_name();
+    let hint = match opts.environment_names() {
+        Ok(names) if !names.is_empty() => format!(
+            "environments in {searched}: {}; pick one with --env, or create {display}",
+            names.join(", ")
+        ),
+        Ok(_) => format!(
+            "{searched} holds no environment file (a file with an [environment] table); `portcullis init {searched}` writes the shipped ones"
+        ),
+        Err(e) => format!(
+            "{searched} cannot be listed ({e}); point --config-dir (or PORTCULLIS_CONFIG_DIR) at the directory holding your environment files, or run `portcullis init` to write them"
+        ),
+    };
+    fatal(
+        "E_ENV_NOT_FOUND",
+        display.to_string(),
+        None,
+        None,
+        format!("environment `{stem}` has no file {display} in {searched}: {error}"),
+        hint,
+    )
+}
+
 /// Loads one environment; a missing file, a syntax error or a bad `extends` chain stops
 /// here (every other problem is left to the validator, which collects them all).
 pub fn load(opts: &LoadOptions, env_name: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let dir = &opts.config_dir;
-    let mut files = vec![read_file(dir, env_name, None).map_err(|d| vec![*d])?];
+    let mut files = vec![read_file(opts, env_name, None).map_err(|d| vec![*d])?];
     let mut seen = vec![env_name.to_string()];
     loop {
         let last = files.last().expect("at least the environment file");
@@ -253,13 +328,13 @@ pub fn load(opts: &LoadOptions, env_name: &str) -> Result<Loaded, Vec<Diagnostic
             )]);
         }
         seen.push(base.clone());
-        let next = read_file(dir, &base, Some(last)).map_err(|d| vec![*d])?;
+        let next = read_file(opts, &base, Some(last)).map_err(|d| vec![*d])?;
         files.push(next);
     }
 
     let mut figment = Figment::new();
     for f in files.iter().rev() {
-        figment = figment.merge(Toml::file_exact(&f.path));
+        figment = figment.merge(Toml::string(&f.text));
     }
     let mut overrides = BTreeMap::new();
     for (var, value) in &opts.env {
@@ -289,7 +364,9 @@ pub fn load(opts: &LoadOptions, env_name: &str) -> Result<Loaded, Vec<Diagnostic
     })?;
     Ok(Loaded {
         env_name: env_name.to_string(),
-        config_dir: dir.clone(),
+        config_dir: opts.config_dir.clone(),
+        data_dir: opts.data_dir.clone(),
+        no_env: opts.no_env,
         files,
         overrides,
         merged,

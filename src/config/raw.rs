@@ -35,10 +35,10 @@ pub struct RawConfig {
     /// HTTP routes served beside the WebSocket path(s).
     #[serde(default)]
     pub routes: Vec<RouteSection>,
-    /// Components and the scope they are built in (the rule that keeps per-user state out
-    /// of process-wide objects).
+    /// The components the runtime builds, each at its scope from what it needs (the rule
+    /// that keeps per-user state out of process-wide objects). `base.toml` declares them.
     #[serde(default)]
-    pub components: BTreeMap<String, ComponentSection>,
+    pub components: ComponentsSection,
     /// Agent pipelines a chat message can be sent to.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
@@ -426,20 +426,115 @@ impl HttpMethod {
     }
 }
 
-/// A component and the scope it is built in.
+/// The components the runtime builds, by role. Each role has its own implementations
+/// (`kind`), the scopes it can live in, and the dependencies (`needs`) it is built from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentsSection {
+    /// The store of record: threads, messages, runs and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<ComponentSection<StoreKind>>,
+    /// Delivers stored events to every connection of their user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_bus: Option<ComponentSection<EventBusKind>>,
+    /// JWT verification keys (from `[auth.jwt]`; needed when `auth.mode = "jwt"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_keys: Option<ComponentSection<JwtKeysKind>>,
+    /// The `[[agents]]` pipelines with their providers and tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_registry: Option<ComponentSection<AgentRegistryKind>>,
+    /// Prometheus metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ComponentSection<MetricsKind>>,
+    /// The chat message rate limit (`websocket.messages_per_minute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter: Option<ComponentSection<RateLimiterKind>>,
+    /// One WebSocket connection's state, built from the verified identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<ComponentSection<SessionKind>>,
+    /// One agent run's context, built per user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_context: Option<ComponentSection<RunContextKind>>,
+}
+
+/// One component: its implementation, its scope and what it is built from.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ComponentSection {
-    /// Built-in component kind, e.g. `store`, `event_bus`, `jwt_keys`, `agent_registry`,
-    /// `metrics`, `session`, `rate_limiter`, `run_context`.
-    #[schemars(length(min = 1))]
-    pub kind: String,
+pub struct ComponentSection<K> {
+    /// Which implementation is built.
+    pub kind: K,
     /// `process` (built once at boot), `connection` (per socket, from the verified identity)
     /// or `run` (per user message).
     pub scope: Scope,
-    /// What it is built from: other components, services, or `user_context`.
+    /// What it is built from: other components, services, or `user_context`. Must name
+    /// exactly what its kind uses.
     #[serde(default)]
     pub needs: Vec<String>,
+}
+
+/// Implementations of the `store` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// SQL on the database service it needs (`sqlite` or `postgres`).
+    Sql,
+}
+
+/// Implementations of the `event_bus` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBusKind {
+    /// In this process only: connections on this node.
+    Local,
+}
+
+/// Implementations of the `jwt_keys` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JwtKeysKind {
+    /// The key source `[auth.jwt]` names (secret, PEM file, JWKS file or URL).
+    Jwt,
+}
+
+/// Implementations of the `agent_registry` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRegistryKind {
+    /// The `[[agents]]` of this file; needs the services those agents call.
+    Agents,
+}
+
+/// Implementations of the `metrics` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsKind {
+    /// Prometheus text exposition (the `metrics` handler).
+    Prometheus,
+}
+
+/// Implementations of the `rate_limiter` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimiterKind {
+    /// Token buckets in this process: with `scope = "process"` one per user (shared by
+    /// their sockets on this node), with `scope = "connection"` one per socket.
+    Local,
+}
+
+/// Implementations of the `session` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A WebSocket connection speaking `portcullis.v1`.
+    Websocket,
+}
+
+/// Implementations of the `run_context` component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunContextKind {
+    /// One agent run: the user, the thread, cancellation and the user's tools.
+    AgentRun,
 }
 
 /// Lifetime of a component.

@@ -14,17 +14,30 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 pub use super::raw::{
-    AuthMode, EnvironmentKind, HttpMethod, LogFormat, RejectAt, Scope, ServiceKind, TokenSource,
+    AgentRegistryKind, AuthMode, EnvironmentKind, EventBusKind, HttpMethod, JwtKeysKind, LogFormat,
+    MetricsKind, RateLimiterKind, RejectAt, RunContextKind, Scope, ServiceKind, SessionKind,
+    StoreKind, TokenSource,
 };
 
 /// A secret value; formatting it prints `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(String, bool);
 
 impl Secret {
     /// Wraps a value read from a file or an environment variable.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(value.into(), true)
+    }
+
+    /// A secret whose variable is not set, in a configuration checked with `--no-env`:
+    /// nothing is built from it, and such a configuration is never served.
+    pub fn unset() -> Self {
+        Self(String::new(), false)
+    }
+
+    /// False for [`Secret::unset`].
+    pub fn is_set(&self) -> bool {
+        self.1
     }
 
     /// The value itself; call sites are the few places that must use it (signing,
@@ -55,6 +68,10 @@ pub struct Config {
     pub kind: EnvironmentKind,
     /// Directory the environment files were read from (relative key files resolve here).
     pub config_dir: PathBuf,
+    /// Base of relative data paths (`--data-dir`); SQLite URLs are already resolved.
+    pub data_dir: PathBuf,
+    /// Checked with `--no-env`: some secrets may be [`Secret::unset`]; never served.
+    pub no_env: bool,
     /// Listener and process limits.
     pub server: ServerConfig,
     /// WebSocket endpoint.
@@ -65,8 +82,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// HTTP routes, in declaration order.
     pub routes: Vec<Route>,
-    /// Components by name.
-    pub components: BTreeMap<String, ComponentConfig>,
+    /// The components the runtime builds.
+    pub components: Components,
     /// Agents, in declaration order; exactly one has `default = true`.
     pub agents: Vec<AgentConfig>,
     /// The URL frontends dial.
@@ -323,15 +340,37 @@ pub struct Route {
     pub handler: Handler,
 }
 
-/// One component.
+/// One component: its implementation, scope and needs, as declared.
 #[derive(Debug, Clone)]
-pub struct ComponentConfig {
-    /// Kind.
-    pub kind: String,
+pub struct Component<K> {
+    /// Implementation.
+    pub kind: K,
     /// Scope.
     pub scope: Scope,
-    /// What it needs.
+    /// What it is built from.
     pub needs: Vec<String>,
+}
+
+/// Every component the runtime builds (the validator refuses a configuration that lacks
+/// one, so each is present; `jwt_keys` only when `auth.mode = "jwt"`).
+#[derive(Debug, Clone)]
+pub struct Components {
+    /// The store of record.
+    pub store: Component<StoreKind>,
+    /// Event delivery to the user's connections.
+    pub event_bus: Component<EventBusKind>,
+    /// JWT keys, when tokens are verified.
+    pub jwt_keys: Option<Component<JwtKeysKind>>,
+    /// The agents.
+    pub agent_registry: Component<AgentRegistryKind>,
+    /// Metrics.
+    pub metrics: Component<MetricsKind>,
+    /// The chat message rate limit; its scope says per user (process) or per socket.
+    pub rate_limiter: Component<RateLimiterKind>,
+    /// A connection.
+    pub session: Component<SessionKind>,
+    /// A run.
+    pub run_context: Component<RunContextKind>,
 }
 
 /// Agent providers.

@@ -26,12 +26,11 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
         Handler::Threads => threads(app, &req).await,
         Handler::ThreadMessages => thread_messages(app, &req).await,
         Handler::DevToken => dev_token(app, &req),
-        Handler::Metrics => Ok(warp::reply::with_header(
-            app.metrics.render(),
-            "content-type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-        .into_response()),
+        Handler::Metrics => {
+            let accept = req.headers.get("accept").and_then(|v| v.to_str().ok());
+            let (text, content_type) = app.metrics.exposition(accept);
+            Ok(warp::reply::with_header(text, "content-type", content_type).into_response())
+        }
         Handler::Console => Ok(super::console::page(app)),
     }
 }
@@ -103,18 +102,19 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::ThreadNotFound => {
             ApiError::new(StatusCode::NOT_FOUND, "THREAD_NOT_FOUND", "no such thread")
         }
+        // A retryable failure (the database refuses or lost its connections) is 503, so
+        // clients and proxies retry; bad data is the request's; anything else is a fault.
         other => {
-            let status = if other.is_retryable() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
+            let (status, message) = match &other {
+                e if e.is_retryable() => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable; retry shortly".to_string(),
+                ),
+                StoreError::BadData(_) => (StatusCode::BAD_REQUEST, other.client_message()),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, other.client_message()),
             };
-            tracing::error!(error = %other, "store request failed");
-            ApiError::new(
-                status,
-                other.code(),
-                "the store could not answer; retry shortly",
-            )
+            tracing::warn!(error = %other, "store request failed");
+            ApiError::new(status, other.code(), message)
         }
     }
 }

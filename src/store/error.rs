@@ -21,7 +21,14 @@ pub enum StoreError {
     /// retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The database answered with an error that retrying will not fix.
+    /// The request carries data the store cannot keep as given (text with U+0000, a
+    /// value the database refuses as a data exception): the client must change it, and
+    /// retrying the same request fails the same way. The text says what is wrong and
+    /// holds nothing but the client's own data.
+    #[error("{0}")]
+    BadData(String),
+    /// The database failed in a way retrying will not fix and the request did not cause:
+    /// a defect or a damaged database. Clients get no detail; the log has it.
     #[error("database error: {0}")]
     Database(String),
     /// The store URL has an unsupported scheme or cannot be parsed.
@@ -36,6 +43,7 @@ impl StoreError {
             StoreError::ThreadNotFound => "THREAD_NOT_FOUND",
             StoreError::RunNotActive => "RUN_NOT_ACTIVE",
             StoreError::Unavailable(_) => "STORE_UNAVAILABLE",
+            StoreError::BadData(_) => "BAD_MESSAGE",
             StoreError::Database(_) => "STORE_ERROR",
             StoreError::BadUrl(_) => "STORE_BAD_URL",
         }
@@ -45,25 +53,76 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// What a client is told about a failed write: what to change for bad data, to
+    /// resend for an outage, and nothing of the database's own text for a fault.
+    pub fn client_message(&self) -> String {
+        match self {
+            StoreError::BadData(why) => why.clone(),
+            StoreError::Unavailable(_) => {
+                "the store is unavailable; resend with the same id".to_string()
+            }
+            StoreError::ThreadNotFound | StoreError::RunNotActive => self.to_string(),
+            StoreError::Database(_) | StoreError::BadUrl(_) => {
+                "the store failed; the server's log says why".to_string()
+            }
+        }
+    }
 }
 
-/// SQLite `SQLITE_BUSY` and `SQLITE_LOCKED` (and their extended codes) mean another
-/// writer holds the file longer than the busy timeout: transient, so `Unavailable`.
-fn sqlite_busy(code: &str) -> bool {
-    code.parse::<i64>()
-        .map(|c| matches!(c & 0xff, 5 | 6))
-        .unwrap_or(false)
+/// How a database error code is treated: whether waiting may fix it, whether the
+/// request's data must change, or neither.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    Transient,
+    BadData,
+    Fault,
 }
 
-/// Postgres classes 08 (connection exception), 53 (insufficient resources) and 57P
-/// (operator intervention, e.g. admin shutdown) plus serialization failures and
-/// deadlocks are worth a retry.
-fn postgres_transient(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
-        || code == "40001"
-        || code == "40P01"
+/// A SQLite result code (primary or extended: the primary code is its low byte).
+/// `SQLITE_BUSY` 5 and `SQLITE_LOCKED` 6 (another process holds the file longer than the
+/// busy timeout), `SQLITE_IOERR` 10, `SQLITE_FULL` 13 and `SQLITE_CANTOPEN` 14 may pass;
+/// `SQLITE_TOOBIG` 18 is a value over SQLite's length limit, the request's data.
+fn sqlite_class(code: i64) -> Class {
+    match code & 0xff {
+        5 | 6 | 10 | 13 | 14 => Class::Transient,
+        18 => Class::BadData,
+        _ => Class::Fault,
+    }
+}
+
+/// A Postgres SQLSTATE. Classes 08 (connection exception: refused, reset, lost), 53
+/// (insufficient resources) and 57 (operator intervention: admin or crash shutdown,
+/// `cannot_connect_now`, a cancelled statement), `55000`/`55006` (a database that refuses
+/// connections, e.g. `ALLOW_CONNECTIONS false`, or is in use), `55P03` (lock not
+/// available), serialization failures and deadlocks may pass. Class 22 (data exception:
+/// U+0000 in text is 22021) is the request's data, which no retry changes.
+///
+/// SQLSTATEs are matched as text, never parsed as numbers: "22021" read as a SQLite code
+/// has the low byte 5 (`SQLITE_BUSY`), which made U+0000 retryable forever.
+fn postgres_class(sqlstate: &str) -> Class {
+    let transient = ["08", "53", "57"].iter().any(|c| sqlstate.starts_with(c))
+        || matches!(sqlstate, "55000" | "55006" | "55P03" | "40001" | "40P01");
+    if transient {
+        Class::Transient
+    } else if sqlstate.starts_with("22") {
+        Class::BadData
+    } else {
+        Class::Fault
+    }
+}
+
+impl Class {
+    /// The error for a database's answer `message` of this class.
+    fn error(self, message: String) -> StoreError {
+        match self {
+            Class::Transient => StoreError::Unavailable(message),
+            Class::BadData => {
+                StoreError::BadData(format!("the database refused the data: {message}"))
+            }
+            Class::Fault => StoreError::Database(message),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -86,11 +145,12 @@ impl From<sqlx::Error> for StoreError {
                 } else {
                     format!("{} ({code})", e.message())
                 };
-                if sqlite_busy(&code) || postgres_transient(&code) {
-                    StoreError::Unavailable(message)
+                let class = if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    code.parse().map_or(Class::Fault, sqlite_class)
                 } else {
-                    StoreError::Database(message)
-                }
+                    postgres_class(&code)
+                };
+                class.error(message)
             }
             other => StoreError::Database(other.to_string()),
         }
@@ -106,10 +166,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// The SQLite writer's errors, classified like `sqlx`'s: busy or locked (another process
-/// holds the file), I/O failures, a full disk and a file that cannot be opened may pass,
-/// so they are `Unavailable` (and the writer reopens its connection); anything else, a
-/// constraint violation included, is `Database`.
+/// The SQLite writer's errors, classified like `sqlx`'s ([`sqlite_class`]): what may pass
+/// is `Unavailable` (and the writer reopens its connection); anything but a value over
+/// SQLite's length limit, a constraint violation included, is `Database`.
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         match error {
@@ -119,13 +178,7 @@ impl From<rusqlite::Error> for StoreError {
                     Some(m) => format!("{m} ({code})"),
                     None => format!("{e} ({code})"),
                 };
-                // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13,
-                // SQLITE_CANTOPEN 14 (primary codes, the low byte of the extended code).
-                if matches!(code & 0xff, 5 | 6 | 10 | 13 | 14) {
-                    StoreError::Unavailable(text)
-                } else {
-                    StoreError::Database(text)
-                }
+                sqlite_class(i64::from(code)).error(text)
             }
             other => StoreError::Database(other.to_string()),
         }
@@ -136,4 +189,54 @@ impl From<rusqlite::Error> for StoreError {
 /// idempotency race).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Class, StoreError, postgres_class, sqlite_class};
+
+    #[test]
+    fn postgres_sqlstates_are_classified_by_what_a_retry_can_change() {
+        for code in [
+            "08006", "08001", "53300", "57P01", "57P03", "57014", "55000", "55P03",
+        ] {
+            assert_eq!(postgres_class(code), Class::Transient, "{code}");
+        }
+        // 22021 is U+0000; as a number its low byte is SQLite's BUSY.
+        for code in ["22021", "22P02", "22001", "22003"] {
+            assert_eq!(postgres_class(code), Class::BadData, "{code}");
+        }
+        for code in ["23505", "42P01", "XX000", ""] {
+            assert_eq!(postgres_class(code), Class::Fault, "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes_are_classified_by_their_primary_code() {
+        // BUSY, LOCKED_SHAREDCACHE, IOERR_FSYNC, FULL, CANTOPEN
+        for code in [5, 262, 1034, 13, 14] {
+            assert_eq!(sqlite_class(code), Class::Transient, "{code}");
+        }
+        assert_eq!(sqlite_class(18), Class::BadData);
+        // CONSTRAINT_UNIQUE, CORRUPT
+        for code in [2067, 11] {
+            assert_eq!(sqlite_class(code), Class::Fault, "{code}");
+        }
+    }
+
+    #[test]
+    fn codes_retry_and_client_messages_follow_the_class() {
+        let bad = StoreError::BadData("the content contains U+0000".into());
+        assert_eq!((bad.code(), bad.is_retryable()), ("BAD_MESSAGE", false));
+        assert!(bad.client_message().contains("U+0000"));
+        let down = StoreError::Unavailable("terminating connection (57P01)".into());
+        assert_eq!(
+            (down.code(), down.is_retryable()),
+            ("STORE_UNAVAILABLE", true)
+        );
+        assert!(!down.client_message().contains("57P01"));
+        let fault = StoreError::Database("duplicate key value violates \"x\" (23505)".into());
+        assert_eq!((fault.code(), fault.is_retryable()), ("STORE_ERROR", false));
+        assert!(!fault.client_message().contains("23505"));
+    }
 }

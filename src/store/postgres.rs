@@ -53,6 +53,10 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
     async fn find_client_message(
         &self,
         user_id: &str,

@@ -29,7 +29,6 @@ mod group;
 mod read;
 #[cfg(test)]
 mod tests;
-mod walbuf;
 
 /// A pool on one SQLite file and the queue of its group-commit writer.
 #[derive(Debug, Clone)]
@@ -105,6 +104,10 @@ impl SqliteStore {
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {

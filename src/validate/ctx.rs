@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Where relative key files resolve.
     pub config_dir: &'a Path,
+    /// `check --no-env`: a `*_env` variable that is not set is not an error.
+    pub no_env: bool,
     /// Everything found so far.
     pub findings: Vec<Finding>,
     reported_missing: BTreeSet<String>,
@@ -29,12 +31,14 @@ impl<'a> Ctx<'a> {
         raw: &'a RawConfig,
         env: &'a BTreeMap<String, String>,
         config_dir: &'a Path,
+        no_env: bool,
     ) -> Self {
         Self {
             raw,
             kind: raw.environment.kind,
             env,
             config_dir,
+            no_env,
             findings: Vec::new(),
             reported_missing: BTreeSet::new(),
         }
@@ -75,10 +79,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Reads the variable named by a `*_env` key; a missing or empty one is an
-    /// `E_ENV_MISSING` error (reported once per variable, so every missing one is named).
+    /// `E_ENV_MISSING` error (reported once per variable, so every missing one is named),
+    /// except with `check --no-env`, where rules that need the value skip it.
     pub fn env_var(&mut self, path: KeyPath, var: &str, what: &str) -> Option<String> {
         match self.env.get(var).filter(|v| !v.is_empty()) {
             Some(v) => Some(v.clone()),
+            None if self.no_env => None,
             None => {
                 if self.reported_missing.insert(var.to_string()) {
                     self.error(

@@ -1,28 +1,12 @@
-//! Services and components: URLs present and of the right scheme, names that exist,
-//! no dependency cycles, and the scope rule — nothing built at boot may need a user
-//! (the "WebSocket manager created at import time" crash).
+//! Services: URLs present and of the right scheme, names that exist, and no dependency
+//! cycles among services and components (the component rules are in `components.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
 use crate::config::path::kp;
-use crate::config::raw::{Scope, ServiceKind};
-
-/// The pseudo-dependency that only exists once a connection is authenticated.
-pub const USER_CONTEXT: &str = "user_context";
-
-/// Built-in component kinds and the widest scope each may be built in.
-pub const COMPONENT_KINDS: [(&str, Scope); 8] = [
-    ("store", Scope::Process),
-    ("event_bus", Scope::Process),
-    ("jwt_keys", Scope::Process),
-    ("agent_registry", Scope::Process),
-    ("metrics", Scope::Process),
-    ("rate_limiter", Scope::Process),
-    ("session", Scope::Connection),
-    ("run_context", Scope::Run),
-];
+use crate::config::raw::ServiceKind;
 
 fn schemes(kind: ServiceKind) -> &'static [&'static str] {
     match kind {
@@ -36,7 +20,6 @@ fn schemes(kind: ServiceKind) -> &'static [&'static str] {
 /// Runs the service and component rules.
 pub fn check(cx: &mut Ctx) {
     check_services(cx);
-    check_components(cx);
     check_cycles(cx);
 }
 
@@ -171,63 +154,11 @@ fn check_services(cx: &mut Ctx) {
     }
 }
 
-fn check_components(cx: &mut Ctx) {
-    let comps = &cx.raw.components;
-    let services = &cx.raw.services;
-    let kinds: Vec<&str> = COMPONENT_KINDS.iter().map(|(k, _)| *k).collect();
-    for (name, c) in comps {
-        let at = kp(&format!("components.{name}"));
-        match COMPONENT_KINDS.iter().find(|(k, _)| *k == c.kind) {
-            None => {
-                let hint = closest(&c.kind, kinds.iter().copied())
-                    .map(|k| format!("did you mean `{k}`?"))
-                    .unwrap_or_else(|| format!("use one of: {}", kinds.join(", ")));
-                cx.error(
-                    "E_UNKNOWN_COMPONENT_KIND",
-                    at.key("kind"),
-                    format!("component `{name}` has unknown kind `{}`", c.kind),
-                    hint,
-                );
-            }
-            Some((kind, widest)) if c.scope < *widest => {
-                cx.error("E_SCOPE", at.key("scope"), format!("component `{name}` ({kind}) is per-{} state but declared scope = \"{}\": built at boot it has no user and the backend dies before listening", widest.as_str(), c.scope.as_str()), format!("set scope = \"{}\"", widest.as_str()));
-            }
-            _ => {}
-        }
-        for (i, need) in c.needs.iter().enumerate() {
-            let np = at.key("needs").index(i);
-            if need == USER_CONTEXT {
-                if c.scope == Scope::Process {
-                    cx.error("E_SCOPE", np, format!("process-scope component `{name}` needs `{USER_CONTEXT}`, which exists only per connection: built at boot, it crashes the backend and clients see \"connection refused\""), format!("give `{name}` scope = \"connection\" (built per socket from the verified identity), or drop `{USER_CONTEXT}` from its needs"));
-                }
-            } else if let Some(other) = comps.get(need) {
-                if other.scope > c.scope {
-                    cx.error("E_SCOPE", np, format!("{}-scope component `{name}` needs `{need}`, which is {}-scope and does not exist when `{name}` is built", c.scope.as_str(), other.scope.as_str()), format!("narrow `{name}` to scope = \"{}\", or widen `{need}`", other.scope.as_str()));
-                }
-            } else if !services.contains_key(need) {
-                let names: Vec<&str> = comps
-                    .keys()
-                    .chain(services.keys())
-                    .map(String::as_str)
-                    .chain([USER_CONTEXT])
-                    .collect();
-                let hint = closest(need, names.iter().copied())
-                    .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| format!("known names: {}", names.join(", ")));
-                cx.error("E_UNKNOWN_DEPENDENCY", np, format!("component `{name}` needs `{need}`, which is neither a component, a service nor `{USER_CONTEXT}`"), hint);
-            }
-        }
-    }
-}
-
 /// Finds every cycle in the `needs` graph of components and services (reported once each).
 fn check_cycles(cx: &mut Ctx) {
     let mut graph: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for (n, c) in &cx.raw.components {
-        graph.insert(
-            n.clone(),
-            (format!("components.{n}.needs"), c.needs.clone()),
-        );
+    for (n, needs) in super::components::declared_needs(cx.raw) {
+        graph.insert(n.to_string(), (format!("components.{n}.needs"), needs));
     }
     for (n, s) in &cx.raw.services {
         graph

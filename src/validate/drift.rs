@@ -6,30 +6,29 @@ use crate::config::path::kp;
 use crate::config::raw::{EnvironmentKind, RawConfig};
 use crate::diagnostic::{Diagnostic, Severity};
 
-use super::Outcome;
+use crate::config::load::Loaded;
 
-fn of_kind(outcomes: &[Outcome], kind: EnvironmentKind) -> Vec<(&Outcome, &RawConfig)> {
-    outcomes
-        .iter()
-        .filter_map(|o| o.raw.as_ref().map(|r| (o, r)))
+/// One environment as drift sees it: its files and its raw configuration.
+pub type Env<'a> = (&'a Loaded, &'a RawConfig);
+
+fn of_kind<'a>(envs: &[Env<'a>], kind: EnvironmentKind) -> Vec<Env<'a>> {
+    envs.iter()
         .filter(|(_, r)| r.environment.kind == kind)
+        .copied()
         .collect()
 }
 
 /// Compares environments; every finding is placed in the file of the environment it is about.
-pub fn check(outcomes: &[Outcome]) -> Vec<Diagnostic> {
+pub fn check(outcomes: &[Env<'_>]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut push =
-        |o: &Outcome, code: &'static str, sev: Severity, path: &str, msg: String, hint: String| {
-            if let Some(l) = &o.loaded {
-                out.push(place(l, code, sev, &kp(path), msg, hint));
-            }
+        |l: &Loaded, code: &'static str, sev: Severity, path: &str, msg: String, hint: String| {
+            out.push(place(l, code, sev, &kp(path), msg, hint));
         };
-    let relaxed: Vec<(&Outcome, &RawConfig)> =
-        [EnvironmentKind::Development, EnvironmentKind::Test]
-            .into_iter()
-            .flat_map(|k| of_kind(outcomes, k))
-            .collect();
+    let relaxed: Vec<Env<'_>> = [EnvironmentKind::Development, EnvironmentKind::Test]
+        .into_iter()
+        .flat_map(|k| of_kind(outcomes, k))
+        .collect();
     let staging = of_kind(outcomes, EnvironmentKind::Staging);
     let production = of_kind(outcomes, EnvironmentKind::Production);
 

@@ -20,6 +20,11 @@ static SCHEMA: LazyLock<(Value, jsonschema::Validator)> = LazyLock::new(|| {
     (schema, validator)
 });
 
+/// The generated schema (for navigating it by key path).
+pub fn schema() -> &'static Value {
+    &SCHEMA.0
+}
+
 /// Result of the schema pass.
 pub struct SchemaOutcome {
     /// One finding per violation.

@@ -577,7 +577,7 @@ impl Session {
         if !self
             .app
             .limiter
-            .allow(&self.identity.user_id, StdInstant::now())
+            .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
         {
             return reply_err(
                 self,
@@ -634,13 +634,14 @@ impl Session {
                     false,
                 )),
                 Err(e) => {
-                    tracing::error!(error = %e, "storing a user message failed");
-                    // Resending with the same id is safe (acks are idempotent), so say it may be retried.
+                    tracing::warn!(error = %e, "storing a user message failed");
+                    // Resending with the same id is safe (acks are idempotent) when the
+                    // failure may pass; bad data fails the same way every time.
                     reply(protocol::error(
                         e.code(),
-                        "the message was not stored; resend it with the same id",
+                        &e.client_message(),
                         Some(&id),
-                        true,
+                        e.is_retryable(),
                     ))
                 }
             }

@@ -104,16 +104,16 @@ async fn console_page_completes_a_run_in_chromium() {
             format!("[\"{origin}\"]"),
         ),
     ]);
-    let opts = LoadOptions {
-        config_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("environments"),
+    let opts = LoadOptions::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("environments"),
         env,
-    };
-    let outcome = portcullis::validate::check_env(&opts, "test");
+    );
+    let outcome = portcullis::compile::compile(&opts, "test");
     let report = portcullis::report::human(&outcome.report);
-    let config = outcome
-        .config
+    let compiled = outcome
+        .compiled
         .unwrap_or_else(|| panic!("test environment invalid:\n{report}"));
-    let server = portcullis::server::start(config)
+    let server = portcullis::server::start(compiled)
         .await
         .expect("server starts");
     let addr = server.addr;

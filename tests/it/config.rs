@@ -8,9 +8,11 @@
 
 mod cli;
 mod drift;
+mod embedded;
 mod environments;
 mod invalid;
 mod overrides;
+mod parity;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -47,10 +49,7 @@ pub fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Options for a config directory given relative to the crate root.
 pub fn opts(dir: &str, env: BTreeMap<String, String>) -> LoadOptions {
-    LoadOptions {
-        config_dir: PathBuf::from(dir),
-        env,
-    }
+    LoadOptions::new(PathBuf::from(dir), env)
 }
 
 /// Pins `text` as `snapshots/<name>.snap` (the top-level directory, no module prefix).

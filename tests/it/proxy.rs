@@ -75,6 +75,42 @@ tools = ["calculator"]
 
 [client]
 websocket_url = "wss://localhost/websocket"
+
+# The components the runtime builds (base.toml's defaults).
+[components.store]
+kind = "sql"
+scope = "process"
+needs = ["database"]
+
+[components.event_bus]
+kind = "local"
+scope = "process"
+
+[components.jwt_keys]
+kind = "jwt"
+scope = "process"
+
+[components.agent_registry]
+kind = "agents"
+scope = "process"
+
+[components.metrics]
+kind = "prometheus"
+scope = "process"
+
+[components.rate_limiter]
+kind = "local"
+scope = "process"
+
+[components.session]
+kind = "websocket"
+scope = "connection"
+needs = ["user_context", "event_bus", "store", "rate_limiter"]
+
+[components.run_context]
+kind = "agent_run"
+scope = "run"
+needs = ["user_context", "session", "store", "event_bus", "agent_registry"]
 "#,
         db = dir.join("db.sqlite").display(),
     )

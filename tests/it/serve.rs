@@ -47,17 +47,12 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let outcome = portcullis::validate::check_env(
-        &LoadOptions {
-            config_dir: "environments".into(),
-            env,
-        },
-        "production",
-    );
+    let outcome =
+        portcullis::compile::compile(&LoadOptions::new("environments", env), "production");
     assert!(outcome.report.is_ok(), "{:?}", outcome.report.errors);
-    let config = outcome.config.expect("valid production config");
-    let jwt = config.auth.jwt.clone().expect("jwt settings");
-    let server = portcullis::server::start(config)
+    let compiled = outcome.compiled.expect("valid production config");
+    let jwt = compiled.config.auth.jwt.clone().expect("jwt settings");
+    let server = portcullis::server::start(compiled)
         .await
         .expect("server starts");
     let addr = server.addr;

@@ -1,11 +1,15 @@
 //! Store integration tests: every behavioural case runs against SQLite (a temp file) and
 //! Postgres (a fresh database per test on the server named by
 //! `PORTCULLIS_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
-//! A missing Postgres server fails the Postgres tests; nothing is skipped.
+//! A missing Postgres server fails the Postgres tests; nothing is skipped. `faults.rs`
+//! adds Postgres faults (terminated backends, refused connections) over the store API
+//! and over a real server.
 
 mod events;
+mod faults;
 pub mod harness;
 mod runs;
+mod text;
 mod threads;
 
 /// Generates one `#[tokio::test]` per case and database: `store::sqlite::<case>` and
@@ -49,6 +53,9 @@ on_both_databases!(
     runs::refused_finish_does_not_fail_concurrent_writes,
     events::a_rejected_write_does_not_fail_the_others,
     runs::appends_need_a_running_run_of_the_thread,
+    text::nul_in_client_text_is_refused_and_stores_nothing,
+    text::nul_in_an_answer_is_stored_as_a_replacement_character,
+    runs::abandoned_runs_are_closed_by_the_sweep,
 );
 
 #[tokio::test]

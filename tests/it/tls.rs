@@ -145,17 +145,11 @@ async fn wss_serves_the_golden_path_and_reloads_the_certificate_without_dropping
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let outcome = portcullis::validate::check_env(
-        &LoadOptions {
-            config_dir: "environments".into(),
-            env,
-        },
-        "test",
-    );
-    let config = outcome
-        .config
+    let outcome = portcullis::compile::compile(&LoadOptions::new("environments", env), "test");
+    let compiled = outcome
+        .compiled
         .unwrap_or_else(|| panic!("{:?}", outcome.report));
-    let server = portcullis::server::start(config)
+    let server = portcullis::server::start(compiled)
         .await
         .expect("server starts");
     let addr = server.addr;

@@ -7,4 +7,5 @@ pub mod harness;
 mod lifecycle;
 mod limits;
 mod load;
+mod metrics;
 mod resume;

@@ -1,6 +1,7 @@
 //! One group-commit batch, executed synchronously on the writer's connection (`conn.rs`):
-//! the retry policy around the transaction (`commit.rs` holds the transaction itself) and
-//! the multi-row statement helpers it uses.
+//! the retry policy around the transaction (`commit.rs` runs the transaction, `plan.rs`
+//! works out its rows, `steps.rs` holds its statements) and the multi-row statement
+//! helpers they use.
 //!
 //! Runs on a blocking thread (`group.rs` hands it the batch); nothing here awaits.
 
@@ -11,13 +12,23 @@ use super::group::{Outcome, Request, mismatch};
 use crate::store::error::StoreError;
 
 mod commit;
+mod plan;
+mod steps;
 
+pub(super) use commit::commit_batch;
 #[cfg(test)]
-pub(super) use commit::lookup_sql;
-pub(super) use commit::{commit_batch, warm};
+pub(super) use steps::lookup_sql;
+pub(super) use steps::warm;
 
 /// Most rows in one multi-row statement; a power of two (see [`chunks`]).
 const MAX_ROWS: usize = 64;
+
+#[cfg(test)]
+thread_local! {
+    /// Statements [`per_chunk`] ran on this thread, for the test that pins how many
+    /// statements a batch costs (a batch runs synchronously on the caller's thread).
+    pub(super) static STATEMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Executes a batch and returns each request's outcome, in order: first in one
 /// transaction; a client id repeated within the batch then runs alone (and finds the
@@ -136,6 +147,8 @@ pub(super) fn per_chunk<'a, T>(
         for (i, value) in values.iter().enumerate() {
             stmt.raw_bind_parameter(i + 1, value)?;
         }
+        #[cfg(test)]
+        STATEMENTS.with(|n| n.set(n.get() + 1));
         let mut rows = stmt.raw_query();
         while let Some(r) = rows.next()? {
             row(r)?;

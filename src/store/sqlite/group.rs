@@ -270,6 +270,7 @@ fn same_error(e: &StoreError) -> StoreError {
         StoreError::RunNotActive => StoreError::RunNotActive,
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Database(m) => StoreError::Database(m.clone()),
+        StoreError::BadData(m) => StoreError::BadData(m.clone()),
         StoreError::BadUrl(m) => StoreError::BadUrl(m.clone()),
     }
 }

@@ -343,6 +343,35 @@ mod group_commit {
         assert_eq!((last_seq, status.as_str()), (2, "ok"));
     }
 
+    /// A batch costs one statement per step and chunk of rows, however its requests mix:
+    /// the count is what the group commit saves over a statement per request.
+    #[tokio::test]
+    async fn a_batch_runs_one_statement_per_step_and_chunk() {
+        let (_dir, store) = open().await;
+        let (ta, ra) = accept(&store, "c1", None).await;
+        let (tb, rb) = accept(&store, "c2", None).await;
+        let batch: Vec<Request> = vec![
+            accept_request("n1", None, "alice").0,
+            accept_request("n2", Some(&ta), "alice").0,
+            accept_request("c1", None, "alice").0, // stored: answered by the lookup
+            accept_request("n1", None, "alice").0, // repeated: runs alone afterwards
+            append(&ta, vec![record(&ra, "a1"), record(&ra, "a2")]).0,
+            append(&ta, vec![record(&ra, "a3")]).0,
+            append(&tb, vec![record(&rb, "b1")]).0,
+            finish(&ta, &ra).0,
+            finish(&tb, &rb).0,
+        ];
+        let mut writer = conn::open(&store.writer).expect("writer connection");
+        batch::STATEMENTS.with(|n| n.set(0));
+        let outcomes = batch::commit_batch(&mut writer, &batch).expect("the batch commits");
+        let statements = batch::STATEMENTS.with(|n| n.get());
+        assert!(matches!(outcomes[3], Outcome::Alone), "{:?}", outcomes[3]);
+        // Lookup: three keys, in chunks of 2 and 1. Then one each: touch thread A, create
+        // one thread, check the two runs, close them, reserve two threads' seqs, insert
+        // two runs, insert two event rows (a run's events of a batch are one row).
+        assert_eq!(statements, 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1);
+    }
+
     /// A run's events of one batch are one row, which replay splits back into events,
     /// window by window; a row whose text does not hold its seq range is an error, not a
     /// silent gap.
@@ -528,68 +557,6 @@ mod group_commit {
     }
 }
 
-/// The writer's file layer (`walbuf.rs`) holds WAL writes back until the commit's sync:
-/// after every commit, a copy of the files (what a crash would leave) holds every
-/// committed row and passes SQLite's integrity check, through transactions larger than
-/// its buffer and its largest single write, and across a WAL restart.
-#[tokio::test]
-async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
-    let (dir, store) = temp_store("big.db", 1).await;
-    let db = dir.path().join("big.db");
-    let mut w = super::conn::open(&store.writer).expect("writer connection");
-    w.execute_batch("CREATE TABLE big (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-        .expect("create");
-    let copy = dir.path().join("copy");
-    std::fs::create_dir(&copy).expect("copy dir");
-    let mut rows = 0_i64;
-    // 6 MB per transaction: more than the 4 MiB buffer, many 124 KiB writes, and more
-    // than SQLite's page cache, so pages spill into the WAL before the commit.
-    for (round, count) in [(0, 25_000), (1, 3), (2, 25_000)] {
-        let tx = w.transaction().expect("begin");
-        for i in 0..count {
-            tx.execute(
-                "INSERT INTO big (v) VALUES (?)",
-                [format!("{round}-{i}-{}", "x".repeat(200))],
-            )
-            .expect("insert");
-        }
-        tx.commit().expect("commit");
-        rows += count;
-        for suffix in ["", "-wal"] {
-            let from = format!("{}{suffix}", db.display());
-            std::fs::copy(&from, copy.join(format!("big.db{suffix}"))).expect("copy");
-        }
-        let crashed = rusqlite::Connection::open(copy.join("big.db")).expect("open copy");
-        let (n, check): (i64, String) = crashed
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM big), (SELECT integrity_check FROM pragma_integrity_check)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("read copy");
-        assert_eq!((n, check.as_str()), (rows, "ok"), "after round {round}");
-        drop(crashed);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(copy.join(format!("big.db{suffix}")));
-        }
-        if round == 0 {
-            // Copy the WAL into the database and start it over.
-            let (busy, _, _): (i64, i64, i64) = w
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .expect("checkpoint");
-            assert_eq!(busy, 0, "checkpoint blocked");
-        }
-    }
-    // The pool (SQLite's own file layer) reads the same rows.
-    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM big")
-        .fetch_one(&store.pool)
-        .await
-        .expect("pool count");
-    assert_eq!(seen, rows);
-}
-
 /// The `Store` calls a chat run makes on SQLite return small futures: every message and
 /// run future holds one of them, and a task's future is copied whole when it is spawned
 /// and when it finishes. An unboxed Postgres arm made each of these kilobytes (sqlx's
@@ -597,9 +564,9 @@ async fn every_commit_through_the_writer_file_layer_is_in_the_files() {
 /// callgrind, nearly all of it `memcpy` (docs/PERFORMANCE.md).
 #[tokio::test]
 async fn store_futures_on_sqlite_stay_small() {
-    use crate::store::{EventBody, EventRecord, NewMessage, Store};
+    use crate::store::{Db, EventBody, EventRecord, NewMessage, Store};
     let (_dir, sqlite) = temp_store("sizes.db", 1).await;
-    let store = Store::Sqlite(sqlite);
+    let store = Store::new(Db::Sqlite(sqlite));
     let msg = NewMessage {
         user_id: "u",
         client_id: "c",

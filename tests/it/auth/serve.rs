@@ -79,6 +79,42 @@ tools = ["calculator"]
 
 [client]
 websocket_url = "ws://127.0.0.1:8080/websocket"
+
+# The components the runtime builds (base.toml's defaults).
+[components.store]
+kind = "sql"
+scope = "process"
+needs = ["database"]
+
+[components.event_bus]
+kind = "local"
+scope = "process"
+
+[components.jwt_keys]
+kind = "jwt"
+scope = "process"
+
+[components.agent_registry]
+kind = "agents"
+scope = "process"
+
+[components.metrics]
+kind = "prometheus"
+scope = "process"
+
+[components.rate_limiter]
+kind = "local"
+scope = "process"
+
+[components.session]
+kind = "websocket"
+scope = "connection"
+needs = ["user_context", "event_bus", "store", "rate_limiter"]
+
+[components.run_context]
+kind = "agent_run"
+scope = "run"
+needs = ["user_context", "session", "store", "event_bus", "agent_registry"]
 "#,
         ca_file = ca_file.display(),
         db = dir.join("db.sqlite").display(),
@@ -89,15 +125,12 @@ impl RemoteServer {
     pub async fn start(toml: impl FnOnce(&Path) -> String) -> RemoteServer {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("test.toml"), toml(dir.path())).expect("write config");
-        let opts = LoadOptions {
-            config_dir: dir.path().to_owned(),
-            env: BTreeMap::new(),
-        };
-        let outcome = portcullis::validate::check_env(&opts, "test");
-        let config = outcome
-            .config
+        let opts = LoadOptions::new(dir.path(), BTreeMap::new());
+        let outcome = portcullis::compile::compile(&opts, "test");
+        let compiled = outcome
+            .compiled
             .unwrap_or_else(|| panic!("config does not validate: {:?}", outcome.report));
-        let server = portcullis::server::start(config)
+        let server = portcullis::server::start(compiled)
             .await
             .expect("server starts");
         let started = tokio::time::Instant::now();

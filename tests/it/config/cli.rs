@@ -41,7 +41,7 @@ fn check_exits_0_when_valid_and_1_on_errors() {
         &vars(&[]),
     );
     assert_eq!(bad.status.code(), Some(1), "{}", stdout(&bad));
-    assert!(stdout(&bad).contains("error[E_SCOPE] tests/fixtures/invalid/scope/test.toml:42:"));
+    assert!(stdout(&bad).contains("error[E_SCOPE] tests/fixtures/invalid/scope/test.toml:64:"));
 
     // Staging without its secrets is an error, not a crash.
     let unset = run(&["check", "--env", "staging"], &vars(&[]));

@@ -2,10 +2,10 @@
 //! (with fake secrets), secret values never printed, and `check --all` clean.
 
 use portcullis::cli::check::check_all;
+use portcullis::compile::{Outcome, compile as check_env};
 use portcullis::config::explain;
 use portcullis::http::table;
 use portcullis::report::human;
-use portcullis::validate::{Outcome, check_env};
 
 use super::*;
 
@@ -20,10 +20,7 @@ fn explain_text(o: &Outcome) -> String {
 }
 
 fn routes_text(o: &Outcome) -> String {
-    let config = o
-        .config
-        .as_ref()
-        .unwrap_or_else(|| panic!("{}", human(&o.report)));
+    let config = o.config().unwrap_or_else(|| panic!("{}", human(&o.report)));
     table::render(config)
 }
 
@@ -85,7 +82,7 @@ fn secret_values_never_appear_in_explain_routes_or_reports() {
             ("explain", explain_text(o)),
             ("routes", routes_text(o)),
             ("report", human(&o.report)),
-            ("debug", format!("{:?}", o.config)),
+            ("debug", format!("{:?}", o.config())),
         ];
         for (what, text) in outputs {
             for s in &secrets {
@@ -125,7 +122,7 @@ fn check_all_of_the_shipped_environments_is_clean() {
     let mut text = String::new();
     for o in &outcomes {
         assert!(o.report.is_ok(), "{}", human(&o.report));
-        assert!(o.config.is_some());
+        assert!(o.config().is_some());
         text.push_str(&human(&o.report));
     }
     assert!(drift.is_ok(), "{}", human(&drift));

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use portcullis::compile::compile as check_env;
 use portcullis::diagnostic::{Diagnostic, Report};
 use portcullis::report::human;
-use portcullis::validate::check_env;
 
 use super::{fake_env, opts, snapshot};
 
@@ -97,10 +97,10 @@ fn scope_process_component_needing_user_context() {
         .errors(&["E_SCOPE"])
         .at(
             "E_SCOPE",
-            "test.toml:42",
-            "components.chat_limiter.needs[0]",
+            "test.toml:64",
+            "components.rate_limiter.needs[0]",
         )
-        .says("E_SCOPE", "chat_limiter")
+        .says("E_SCOPE", "rate_limiter")
         .says("E_SCOPE", "user_context")
         .snapshot();
 }
@@ -109,8 +109,8 @@ fn scope_process_component_needing_user_context() {
 fn scope_process_component_needing_connection_component() {
     invalid("scope_narrower", "test")
         .errors(&["E_SCOPE"])
-        .at("E_SCOPE", "test.toml:47", "components.event_bus.needs[0]")
-        .says("E_SCOPE", "`event_bus` needs `session`")
+        .at("E_SCOPE", "test.toml:60", "components.metrics.needs[0]")
+        .says("E_SCOPE", "`metrics` needs `session`")
         .snapshot();
 }
 
@@ -120,8 +120,8 @@ fn scope_error_in_the_extended_base_file_points_into_the_base() {
         .errors(&["E_SCOPE"])
         .at(
             "E_SCOPE",
-            "base.toml:11",
-            "components.connection_registry.needs[1]",
+            "base.toml:29",
+            "components.rate_limiter.needs[0]",
         )
         .snapshot();
 }
@@ -333,7 +333,7 @@ fn unknown_name_in_needs() {
         .errors(&["E_UNKNOWN_DEPENDENCY"])
         .at(
             "E_UNKNOWN_DEPENDENCY",
-            "test.toml:42",
+            "test.toml:43",
             "components.store.needs[0]",
         )
         .says("E_UNKNOWN_DEPENDENCY", "did you mean `database`?")
@@ -344,12 +344,8 @@ fn unknown_name_in_needs() {
 fn dependency_cycle() {
     invalid("dependency_cycle", "test")
         .errors(&["E_DEPENDENCY_CYCLE"])
-        .at(
-            "E_DEPENDENCY_CYCLE",
-            "test.toml:41",
-            "components.event_bus.needs",
-        )
-        .says("E_DEPENDENCY_CYCLE", "event_bus -> store -> event_bus")
+        .at("E_DEPENDENCY_CYCLE", "test.toml:32", "services.model.needs")
+        .says("E_DEPENDENCY_CYCLE", "model -> token_service -> model")
         .snapshot();
 }
 
@@ -939,13 +935,9 @@ fn service_url_scheme() {
 #[test]
 fn unknown_component_kind() {
     invalid("unknown_component_kind", "test")
-        .errors(&["E_UNKNOWN_COMPONENT_KIND"])
-        .at(
-            "E_UNKNOWN_COMPONENT_KIND",
-            "test.toml:38",
-            "components.session.kind",
-        )
-        .says("E_UNKNOWN_COMPONENT_KIND", "did you mean `session`?")
+        .errors(&["E_ENUM"])
+        .at("E_ENUM", "test.toml:64", "components.session.kind")
+        .says("E_ENUM", "use one of: websocket")
         .snapshot();
 }
 
@@ -976,7 +968,7 @@ fn agent_duplicate_name() {
 #[test]
 fn agent_without_model() {
     invalid("agent_model", "test")
-        .errors(&["E_AGENT_MODEL"])
+        .errors(&["E_AGENT_MODEL", "E_PROVIDER_UNAVAILABLE"])
         .at("E_AGENT_MODEL", "test.toml:41", "agents[0]")
         .snapshot();
 }
@@ -984,7 +976,7 @@ fn agent_without_model() {
 #[test]
 fn agent_with_unknown_service() {
     invalid("agent_service", "test")
-        .errors(&["E_AGENT_SERVICE"])
+        .errors(&["E_PROVIDER_UNAVAILABLE", "E_AGENT_SERVICE"])
         .at("E_AGENT_SERVICE", "test.toml:41", "agents[0].service")
         .snapshot();
 }
@@ -1030,6 +1022,87 @@ fn schema_and_semantic_errors_are_reported_in_one_run() {
     .snapshot();
 }
 
+// ---- the components table is what the runtime builds ----
+
+#[test]
+fn a_component_the_runtime_builds_is_declared() {
+    invalid("component_missing", "test")
+        .errors(&["E_COMPONENT_MISSING"])
+        .says("E_COMPONENT_MISSING", "[components.event_bus]")
+        .snapshot();
+}
+
+#[test]
+fn a_component_lists_what_it_is_built_from() {
+    invalid("component_needs", "test")
+        .errors(&["E_COMPONENT_NEEDS"])
+        .at(
+            "E_COMPONENT_NEEDS",
+            "test.toml:68",
+            "components.session.needs",
+        )
+        .says("E_COMPONENT_NEEDS", "rate_limiter")
+        .snapshot();
+}
+
+#[test]
+fn a_need_nothing_uses_is_refused() {
+    invalid("component_unused_need", "test")
+        .errors(&["E_COMPONENT_UNUSED_NEED"])
+        .at(
+            "E_COMPONENT_UNUSED_NEED",
+            "test.toml:60",
+            "components.metrics.needs[0]",
+        )
+        .snapshot();
+}
+
+// ---- late failures: what only building the components finds ----
+
+#[test]
+fn a_provider_this_build_cannot_run_is_refused_by_check() {
+    invalid("provider_unavailable", "test")
+        .errors(&["E_PROVIDER_UNAVAILABLE"])
+        .at(
+            "E_PROVIDER_UNAVAILABLE",
+            "test.toml:80",
+            "agents[0].provider",
+        )
+        .snapshot();
+}
+
+#[test]
+fn a_pem_file_that_holds_no_key_is_refused_by_check() {
+    invalid("key_parse", "test")
+        .errors(&["E_KEY_PARSE"])
+        .at("E_KEY_PARSE", "test.toml:22", "auth.jwt.public_key_file")
+        .snapshot();
+}
+
+#[test]
+fn a_jwks_without_a_usable_key_is_refused_by_check() {
+    invalid("jwks_no_usable_key", "test")
+        .errors(&["E_JWKS_NO_USABLE_KEY"])
+        .at("E_JWKS_NO_USABLE_KEY", "test.toml:22", "auth.jwt.jwks_url")
+        .snapshot();
+}
+
+#[test]
+fn a_remote_jwks_compiles_without_network() {
+    let outcome = check_env(&opts("tests/fixtures/remote_jwks", BTreeMap::new()), "test");
+    assert!(outcome.report.is_ok(), "{}", human(&outcome.report));
+    assert!(outcome.compiled.is_some_and(|c| c.verifier.is_some()));
+}
+
+#[test]
+fn a_database_url_its_driver_cannot_use_is_refused_by_check() {
+    invalid("service_url", "test")
+        .errors(&["E_SERVICE_URL"])
+        .at("E_SERVICE_URL", "test.toml:27", "services.database.url")
+        .says("E_SERVICE_URL", "invalid port number")
+        .snapshot();
+}
+
 /// Codes that need no fixture here: internal failures (`E_INTERNAL`, `E_LOAD`: figment
 /// failing to merge values that already parsed), the schema catch-all, a missing
 /// environment (tested above without a fixture), and drift (`tests/fixtures/drift/`,
@@ -1042,7 +1115,7 @@ const NOT_FIXTURE_CODES: [&str; 4] = ["E_INTERNAL", "E_LOAD", "E_SCHEMA", "E_ENV
 fn every_error_code_has_a_fixture() {
     let code = regex::Regex::new(r#""(E_[A-Z_]+)""#).unwrap();
     let mut codes = BTreeSet::new();
-    for dir in ["src/validate", "src/config"] {
+    for dir in ["src/validate", "src/config", "src/compile"] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             codes.extend(code.captures_iter(&text).map(|c| c[1].to_string()));

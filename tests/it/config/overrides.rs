@@ -1,9 +1,9 @@
 //! `PORTCULLIS_<TABLE>__<KEY>` overrides: they change the value, and `explain` and the
 //! validator's reports name the variable as the value's source.
 
+use portcullis::compile::compile as check_env;
 use portcullis::config::explain;
 use portcullis::report::human;
-use portcullis::validate::check_env;
 
 use super::*;
 
@@ -20,10 +20,7 @@ fn override_changes_the_value_and_explain_names_the_variable() {
         ("PORTCULLIS_WEBSOCKET__HEARTBEAT_MS", "15000"),
     ]);
     let o = check_env(&opts("environments", env), "test");
-    let config = o
-        .config
-        .as_ref()
-        .unwrap_or_else(|| panic!("{}", human(&o.report)));
+    let config = o.config().unwrap_or_else(|| panic!("{}", human(&o.report)));
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:9911");
     assert_eq!(config.websocket.heartbeat.as_millis(), 15000);
     let text = explain::render(o.loaded.as_ref().unwrap(), o.raw.as_ref().unwrap());
@@ -79,4 +76,30 @@ fn a_misspelled_override_is_an_unknown_key_at_its_variable() {
         got,
         ["E_UNKNOWN_KEY env PORTCULLIS_SERVER__LISTN server.listn | did you mean `listen`?"]
     );
+}
+
+/// Development follows its own address: moving the port (or the public URL) keeps the
+/// console's own origin allowed instead of a silent 403 `ORIGIN_NOT_ALLOWED`.
+#[test]
+fn development_allows_the_origin_it_is_served_from() {
+    let env = with(&[
+        ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9911"),
+        ("PORTCULLIS_SERVER__PUBLIC_URL", "http://dev.local:9911"),
+    ]);
+    let o = check_env(&opts("environments", env), "development");
+    let config = o.config().unwrap_or_else(|| panic!("{}", human(&o.report)));
+    let origins = &config.websocket.allowed_origins;
+    for own in [
+        "http://dev.local:9911",
+        "http://127.0.0.1:9911",
+        "http://localhost:9911",
+        "http://localhost:8080",
+    ] {
+        assert!(origins.iter().any(|o| o == own), "{own} in {origins:?}");
+    }
+    // Elsewhere the list is exactly what the file says.
+    let env = with(&[("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9911")]);
+    let o = check_env(&opts("environments", env), "test");
+    let origins = &o.config().unwrap().websocket.allowed_origins;
+    assert!(!origins.iter().any(|o| o.ends_with(":9911")), "{origins:?}");
 }

@@ -88,6 +88,14 @@ impl TestDb {
         self.dir.is_some()
     }
 
+    /// A connection to the server's admin database and this database's name, to act on it
+    /// as an operator (or a failover) would: terminate its backends, refuse connections.
+    /// Postgres only.
+    pub async fn operator(&self) -> (PgConnection, String) {
+        let (admin, name) = self.postgres.as_ref().expect("a Postgres test database");
+        (admin_connection(admin).await, name.clone())
+    }
+
     /// Connects and migrates.
     pub async fn open(&self) -> Store {
         Store::connect(&self.url, 5, TIMEOUT)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use portcullis::store::{StoreError, StoredEvent};
+use portcullis::store::{SWEEP_INTERVAL, StoreError, StoredEvent};
 use serde_json::json;
 
 use super::harness::{TestDb, event, msg, parse};
@@ -392,4 +392,71 @@ pub async fn appends_need_a_running_run_of_the_thread(db: &TestDb) {
     ]
     .map(|(r, c, id)| (r.to_string(), c.to_string(), id.clone()));
     assert_eq!(messages, expected);
+}
+
+/// A run whose end could not be stored is handed to the store, whose sweep stores that
+/// end within a few intervals: the replay then has it, with the error the client saw.
+/// Ending it again is refused, and so is anything more of it. A running run nobody
+/// abandoned (another node's, say) is left alone.
+pub async fn abandoned_runs_are_closed_by_the_sweep(db: &TestDb) {
+    let store = db.open().await;
+    let live = store
+        .accept_message(msg("alice", "c0", None, "still running"))
+        .await
+        .expect("accept");
+    let started = event(&live.run_id, "agent_started", json!({ "agent": "echo" }));
+    store
+        .append_events(&live.thread_id, vec![started])
+        .await
+        .expect("append");
+    let a = store
+        .accept_message(msg("alice", "c1", None, "hello"))
+        .await
+        .expect("accept");
+    let started = event(&a.run_id, "agent_started", json!({ "agent": "echo" }));
+    store
+        .append_events(&a.thread_id, vec![started])
+        .await
+        .expect("append");
+    let error = json!({ "code": "STORAGE_UNAVAILABLE", "message": "lost" });
+    let end = event(&a.run_id, "agent_completed", json!({ "error": error }));
+    store.abandon(&a.thread_id, &a.run_id, "partial answer", end);
+    assert!(store.has_abandoned());
+    let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL * 4;
+    let replay = loop {
+        let replay = store
+            .events_after("alice", &a.thread_id, 0, 10)
+            .await
+            .expect("replay");
+        if replay.len() == 2 {
+            break replay;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not swept: {replay:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let v = parse(&replay[1].json);
+    assert_eq!(v["type"], "agent_completed");
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["error"], error);
+    assert_eq!(v["message"]["content"], "partial answer");
+    assert!(!store.has_abandoned());
+    let untouched = store
+        .events_after("alice", &live.thread_id, 0, 10)
+        .await
+        .expect("replay");
+    assert_eq!(
+        untouched.len(),
+        1,
+        "the sweep closed a run nobody abandoned"
+    );
+    let late = store
+        .append_events(
+            &a.thread_id,
+            vec![event(&a.run_id, "agent_thinking", json!({}))],
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::RunNotActive)), "{late:?}");
 }

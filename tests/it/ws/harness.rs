@@ -69,15 +69,12 @@ impl TestServer {
         for (k, v) in overrides {
             env.insert(format!("PORTCULLIS_{k}"), (*v).to_string());
         }
-        let opts = LoadOptions {
-            config_dir: "environments".into(),
-            env,
-        };
-        let outcome = portcullis::validate::check_env(&opts, "test");
-        let config = outcome
-            .config
+        let opts = LoadOptions::new("environments", env);
+        let outcome = portcullis::compile::compile(&opts, "test");
+        let compiled = outcome
+            .compiled
             .unwrap_or_else(|| panic!("test environment does not validate: {:?}", outcome.report));
-        let server = portcullis::server::start(config)
+        let server = portcullis::server::start(compiled)
             .await
             .expect("server starts");
         let addr = server.addr;

@@ -102,6 +102,30 @@ async fn rate_limit_refuses_with_rate_limited_and_keeps_the_connection() {
     bob.ask_acked("b1", "hello", None).await;
 }
 
+/// `components.rate_limiter.scope` decides what is built: per connection, a second tab of
+/// the same user has its own budget (per user, above, it shares the first tab's).
+#[tokio::test]
+async fn a_connection_scoped_rate_limiter_limits_each_socket() {
+    let s = TestServer::start(&[
+        ("WEBSOCKET__MESSAGES_PER_MINUTE", "1"),
+        ("COMPONENTS__RATE_LIMITER__SCOPE", "connection"),
+    ])
+    .await;
+    let mut first = s.user("alice").await;
+    first.ask_acked("a1", "hello", None).await;
+    first.ask("a2", "hello", None).await;
+    let refused = loop {
+        let v = first.recv().await;
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(refused["code"], "RATE_LIMITED");
+    assert_eq!(refused["ref_id"], "a2");
+    let mut second = s.user("alice").await;
+    second.ask_acked("a3", "hello", None).await;
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_4509() {
     let s = TestServer::start(&[("WEBSOCKET__SEND_QUEUE", "8")]).await;

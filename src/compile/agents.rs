@@ -1,0 +1,77 @@
+//! Building the agent registry (`components.agent_registry`): every agent's provider and
+//! tools, as `serve` runs them. A provider this build cannot run is refused here with
+//! its own code, so `check` and `serve` agree.
+
+use crate::agent::{AgentConfigError, Registry};
+use crate::config::Config;
+use crate::config::path::kp;
+use crate::diagnostic::Finding;
+
+/// The registry; an empty one (with findings) when an agent cannot be built.
+pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {
+    match Registry::for_environment(&config.agents, config.kind.is_relaxed()) {
+        Ok(r) => r,
+        Err(e) => {
+            findings.extend(e.0.iter().map(|e| finding(config, e)));
+            Registry::empty()
+        }
+    }
+}
+
+fn finding(config: &Config, e: &AgentConfigError) -> Finding {
+    let index = |name: &str| {
+        config
+            .agents
+            .iter()
+            .position(|a| a.name == name)
+            .unwrap_or(0)
+    };
+    let (code, at, hint) = match e {
+        AgentConfigError::UnknownTool { agent, tool } => {
+            let i = index(agent);
+            let j = config.agents[i]
+                .tools
+                .iter()
+                .position(|t| t == tool)
+                .unwrap_or(0);
+            (
+                "E_UNKNOWN_TOOL",
+                kp(&format!("agents[{i}].tools[{j}]")),
+                "use a built-in tool: calculator, clock, thread_history".to_string(),
+            )
+        }
+        AgentConfigError::ProviderUnavailable { agent, provider } => (
+            "E_PROVIDER_UNAVAILABLE",
+            kp(&format!("agents[{}].provider", index(agent))),
+            format!("provider `{provider}` is not in this build; use provider = \"scripted\""),
+        ),
+        AgentConfigError::Duplicate(agent) => (
+            "E_AGENT_DUPLICATE",
+            // The later declaration is the duplicate, as the validator says.
+            kp(&format!(
+                "agents[{}].name",
+                config
+                    .agents
+                    .iter()
+                    .rposition(|a| &a.name == agent)
+                    .unwrap_or(0)
+            )),
+            "give each agent its own name".to_string(),
+        ),
+        AgentConfigError::Default(n) => (
+            "E_AGENT_DEFAULT",
+            match config
+                .agents
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.default)
+                .nth(1)
+            {
+                Some((i, _)) if *n > 1 => kp(&format!("agents[{i}].default")),
+                _ => kp("agents"),
+            },
+            "mark exactly one agent default = true".to_string(),
+        ),
+    };
+    Finding::error(code, at, e.to_string(), hint)
+}
