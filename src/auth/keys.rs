@@ -87,17 +87,15 @@ pub enum AuthSetupError {
 }
 
 impl AuthSetupError {
-    /// The stable code, the same the validator uses for the same mistake where it has one.
+    /// The stable code: the one `compile/keys.rs` and the validator use for the same mistake.
     pub fn code(&self) -> &'static str {
         match self {
-            AuthSetupError::NoAlgorithms => "E_JWT_ALG_UNKNOWN",
-            AuthSetupError::MixedFamilies => "E_JWT_ALG_MIXED",
+            AuthSetupError::NoAlgorithms | AuthSetupError::MixedFamilies => "E_JWT_ALG_MIXED",
             AuthSetupError::KeyDoesNotMatchAlgorithms { .. } => "E_JWT_KEY_FAMILY",
             AuthSetupError::EmptySecret => "E_JWT_SECRET_SHORT",
             AuthSetupError::ReadFile { .. } => "E_KEY_FILE",
-            AuthSetupError::BadPem { .. }
-            | AuthSetupError::BadJwks { .. }
-            | AuthSetupError::NoUsableJwk { .. } => "E_KEY_PARSE",
+            AuthSetupError::BadPem { .. } | AuthSetupError::BadJwks { .. } => "E_KEY_PARSE",
+            AuthSetupError::NoUsableJwk { .. } => "E_JWKS_NO_USABLE_KEY",
             AuthSetupError::BadUrl { key, .. } if key.ends_with("oidc_issuer") => "E_OIDC_ISSUER",
             AuthSetupError::BadUrl { .. } => "E_JWKS_URL",
             AuthSetupError::CaFile(_) => "E_CA_FILE",
