@@ -83,6 +83,14 @@ impl App {
         }
     }
 
+    /// Starts what fetches in the background until `shutdown`: a remote JWT key source.
+    /// The server listens meanwhile; `ready` reports the key source's state.
+    pub fn start(&self, shutdown: CancellationToken) {
+        if let Some(verifier) = &self.verifier {
+            verifier.start(shutdown);
+        }
+    }
+
     /// Connects the store, retrying with backoff until it answers or shutdown begins.
     /// Interrupted runs of a previous process are closed so replay stays consistent.
     pub async fn connect_store(&self, shutdown: CancellationToken) {
@@ -116,6 +124,11 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The networks whose forwarded client addresses are believed (`crate::proxy`).
+    pub fn trusted_proxies(&self) -> Arc<[ipnet::IpNet]> {
+        self.config.server.trusted_proxies.clone().into()
     }
 
     /// What runs need, when the store is connected.

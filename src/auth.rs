@@ -1,15 +1,17 @@
 //! Authentication: who is on the other end of a WebSocket upgrade.
 //!
 //! Built once at boot from the validated [`crate::config::JwtConfig`]: a [`Verifier`] (its
-//! [`KeySet`] and `Validation` are parsed and built once, never per request). Per upgrade
+//! [`KeySet`] or remote key source and its `Validation` are built once, never per request;
+//! a remote source fetches in the background once [`Verifier::start`] runs). Per upgrade
 //! request the WebSocket layer calls, in order:
 //!
 //! 1. [`match_bypass`] with the declared bypass rules, the headers and the peer address; a
 //!    match is the whole answer ([`Identity::bypass`]).
 //! 2. [`extract_tokens`] over the headers and query string with the enabled sources; it also
 //!    says which subprotocol to select, which is needed even when auth then fails.
-//! 3. [`Verifier::verify_found`] on what was extracted, which verifies every token and
-//!    refuses tokens for different subjects.
+//! 3. [`Verifier::verify_found_async`] on what was extracted, which verifies every token
+//!    (awaiting one key refetch for an unknown `kid` where allowed) and refuses tokens for
+//!    different subjects.
 //!
 //! Every refusal is an [`AuthFailure`]; [`AuthFailure::close_code`],
 //! [`AuthFailure::handshake_response`] and [`AuthFailure::error_message`] are the one place
@@ -21,8 +23,10 @@
 mod bypass;
 mod extract;
 mod failure;
+mod jwk;
 mod keys;
 mod mint;
+mod remote;
 mod verify;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +40,7 @@ pub use extract::{
 pub use failure::{AuthFailure, InvalidReason};
 pub use keys::{AuthSetupError, KeySet};
 pub use mint::{MintError, MintRequest, mint_for_config, mint_token};
+pub use remote::{KeySourceMetrics, KeySourceState, KeySourceStatus, check_key_url};
 pub use verify::Verifier;
 
 /// How an identity was established; `connection_established.auth` is its [`label`].

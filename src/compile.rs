@@ -124,9 +124,13 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         (RateLimiterKind::Local, Scope::Connection) => Per::Connection,
         (RateLimiterKind::Local, _) => Per::User,
     };
+    let mut metrics = Metrics::new();
+    if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
+        metrics.register_key_source(source);
+    }
     Compiled {
         limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute, per)),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
         verifier,
         agents: Arc::new(agents),
         redis,

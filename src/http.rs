@@ -92,7 +92,7 @@ fn route(app: App, r: &Route) -> BoxedFilter<(Response,)> {
                 .or(warp::any().map(Bytes::new))
                 .unify(),
         )
-        .and(warp::addr::remote())
+        .and(crate::proxy::client_addr(app.trusted_proxies()))
         .and_then(move |params, query, headers, body, remote| {
             let app = app.clone();
             async move {

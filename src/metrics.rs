@@ -165,6 +165,11 @@ impl Metrics {
         }
     }
 
+    /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
+    pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
+        source.register(&mut self.registry);
+    }
+
     /// Counts a refused authentication.
     pub fn auth_failure(&self, code: &str) {
         self.auth_failures.get_or_create(&label(code)).inc();

@@ -1,7 +1,8 @@
 //! Dependency probes behind the `ready` handler: each service is asked for a real answer
 //! within its `connect_timeout_ms`, through the process's own pools where it has them
 //! (the store's `SELECT 1`, a Redis `PING` on the pool built at boot), and by a TCP
-//! connect for HTTP services.
+//! connect for HTTP services. A remote JWT key source reports its own state (no probe:
+//! its fetch task already knows).
 
 use std::time::Instant;
 
@@ -25,6 +26,23 @@ pub struct ProbeResult {
     /// Why it did not answer (never contains the URL, which may hold a password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// More about its state (the remote key source's `KeySourceStatus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// The remote JWT key source as a dependency: required, and ready while it has keys
+/// (fresh, or stale while refreshes fail: cached keys still verify tokens).
+pub fn key_source(status: &crate::auth::KeySourceStatus) -> ProbeResult {
+    ProbeResult {
+        name: "jwt_keys".into(),
+        kind: status.source.into(),
+        required: true,
+        ok: status.has_keys(),
+        latency_ms: 0,
+        error: status.last_error.clone(),
+        detail: serde_json::to_value(status).ok(),
+    }
 }
 
 /// The process-scope clients `ready` asks.
@@ -104,6 +122,7 @@ pub async fn probe_all(config: &Config, clients: Clients<'_>) -> Vec<ProbeResult
                     ok: result.is_ok(),
                     latency_ms: start.elapsed().as_millis() as u64,
                     error: result.err(),
+                    detail: None,
                 }
             });
     futures_util::future::join_all(futures).await

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
+
 use crate::app::App;
 use crate::compile::Compiled;
 
@@ -27,6 +29,10 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `[server.tls]` could not be loaded (the validator checks the same files; this is a
+    /// change between `check` and `serve`).
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] tls::TlsSetupError),
     /// The configuration was compiled with `--no-env`, which only `check` may use.
     #[error("a configuration checked with --no-env has unset secrets and cannot be served")]
     NotServable,
@@ -65,13 +71,22 @@ pub async fn start(compiled: Compiled) -> Result<Server, ServeError> {
         return Err(ServeError::NotServable);
     }
     let (listener, addr) = bind(compiled.config.server.listen).await?;
+    let tls = compiled
+        .config
+        .server
+        .tls
+        .as_ref()
+        .map(tls::Tls::from_config)
+        .transpose()?;
     let app = App::new(compiled);
     let shutdown = CancellationToken::new();
     let filters = crate::http::filters(app.clone());
     let connecting = app.clone();
     let stop_connecting = shutdown.clone();
+    app.start(shutdown.clone());
     tokio::spawn(async move { connecting.connect_store(stop_connecting).await });
     let token = shutdown.clone();
+    let stop_watching = shutdown.clone();
     let drain_app = app.clone();
     let handle = tokio::spawn(async move {
         let signal_app = drain_app.clone();
@@ -79,11 +94,19 @@ pub async fn start(compiled: Compiled) -> Result<Server, ServeError> {
             token.cancelled().await;
             signal_app.start_draining();
         };
-        warp::serve(filters)
-            .incoming(listener)
-            .graceful(signal)
-            .run()
-            .await;
+        match tls {
+            Some(tls) => {
+                tls.watch(stop_watching);
+                tls::serve(filters, listener, tls, signal).await
+            }
+            None => {
+                warp::serve(filters)
+                    .incoming(listener)
+                    .graceful(signal)
+                    .run()
+                    .await
+            }
+        }
         drain_app.drain().await;
     });
     Ok(Server {

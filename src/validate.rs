@@ -12,9 +12,11 @@ mod ctx;
 pub mod deps;
 pub mod drift;
 pub mod endpoint;
+mod proxies;
 pub mod routes;
 mod schema_check;
 pub mod schema_walk;
+mod tls;
 mod tolerant;
 
 use crate::config::Config;
@@ -58,6 +60,8 @@ pub fn validate(loaded: &Loaded) -> Validated {
         auth::check_dev_token(&mut cx);
         deps::check(&mut cx);
         components::check(&mut cx);
+        tls::check(&mut cx);
+        proxies::check(&mut cx);
         agents::check(&mut cx);
         findings.extend(
             cx.findings

@@ -29,7 +29,7 @@ pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Re
     warp::get()
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(warp::addr::remote())
+        .and(crate::proxy::client_addr(app.trusted_proxies()))
         .and(warp::ext::optional::<OnUpgrade>())
         .and_then(
             move |headers: HeaderMap,
@@ -43,31 +43,33 @@ pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Re
                     else {
                         return Err(warp::reject::not_found());
                     };
-                    Ok(match handshake::decide(&app, &headers, &query, remote) {
-                        Decision::Refuse(resp) => resp,
-                        Decision::Accept(pre) => {
-                            // Frames up to twice the limit are read so an oversize message can be
-                            // answered with a proper 1009 close instead of a dropped connection.
-                            let limit = app
-                                .config
-                                .websocket
-                                .max_message_bytes
-                                .saturating_mul(2)
-                                .max(4096);
-                            let selected = pre.subprotocol.clone();
-                            let token = app.sessions.token();
-                            upgrade::accept(
-                                key,
-                                on_upgrade,
-                                upgrade::config(limit),
-                                selected.as_deref(),
-                                move |socket| async move {
-                                    session::run(app, socket, pre).await;
-                                    drop(token);
-                                },
-                            )
-                        }
-                    })
+                    Ok(
+                        match handshake::decide(&app, &headers, &query, remote).await {
+                            Decision::Refuse(resp) => resp,
+                            Decision::Accept(pre) => {
+                                // Frames up to twice the limit are read so an oversize message can be
+                                // answered with a proper 1009 close instead of a dropped connection.
+                                let limit = app
+                                    .config
+                                    .websocket
+                                    .max_message_bytes
+                                    .saturating_mul(2)
+                                    .max(4096);
+                                let selected = pre.subprotocol.clone();
+                                let token = app.sessions.token();
+                                upgrade::accept(
+                                    key,
+                                    on_upgrade,
+                                    upgrade::config(limit),
+                                    selected.as_deref(),
+                                    move |socket| async move {
+                                        session::run(app, socket, pre).await;
+                                        drop(token);
+                                    },
+                                )
+                            }
+                        },
+                    )
                 }
             },
         )

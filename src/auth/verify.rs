@@ -1,6 +1,7 @@
-//! Token verification: the allow-listed algorithm, the key, the signature, then the claims
-//! (`exp` and `sub` required, `nbf`, `iss`/`aud` when configured) against a caller-given
-//! `now`, so expiry is testable without sleeping.
+//! Token verification: the allow-listed algorithm, the key (local, or from the remote key
+//! source, which may have to be refetched for an unknown `kid`), the signature, then the
+//! claims (`exp` and `sub` required, `nbf`, `iss` a single string, `iss`/`aud` equal to the
+//! configured ones) against a caller-given `now`, so expiry is testable without sleeping.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,19 +10,34 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use jsonwebtoken::{DecodingKey, Header};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
 use super::extract::FoundToken;
 use super::failure::{AuthFailure, InvalidReason};
 use super::keys::{AuthSetupError, KeySet};
+use super::remote::{KeySourceMetrics, KeySourceStatus, RemoteKeys};
 use super::{AuthMethod, Identity};
-use crate::config::JwtConfig;
+use crate::config::{JwtConfig, KeySource};
 
 /// Verifies tokens with keys and a `Validation` built once at boot.
 #[derive(Debug)]
 pub struct Verifier {
-    keys: KeySet,
+    keys: Keys,
     validation: Validation,
     leeway_s: i64,
     max_token_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Keys {
+    /// Read once at boot.
+    Local(KeySet),
+    /// Fetched over HTTPS and refreshed in the background once [`Verifier::start`] ran.
+    Remote(Arc<RemoteKeys>),
 }
 
 /// The claims portcullis reads; everything else in the token is ignored. Values stay
@@ -33,12 +49,19 @@ struct Claims {
     exp: Option<Value>,
     nbf: Option<Value>,
     iat: Option<Value>,
+    iss: Option<Value>,
 }
 
 impl Verifier {
-    /// Loads the key set and builds the validation rules from `auth.jwt`.
+    /// Builds the key source and the validation rules from `auth.jwt`, without touching
+    /// the network: a remote key source only gets its HTTPS client here and fetches once
+    /// [`Verifier::start`] runs. Every error carries its config key, code and hint
+    /// ([`AuthSetupError::finding`]).
     pub fn from_config(config: &JwtConfig) -> Result<Verifier, AuthSetupError> {
-        let keys = KeySet::load(config)?;
+        let keys = match &config.key {
+            KeySource::Remote(remote) => Keys::Remote(Arc::new(RemoteKeys::new(config, remote)?)),
+            _ => Keys::Local(KeySet::load(config)?),
+        };
         // Start from a one-algorithm Validation and replace its list: `new` needs a seed.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = config.algorithms.clone();
@@ -69,13 +92,103 @@ impl Verifier {
         })
     }
 
-    /// The loaded keys.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// Begins fetching a remote key set in the background (at once, then on its refresh
+    /// schedule) until `shutdown`; `None` for local keys, which need nothing.
+    pub fn start(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+        match &self.keys {
+            Keys::Local(_) => None,
+            Keys::Remote(remote) => Some(remote.start(shutdown)),
+        }
     }
 
-    /// Verifies one compact JWT. The length cap is checked before any parsing.
+    /// The remote key source's state for `ready` (`None` for local keys).
+    pub fn key_source_status(&self) -> Option<KeySourceStatus> {
+        match &self.keys {
+            Keys::Local(_) => None,
+            Keys::Remote(remote) => Some(remote.status()),
+        }
+    }
+
+    /// The remote key source's metrics, to register with the process metrics.
+    pub fn key_source_metrics(&self) -> Option<&KeySourceMetrics> {
+        match &self.keys {
+            Keys::Local(_) => None,
+            Keys::Remote(remote) => Some(remote.metrics()),
+        }
+    }
+
+    /// The keys read at boot (`None` for a remote key source).
+    pub fn keys(&self) -> Option<&KeySet> {
+        match &self.keys {
+            Keys::Local(keys) => Some(keys),
+            Keys::Remote(_) => None,
+        }
+    }
+
+    /// Verifies one compact JWT with the keys known now; never waits. With a remote key
+    /// source, a `kid` not known yet starts a refetch (when one is allowed) and is refused
+    /// as `AUTH_UNAVAILABLE`, retryable. The length cap is checked before any parsing.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthFailure> {
+        let header = self.header(token)?;
+        match &self.keys {
+            Keys::Local(keys) => self.claims(token, keys.select(&header)?, now),
+            Keys::Remote(remote) => {
+                let keys = remote.keys_now(&header)?;
+                self.claims(token, keys.select(&header)?, now)
+            }
+        }
+    }
+
+    /// Verifies one compact JWT; with a remote key source, a `kid` not known yet waits for
+    /// one refetch when the refetch interval allows it (see `auth::remote`).
+    pub async fn verify_async(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Identity, AuthFailure> {
+        let header = self.header(token)?;
+        match &self.keys {
+            Keys::Local(keys) => self.claims(token, keys.select(&header)?, now),
+            Keys::Remote(remote) => {
+                let keys = remote.keys(&header).await?;
+                self.claims(token, keys.select(&header)?, now)
+            }
+        }
+    }
+
+    /// [`Verifier::verify_found_async`] without waiting for a refetch (see
+    /// [`Verifier::verify`]).
+    pub fn verify_found(
+        &self,
+        found: &[FoundToken],
+        now: DateTime<Utc>,
+    ) -> Result<Identity, AuthFailure> {
+        let mut chosen = Chosen::default();
+        for entry in found {
+            chosen.add(entry, self.verify(entry.token()?, now)?)?;
+        }
+        chosen.finish()
+    }
+
+    /// Verifies every token [`super::extract_tokens`] (or [`super::first_message_token`])
+    /// found: no token is `NO_TOKEN`, the first failure in protocol order wins, and valid
+    /// tokens naming different subjects are `CONFLICTING_TOKENS`. The identity records the
+    /// first source.
+    pub async fn verify_found_async(
+        &self,
+        found: &[FoundToken],
+        now: DateTime<Utc>,
+    ) -> Result<Identity, AuthFailure> {
+        let mut chosen = Chosen::default();
+        for entry in found {
+            chosen.add(entry, self.verify_async(entry.token()?, now).await?)?;
+        }
+        chosen.finish()
+    }
+
+    /// The checks before any key is chosen: length cap, a parseable header, an allowed
+    /// algorithm, no `crit`.
+    fn header(&self, token: &str) -> Result<Header, AuthFailure> {
         if token.len() > self.max_token_bytes {
             return Err(AuthFailure::TokenTooLarge {
                 len: token.len(),
@@ -94,11 +207,25 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(AuthFailure::InvalidToken(InvalidReason::Malformed));
         }
-        let key = self.keys.select(&header)?;
+        Ok(header)
+    }
+
+    /// The signature with `key`, then the claims.
+    fn claims(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        now: DateTime<Utc>,
+    ) -> Result<Identity, AuthFailure> {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|error| AuthFailure::InvalidToken(reason(error.kind())))?
             .claims;
         let missing = |claim| AuthFailure::InvalidToken(InvalidReason::MissingClaim(claim));
+        // RFC 7519 §4.1.1: `iss` is one StringOrURI. jsonwebtoken also accepts an array
+        // holding the configured issuer among others; a token naming several is refused.
+        if claims.iss.as_ref().is_some_and(|iss| !iss.is_string()) {
+            return Err(missing("iss"));
+        }
         let user_id = match claims.sub {
             Some(Value::String(sub)) if !sub.is_empty() => sub,
             _ => return Err(missing("sub")),
@@ -117,34 +244,6 @@ impl Verifier {
         })
     }
 
-    /// Verifies every token [`super::extract_tokens`] (or [`super::first_message_token`])
-    /// found: no token is `NO_TOKEN`, the first failure in protocol order wins, and valid
-    /// tokens naming different subjects are `CONFLICTING_TOKENS`. The identity records the
-    /// first source.
-    pub fn verify_found(
-        &self,
-        found: &[FoundToken],
-        now: DateTime<Utc>,
-    ) -> Result<Identity, AuthFailure> {
-        let mut chosen: Option<Identity> = None;
-        for entry in found {
-            let mut identity = self.verify(entry.token()?, now)?;
-            match &chosen {
-                None => {
-                    identity.method = AuthMethod::Jwt {
-                        source: Some(entry.source),
-                    };
-                    chosen = Some(identity);
-                }
-                Some(first) if first.user_id != identity.user_id => {
-                    return Err(AuthFailure::ConflictingTokens);
-                }
-                Some(_) => {}
-            }
-        }
-        chosen.ok_or(AuthFailure::NoToken)
-    }
-
     /// `exp` is exclusive (RFC 7519 §4.1.4), `nbf` inclusive; both stretched by the leeway.
     fn check_times(
         &self,
@@ -160,6 +259,32 @@ impl Verifier {
             return Err(AuthFailure::InvalidToken(InvalidReason::NotYetValid));
         }
         Ok(())
+    }
+}
+
+/// The identity of the first token, and the check that later ones name the same subject.
+#[derive(Default)]
+struct Chosen(Option<Identity>);
+
+impl Chosen {
+    fn add(&mut self, entry: &FoundToken, mut identity: Identity) -> Result<(), AuthFailure> {
+        match &self.0 {
+            None => {
+                identity.method = AuthMethod::Jwt {
+                    source: Some(entry.source),
+                };
+                self.0 = Some(identity);
+            }
+            Some(first) if first.user_id != identity.user_id => {
+                return Err(AuthFailure::ConflictingTokens);
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Identity, AuthFailure> {
+        self.0.ok_or(AuthFailure::NoToken)
     }
 }
 

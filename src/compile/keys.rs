@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthSetupError, Verifier};
 use crate::config::path::{KeyPath, kp};
-use crate::config::{Config, KeySource};
+use crate::config::{Config, KeySource, RemoteLocation};
 use crate::diagnostic::Finding;
 
 /// The verifier, or `None` (with findings) when the key set cannot be built or the
@@ -33,7 +33,11 @@ fn key_path(key: &KeySource) -> KeyPath {
     match key {
         KeySource::Secret(_) => kp("auth.jwt"),
         KeySource::PublicKeyFile(_) => kp("auth.jwt.public_key_file"),
-        KeySource::JwksFile(_) | KeySource::JwksUrl(_) => kp("auth.jwt.jwks_url"),
+        KeySource::JwksFile(_) => kp("auth.jwt.jwks_url"),
+        KeySource::Remote(r) => match r.location {
+            RemoteLocation::JwksUrl(_) => kp("auth.jwt.jwks_url"),
+            RemoteLocation::OidcIssuer(_) => kp("auth.jwt.oidc_issuer"),
+        },
     }
 }
 
@@ -74,11 +78,10 @@ fn finding(e: &AuthSetupError, at: KeyPath) -> Finding {
             at,
             "publish a signing key (kty and alg) of the family auth.jwt.algorithms names",
         ),
-        AuthSetupError::RemoteJwksUnsupported { .. } => (
-            "E_JWKS_REMOTE_UNSUPPORTED",
-            at,
-            "fetching a remote JWKS is not in this build: download it and use jwks_url = \"file:keys.json\", or public_key_file",
-        ),
+        // The remote key source's own errors carry their key, code and hint.
+        AuthSetupError::BadUrl { .. }
+        | AuthSetupError::CaFile(_)
+        | AuthSetupError::HttpClient(_) => return e.finding(),
     };
     Finding::error(code, at, e.to_string(), hint)
 }

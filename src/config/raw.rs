@@ -116,6 +116,28 @@ pub struct ServerSection {
     #[serde(default = "defaults::max_connections")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_connections: u32,
+    /// Serve `https://` and `wss://` directly (no proxy needed). The files are re-read when
+    /// they change or on SIGHUP, without dropping open connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+    /// Networks (CIDR) of the reverse proxies or load balancers in front. Only a peer inside
+    /// one of them is believed when it sends `Forwarded` / `X-Forwarded-For`; that address is
+    /// then the client's (bypass `from`, logs). Empty: those headers are ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[server.tls]`: the certificate chain and private key, PEM files relative to the config
+/// directory.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the server certificate first, then its intermediates.
+    #[schemars(length(min = 1))]
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of that certificate.
+    #[schemars(length(min = 1))]
+    pub key_file: String,
 }
 
 /// The WebSocket endpoint.
@@ -244,9 +266,34 @@ pub struct JwtSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[A-Z_][A-Z0-9_]*$"))]
     pub secret_env: Option<String>,
-    /// URL of a JWKS document (`https://…`), or `file:` path of a local one.
+    /// URL of a JWKS document (`https://…`), fetched at boot and refreshed in the
+    /// background, or `file:` path of a local one read once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
+    /// OpenID Connect issuer (`https://…`): keys come from the `jwks_uri` of
+    /// `<issuer>/.well-known/openid-configuration`, whose `issuer` must equal this value
+    /// exactly. Tokens must then carry it as `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
+    /// PEM file of extra CA certificates trusted when fetching `jwks_url` or `oidc_issuer`
+    /// (beside the system store, which honours `SSL_CERT_FILE`), relative to the config
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Remote keys: fewest seconds between two fetches. A token naming an unknown `kid`
+    /// refetches at most this often (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub jwks_min_refresh_s: Option<u64>,
+    /// Remote keys: most seconds a fetched key set is used before it is refreshed; the
+    /// response's `Cache-Control: max-age` is obeyed between the min and this (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 604_800))]
+    pub jwks_max_refresh_s: Option<u64>,
+    /// Remote keys: time limit of one fetch, connection and TLS included (ms, default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 60_000))]
+    pub jwks_timeout_ms: Option<u64>,
     /// PEM file with the public key (RSA, EC or Ed25519), relative to the config directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_file: Option<String>,
@@ -625,6 +672,15 @@ pub mod defaults {
     }
     pub fn max_token_bytes() -> u32 {
         8_192
+    }
+    pub fn jwks_min_refresh_s() -> u64 {
+        30
+    }
+    pub fn jwks_max_refresh_s() -> u64 {
+        600
+    }
+    pub fn jwks_timeout_ms() -> u64 {
+        5_000
     }
     pub fn yes() -> bool {
         true

@@ -139,6 +139,19 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Concurrent WebSocket connection cap.
     pub max_connections: u32,
+    /// Native TLS, when `[server.tls]` is set.
+    pub tls: Option<TlsConfig>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[server.tls]` with absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
 }
 
 /// `[websocket]`.
@@ -205,8 +218,34 @@ pub enum KeySource {
     PublicKeyFile(PathBuf),
     /// A local JWKS document (absolute path).
     JwksFile(PathBuf),
-    /// A remote JWKS document.
+    /// A JWKS fetched over HTTPS (directly or through OIDC discovery) and refreshed.
+    Remote(RemoteKeySource),
+}
+
+/// Where a remote key set is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteLocation {
+    /// `auth.jwt.jwks_url`: the JWKS document itself.
     JwksUrl(String),
+    /// `auth.jwt.oidc_issuer`: discovery finds the `jwks_uri`.
+    OidcIssuer(String),
+}
+
+/// A remote key set and how it is fetched.
+#[derive(Debug, Clone)]
+pub struct RemoteKeySource {
+    /// The configured URL.
+    pub location: RemoteLocation,
+    /// Extra trust anchors (`auth.jwt.ca_file`, absolute path).
+    pub ca_file: Option<PathBuf>,
+    /// Fewest time between two fetches (`jwks_min_refresh_s`).
+    pub min_refresh: Duration,
+    /// Most time a fetched set is used (`jwks_max_refresh_s`).
+    pub max_refresh: Duration,
+    /// Time limit of one fetch (`jwks_timeout_ms`).
+    pub timeout: Duration,
+    /// Plain `http://` URLs are accepted (development and test only).
+    pub allow_http: bool,
 }
 
 /// One `[[auth.bypass]]` rule with its secret resolved.

@@ -44,6 +44,10 @@ async fn ready(app: &App) -> Response {
         },
     )
     .await;
+    let mut deps = deps;
+    if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
+        deps.push(crate::probe::key_source(&status));
+    }
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({
@@ -59,7 +63,7 @@ async fn ready(app: &App) -> Response {
 }
 
 /// The caller of an API route: `Authorization: Bearer <jwt>` verified like a socket's.
-fn caller(app: &App, req: &Request) -> Result<String, ApiError> {
+async fn caller(app: &App, req: &Request) -> Result<String, ApiError> {
     if app.config.auth.mode == AuthMode::None {
         return Ok("anonymous".into());
     }
@@ -77,7 +81,8 @@ fn caller(app: &App, req: &Request) -> Result<String, ApiError> {
         .as_ref()
         .ok_or_else(|| unauthorized(AuthFailure::AuthUnavailable("no verifier configured")))?;
     verifier
-        .verify_found(&extracted.found, chrono::Utc::now())
+        .verify_found_async(&extracted.found, chrono::Utc::now())
+        .await
         .map(|id| id.user_id)
         .map_err(unauthorized)
 }
@@ -115,7 +120,7 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 async fn threads(app: &App, req: &Request) -> Result<Response, ApiError> {
-    let user = caller(app, req)?;
+    let user = caller(app, req).await?;
     let threads = store(app)?.list_threads(&user).await.map_err(store_error)?;
     let list: Vec<_> = threads
         .into_iter()
@@ -125,7 +130,7 @@ async fn threads(app: &App, req: &Request) -> Result<Response, ApiError> {
 }
 
 async fn thread_messages(app: &App, req: &Request) -> Result<Response, ApiError> {
-    let user = caller(app, req)?;
+    let user = caller(app, req).await?;
     let thread_id = req.params.get("thread_id").cloned().unwrap_or_default();
     let mut after_seq = 0i64;
     for (k, v) in req.query.split('&').filter_map(|p| p.split_once('=')) {

@@ -34,7 +34,10 @@ pub fn websocket_auth(config: &Config) -> String {
                 KeySource::Secret(_) => "secret",
                 KeySource::PublicKeyFile(_) => "public key file",
                 KeySource::JwksFile(_) => "JWKS file",
-                KeySource::JwksUrl(_) => "JWKS URL",
+                KeySource::Remote(r) => match r.location {
+                    crate::config::RemoteLocation::JwksUrl(_) => "JWKS URL",
+                    crate::config::RemoteLocation::OidcIssuer(_) => "OIDC discovery",
+                },
             },
         ),
         None => (String::new(), "none"),

@@ -1,11 +1,12 @@
 //! Authentication rules: no open doors in production (mode `none`, query tokens, bypass
 //! rules, inline secrets), algorithm lists of one family without `none`, keys that exist
-//! and are strong enough, issuer and audience pinned where real users are.
+//! and are strong enough, remote key sources over https with their options in range,
+//! issuer and audience pinned where real users are.
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
 use crate::config::path::kp;
-use crate::config::raw::{AuthMode, TokenSource};
+use crate::config::raw::{AuthMode, JwtSection, TokenSource, defaults};
 
 /// Algorithm families; mixing them lets an attacker pick the weaker check.
 pub fn family(alg: &str) -> Option<&'static str> {
@@ -84,7 +85,7 @@ pub fn check(cx: &mut Ctx) {
     check_bypass(cx);
 }
 
-fn check_jwt(cx: &mut Ctx, jwt: &crate::config::raw::JwtSection) {
+fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
     let mut families = Vec::new();
     for (i, a) in jwt.algorithms.iter().enumerate() {
         let at = kp(&format!("auth.jwt.algorithms[{i}]"));
@@ -127,19 +128,20 @@ fn check_jwt(cx: &mut Ctx, jwt: &crate::config::raw::JwtSection) {
         jwt.secret_env.is_some(),
         jwt.jwks_url.is_some(),
         jwt.public_key_file.is_some(),
+        jwt.oidc_issuer.is_some(),
     ];
     match sources.iter().filter(|s| **s).count() {
         0 => cx.error(
             "E_JWT_KEY_MISSING",
             kp("auth.jwt"),
-            "no verification key: set one of secret_env, public_key_file, jwks_url",
-            "HMAC: secret_env = \"PORTCULLIS_JWT_SECRET\"; RSA/EC: public_key_file or jwks_url",
+            "no verification key: set one of secret_env, public_key_file, jwks_url, oidc_issuer",
+            "HMAC: secret_env = \"PORTCULLIS_JWT_SECRET\"; RSA/EC: public_key_file, jwks_url or oidc_issuer",
         ),
         1 => {}
         _ => cx.error(
             "E_JWT_KEY_CONFLICT",
             kp("auth.jwt"),
-            "more than one of secret, secret_env, public_key_file, jwks_url is set",
+            "more than one of secret, secret_env, public_key_file, jwks_url, oidc_issuer is set",
             "keep exactly one key source",
         ),
     }
@@ -149,7 +151,7 @@ fn check_jwt(cx: &mut Ctx, jwt: &crate::config::raw::JwtSection) {
         let msg = if hmac {
             "HMAC algorithms need a shared secret, not a public key"
         } else {
-            "public-key algorithms need public_key_file or jwks_url, not a shared secret"
+            "public-key algorithms need public_key_file, jwks_url or oidc_issuer, not a shared secret"
         };
         cx.error(
             "E_JWT_KEY_FAMILY",
@@ -207,17 +209,18 @@ fn check_jwt(cx: &mut Ctx, jwt: &crate::config::raw::JwtSection) {
                     "the path after file: is relative to the config directory",
                 );
             }
-        } else if !(url.starts_with("https://") || (cx.relaxed() && url.starts_with("http://"))) {
+        } else if let Err(why) = crate::auth::check_key_url(url, cx.relaxed()) {
             cx.error(
                 "E_JWKS_URL",
                 kp("auth.jwt.jwks_url"),
-                format!("`{url}` is not an https:// URL or a file: path"),
-                "use https:// (keys fetched over http can be swapped in transit)",
+                format!("`{url}` {why}"),
+                "use https://host/path or a file: path (http:// only in development and test)",
             );
         }
     }
+    check_remote(cx, jwt);
     if !cx.relaxed() {
-        if jwt.issuer.is_none() {
+        if jwt.issuer.is_none() && jwt.oidc_issuer.is_none() {
             cx.error(
                 "E_JWT_NO_ISSUER",
                 kp("auth.jwt"),
@@ -359,6 +362,78 @@ fn check_bypass(cx: &mut Ctx) {
                 "restrict it with from = [\"10.0.0.0/8\"] (your CI runners' network)",
             );
         }
+    }
+}
+
+/// The remote key source's own keys: a usable issuer URL that agrees with `issuer`, a
+/// readable `ca_file`, refresh bounds in order, and none of them without a remote source.
+fn check_remote(cx: &mut Ctx, jwt: &JwtSection) {
+    if let Some(issuer) = &jwt.oidc_issuer {
+        if let Err(why) = crate::auth::check_key_url(issuer, cx.relaxed()) {
+            cx.error(
+                "E_OIDC_ISSUER",
+                kp("auth.jwt.oidc_issuer"),
+                format!("`{issuer}` {why}"),
+                "use the issuer URL your identity provider publishes, e.g. https://idp.example.com/",
+            );
+        }
+        if let Some(pinned) = jwt.issuer.as_ref().filter(|i| *i != issuer) {
+            cx.error(
+                "E_JWT_ISSUER_CONFLICT",
+                kp("auth.jwt.issuer"),
+                format!("issuer `{pinned}` differs from oidc_issuer `{issuer}`: discovery only accepts the latter, so no token could pass both"),
+                "remove auth.jwt.issuer (oidc_issuer is the required `iss`) or make them equal",
+            );
+        }
+    }
+    let remote = jwt.oidc_issuer.is_some()
+        || jwt
+            .jwks_url
+            .as_ref()
+            .is_some_and(|u| !u.starts_with("file:"));
+    let options = [
+        ("ca_file", jwt.ca_file.is_some()),
+        ("jwks_min_refresh_s", jwt.jwks_min_refresh_s.is_some()),
+        ("jwks_max_refresh_s", jwt.jwks_max_refresh_s.is_some()),
+        ("jwks_timeout_ms", jwt.jwks_timeout_ms.is_some()),
+    ];
+    for (key, set) in options {
+        if set && !remote {
+            cx.error(
+                "E_JWKS_OPTION_UNUSED",
+                kp(&format!("auth.jwt.{key}")),
+                format!("auth.jwt.{key} applies only to keys fetched from jwks_url (https://) or oidc_issuer, and this environment has neither: nothing would obey it"),
+                format!("remove auth.jwt.{key}, or fetch the keys from your identity provider"),
+            );
+        }
+    }
+    if let (Some(min), Some(max)) = (
+        jwt.jwks_min_refresh_s
+            .or(remote.then(defaults::jwks_min_refresh_s)),
+        jwt.jwks_max_refresh_s
+            .or(remote.then(defaults::jwks_max_refresh_s)),
+    ) && min > max
+    {
+        let at = match jwt.jwks_max_refresh_s {
+            Some(_) => "auth.jwt.jwks_max_refresh_s",
+            None => "auth.jwt.jwks_min_refresh_s",
+        };
+        cx.error(
+            "E_JWKS_REFRESH_RANGE",
+            kp(at),
+            format!("keys are refreshed at least every {min} s and at most every {max} s: the minimum is above the maximum"),
+            "keep jwks_min_refresh_s at or below jwks_max_refresh_s",
+        );
+    }
+    if let Some(file) = &jwt.ca_file
+        && let Err(e) = crate::tls::read_certs(&cx.config_dir.join(file))
+    {
+        cx.error(
+            "E_CA_FILE",
+            kp("auth.jwt.ca_file"),
+            e.to_string(),
+            "give a PEM file of CA certificates (BEGIN CERTIFICATE), relative to the config directory",
+        );
     }
 }
 

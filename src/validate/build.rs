@@ -14,7 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::load::Loaded;
-use crate::config::raw::{self, AuthMode, EnvironmentKind, LogFormat, RawConfig};
+use crate::config::raw::defaults as d;
+use crate::config::raw::{self, AuthMode, EnvironmentKind, JwtSection, LogFormat, RawConfig};
 use crate::config::validated::*;
 
 /// Reads the variables `*_env` keys name.
@@ -36,7 +37,7 @@ pub fn build(raw: &RawConfig, loaded: &Loaded) -> Config {
     let ms = Duration::from_millis;
     let kind = raw.environment.kind;
     let strict = matches!(kind, EnvironmentKind::Staging | EnvironmentKind::Production);
-    let server = server(&raw.server);
+    let server = server(&raw.server, &loaded.config_dir);
     let mut websocket = websocket(&raw.websocket);
     if kind == EnvironmentKind::Development {
         allow_own_origins(&mut websocket.allowed_origins, &server);
@@ -85,7 +86,7 @@ pub fn build(raw: &RawConfig, loaded: &Loaded) -> Config {
     }
 }
 
-fn server(s: &raw::ServerSection) -> ServerConfig {
+fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
     let ms = Duration::from_millis;
     ServerConfig {
         listen: s
@@ -96,6 +97,16 @@ fn server(s: &raw::ServerSection) -> ServerConfig {
         proxy_idle_timeout: ms(s.proxy_idle_timeout_ms),
         shutdown_grace: ms(s.shutdown_grace_ms),
         max_connections: s.max_connections,
+        tls: s.tls.as_ref().map(|t| TlsConfig {
+            cert_file: config_dir.join(&t.cert_file),
+            key_file: config_dir.join(&t.key_file),
+        }),
+        // Entries that are not networks are refused by E_TRUSTED_PROXY_CIDR.
+        trusted_proxies: s
+            .trusted_proxies
+            .iter()
+            .filter_map(|n| parse_net(n))
+            .collect(),
     }
 }
 
@@ -135,6 +146,8 @@ fn allow_own_origins(origins: &mut Vec<String>, server: &ServerConfig) {
 }
 
 fn jwt(raw: &RawConfig, vars: &Vars, config_dir: &Path) -> Option<JwtConfig> {
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
     let (Some(j), AuthMode::Jwt) = (&raw.auth.jwt, raw.auth.mode) else {
         return None;
     };
@@ -149,11 +162,17 @@ fn jwt(raw: &RawConfig, vars: &Vars, config_dir: &Path) -> Option<JwtConfig> {
         KeySource::Secret(vars.secret(v))
     } else if let Some(f) = &j.public_key_file {
         KeySource::PublicKeyFile(config_dir.join(f))
-    } else if let Some(u) = &j.jwks_url {
-        match u.strip_prefix("file:") {
-            Some(f) => KeySource::JwksFile(config_dir.join(f)),
-            None => KeySource::JwksUrl(u.clone()),
-        }
+    } else if let Some(f) = j.jwks_url.as_ref().and_then(|u| u.strip_prefix("file:")) {
+        KeySource::JwksFile(config_dir.join(f))
+    } else if let Some(location) = remote_location(j) {
+        KeySource::Remote(RemoteKeySource {
+            location,
+            ca_file: j.ca_file.as_ref().map(|f| config_dir.join(f)),
+            min_refresh: secs(j.jwks_min_refresh_s.unwrap_or(d::jwks_min_refresh_s())),
+            max_refresh: secs(j.jwks_max_refresh_s.unwrap_or(d::jwks_max_refresh_s())),
+            timeout: ms(j.jwks_timeout_ms.unwrap_or(d::jwks_timeout_ms())),
+            allow_http: raw.environment.kind.is_relaxed(),
+        })
     } else {
         // Refused by E_JWT_KEY_MISSING.
         KeySource::Secret(Secret::unset())
@@ -161,7 +180,8 @@ fn jwt(raw: &RawConfig, vars: &Vars, config_dir: &Path) -> Option<JwtConfig> {
     Some(JwtConfig {
         algorithms,
         key,
-        issuer: j.issuer.clone(),
+        // Discovery pins the issuer; the validator refuses a different `issuer`.
+        issuer: j.issuer.clone().or_else(|| j.oidc_issuer.clone()),
         audience: j.audience.clone(),
         leeway_s: j.leeway_s,
         max_token_bytes: j.max_token_bytes as usize,
@@ -175,15 +195,7 @@ fn bypass(b: &raw::BypassSection, vars: &Vars) -> BypassRule {
         // Refused by E_BYPASS_NO_SECRET.
         _ => Secret::unset(),
     };
-    let from = b
-        .from
-        .iter()
-        .filter_map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .ok()
-        })
-        .collect();
+    let from = b.from.iter().filter_map(|n| parse_net(n)).collect();
     BypassRule {
         name: b.name.clone(),
         header: b.header.to_ascii_lowercase(),
@@ -290,6 +302,22 @@ fn agents(raw: &[raw::AgentSection]) -> Vec<AgentConfig> {
         .collect()
 }
 
+/// A network in CIDR form, or a single address as its /32 (/128).
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
+/// The remote key location: an `http(s)://` JWKS URL or an OIDC issuer.
+fn remote_location(j: &JwtSection) -> Option<RemoteLocation> {
+    match (&j.jwks_url, &j.oidc_issuer) {
+        (Some(url), _) => Some(RemoteLocation::JwksUrl(url.clone())),
+        (None, Some(issuer)) => Some(RemoteLocation::OidcIssuer(issuer.clone())),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +348,8 @@ mod tests {
             proxy_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(1),
             max_connections: 1,
+            tls: None,
+            trusted_proxies: Vec::new(),
         };
         let mut origins = vec!["http://localhost:8080".to_string()];
         allow_own_origins(&mut origins, &server);

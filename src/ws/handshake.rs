@@ -60,7 +60,12 @@ fn failure_response(f: &AuthFailure) -> Response {
 }
 
 /// Runs the pre-upgrade checks.
-pub fn decide(app: &App, headers: &HeaderMap, query: &str, remote: Option<SocketAddr>) -> Decision {
+pub async fn decide(
+    app: &App,
+    headers: &HeaderMap,
+    query: &str,
+    remote: Option<SocketAddr>,
+) -> Decision {
     let cfg = &app.config;
     let handshake_mode = cfg.auth.reject_at == RejectAt::Handshake;
     if !cfg.websocket.allowed_origins.is_empty()
@@ -125,7 +130,7 @@ pub fn decide(app: &App, headers: &HeaderMap, query: &str, remote: Option<Socket
             false => accept(AuthState::ConnectionLimit),
         };
     };
-    let state = authenticate(app, headers, &extracted, remote);
+    let state = authenticate(app, headers, &extracted, remote).await;
     if let AuthState::Failed(f) = &state {
         app.metrics.auth_failure(f.code());
         tracing::info!(code = f.code(), remote = ?remote, "authentication refused");
@@ -141,7 +146,7 @@ pub fn decide(app: &App, headers: &HeaderMap, query: &str, remote: Option<Socket
     })
 }
 
-fn authenticate(
+async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     extracted: &crate::auth::Extracted,
@@ -164,7 +169,10 @@ fn authenticate(
     let Some(verifier) = &app.verifier else {
         return AuthState::Failed(AuthFailure::AuthUnavailable("no verifier configured"));
     };
-    match verifier.verify_found(&extracted.found, chrono::Utc::now()) {
+    match verifier
+        .verify_found_async(&extracted.found, chrono::Utc::now())
+        .await
+    {
         Ok(id) => AuthState::Authenticated(id),
         Err(AuthFailure::NoToken)
             if cfg.auth.token_sources.contains(&TokenSource::FirstMessage) =>

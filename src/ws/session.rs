@@ -220,12 +220,11 @@ where
                 Err(_) => Err(AuthFailure::AuthTimeout),
                 Ok(None) => return None,
                 Ok(Some(Err(()))) => Err(AuthFailure::NoToken),
-                Ok(Some(Ok(text))) => {
-                    first_message_token(&text).and_then(|found| match &app.verifier {
-                        Some(v) => v.verify_found(&[found], Utc::now()),
-                        None => Err(AuthFailure::AuthUnavailable("no verifier configured")),
-                    })
-                }
+                Ok(Some(Ok(text))) => match (first_message_token(&text), &app.verifier) {
+                    (Ok(found), Some(v)) => v.verify_found_async(&[found], Utc::now()).await,
+                    (Ok(_), None) => Err(AuthFailure::AuthUnavailable("no verifier configured")),
+                    (Err(f), _) => Err(f),
+                },
             };
             match result {
                 Ok(id) => id,

@@ -1,10 +1,14 @@
 //! Integration tests of `portcullis::auth`, with the shared helpers: configurations, a fixed
-//! clock, and signing with the test-only keys in `tests/fixtures/keys/`.
+//! clock, and signing with the test-only keys in `tests/fixtures/keys/`; the remote key
+//! source against a local HTTPS identity provider (`idp.rs`).
 
 mod bypass;
 mod extract;
+pub mod idp;
 mod keys;
 mod mint;
+pub mod remote;
+pub mod serve;
 mod verify;
 
 use std::path::PathBuf;

@@ -3,6 +3,9 @@
 mod auth;
 mod browser;
 mod config;
+mod deploy;
+mod proxy;
 mod serve;
 mod store;
+mod tls;
 mod ws;

@@ -2,10 +2,12 @@
 //! setup errors a bad key configuration gives at boot.
 
 use std::io::Write;
+use std::time::Duration;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use portcullis::auth::{AuthFailure, AuthSetupError, InvalidReason, Verifier};
+use portcullis::config::{RemoteKeySource, RemoteLocation};
 use serde_json::json;
 
 use super::*;
@@ -179,13 +181,45 @@ fn bad_key_configurations_fail_at_boot() {
         load(config(vec![], KeySource::Secret(Secret::new(SECRET)))),
         AuthSetupError::NoAlgorithms
     ));
-    assert!(matches!(
-        load(config(
-            vec![Algorithm::HS256],
-            KeySource::JwksUrl("https://id.example/jwks".into())
-        )),
-        AuthSetupError::RemoteJwksUnsupported { .. }
+    let remote = |location| {
+        KeySource::Remote(RemoteKeySource {
+            location,
+            ca_file: None,
+            min_refresh: Duration::from_secs(30),
+            max_refresh: Duration::from_secs(600),
+            timeout: Duration::from_secs(5),
+            allow_http: false,
+        })
+    };
+    let plain = load(config(
+        vec![Algorithm::RS256],
+        remote(RemoteLocation::JwksUrl("http://id.example/jwks".into())),
     ));
+    assert!(matches!(plain, AuthSetupError::BadUrl { .. }), "{plain:?}");
+    let finding = plain.finding();
+    assert_eq!(
+        (finding.code, finding.path.to_string().as_str()),
+        ("E_JWKS_URL", "auth.jwt.jwks_url")
+    );
+    let relative = load(config(
+        vec![Algorithm::RS256],
+        remote(RemoteLocation::OidcIssuer("idp.example".into())),
+    ));
+    assert_eq!(relative.code(), "E_OIDC_ISSUER", "{relative:?}");
+    let missing_ca = load(config(
+        vec![Algorithm::RS256],
+        KeySource::Remote(RemoteKeySource {
+            ca_file: Some(fixture("absent-ca.pem")),
+            ..match remote(RemoteLocation::JwksUrl("https://id.example/jwks".into())) {
+                KeySource::Remote(r) => r,
+                _ => unreachable!(),
+            }
+        }),
+    ));
+    assert_eq!(
+        (missing_ca.code(), missing_ca.key()),
+        ("E_CA_FILE", "auth.jwt.ca_file")
+    );
     let file = jwks_file(&[]);
     assert!(matches!(
         load(config(

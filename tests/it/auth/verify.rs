@@ -232,3 +232,23 @@ fn refresh_keeps_the_user() {
     let refused = current.refresh(other).unwrap_err();
     assert_eq!((refused.code(), refused.close_code()), ("FORBIDDEN", 4403));
 }
+
+#[test]
+fn iss_must_be_one_string_for_every_key_source() {
+    let mut pinned = hs_config();
+    pinned.issuer = Some("https://issuer.example/".into());
+    let mut with_array = claims("alice");
+    with_array["iss"] = json!(["https://evil.example/", "https://issuer.example/"]);
+    let refused = invalid(InvalidReason::MissingClaim("iss"));
+    assert_eq!(check(&pinned, &hs256(&with_array)), refused);
+    // Without a configured issuer an array is still not a valid `iss`.
+    assert_eq!(check(&hs_config(), &hs256(&with_array)), refused);
+    let mut single = claims("alice");
+    single["iss"] = json!("https://issuer.example/");
+    assert_eq!(check(&pinned, &hs256(&single)), Ok("alice".into()));
+    single["iss"] = json!("https://evil.example/");
+    assert_eq!(
+        check(&pinned, &hs256(&single)),
+        invalid(InvalidReason::IssuerMismatch)
+    );
+}
