@@ -5,7 +5,8 @@
 # the ratios docs/PERFORMANCE.md reports against.
 #
 # Runs are interleaved: every repetition runs each workload once per target, one target
-# after the other, so a slow phase of this shared machine hits every target alike. Every
+# after the other (each repetition in an order rotated by one), so a slow phase of this
+# shared machine hits every target alike. Every
 # run gets a fresh server and a fresh store: a new directory for SQLite (the server runs
 # in it), or a throwaway database on the local Postgres server, created before the run and
 # dropped after it. On Postgres the figures also count the CPU time of the database's
@@ -188,10 +189,14 @@ add_db_figures() {
 }
 
 echo "== targets: $TARGETS; workloads: $WORKLOADS; $REPS repetition(s), interleaved"
+read -r -a order <<<"$TARGETS"
 for rep in $(seq 1 "$REPS"); do
     for wl in $WORKLOADS; do
-        for t in $TARGETS; do run_one "$t" "$wl" "$rep"; done
+        for t in "${order[@]}"; do run_one "$t" "$wl" "$rep"; done
     done
+    # Each repetition starts one target later, so no target always follows the same one
+    # (a Postgres run leaves the database server busy for a moment after it).
+    order=("${order[@]:1}" "${order[0]}")
 done
 
 for t in $TARGETS; do
@@ -244,10 +249,24 @@ for pair in "sqlite sqlite-old" "postgres postgres-old" "baseline baseline-old";
         ratios+=("$pair $k")
     done
 done
+# figure LOG PATH: one run's figure (dotted path into its SUMMARY line), or nothing.
+figure() {
+    grep '^SUMMARY ' "$1" 2>/dev/null | tail -1 | sed 's/^SUMMARY //' |
+        jq -r --arg p "$2" 'getpath($p | split(".")) // empty'
+}
+printf '%-26s %-10s %-44s %10s %s\n' "A / B" workload figure medians "per repetition, sorted (median)"
 for spec in "${ratios[@]}"; do
     read -r a b w pa pb <<<"$spec"
     [[ " $TARGETS " == *" $a "* && " $TARGETS " == *" $b "* && " $WORKLOADS " == *" $w "* ]] || continue
     va=$(lookup "$a" "$w" "$pa"); vb=$(lookup "$b" "$w" "${pb:-$pa}")
     r=$(awk -v a="$va" -v b="$vb" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2fx", a / b }')
-    printf '%-26s %-10s %-44s %8s\n' "$a / $b" "$w" "$pa${pb:+ / $pb}" "$r"
+    # The same repetition's runs of A and B ran back to back: their ratio is the paired one.
+    per=$(for rep in $(seq 1 "$REPS"); do
+              fa=$(figure "$OUT_DIR/$a.$w.$rep.log" "$pa"); fb=$(figure "$OUT_DIR/$b.$w.$rep.log" "${pb:-$pa}")
+              awk -v a="$fa" -v b="$fb" 'BEGIN { if (a != "" && b != "" && b + 0 != 0) printf "%.2f\n", a / b }'
+          done | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+              m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              s = ""; for (i = 1; i <= NR; i++) s = s (i > 1 ? " " : "") v[i]
+              printf "%s (%.2fx)", s, m }')
+    printf '%-26s %-10s %-44s %10s %s\n' "$a / $b" "$w" "$pa${pb:+ / $pb}" "$r" "$per"
 done
