@@ -141,7 +141,12 @@ impl Session<'_> {
                             return None;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => return None,
+                    // tungstenite has queued the answering close frame: send it.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = self.ws.flush().await;
+                        return None;
+                    }
+                    None => return None,
                     Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(_))) => return Some(CloseCode::Size),
                     Some(Err(_)) => return None,
