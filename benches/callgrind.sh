@@ -5,7 +5,13 @@
 # valgrind varies), so a change of a few percent can be measured here with a few runs (kernel work such as send and fsync is not counted,
 # and the loop runs ~50x slower under valgrind, so batches differ from a real run).
 #
-# Usage: benches/callgrind.sh [BINARY...]   (default: target/release/portcullis, built)
+# Usage: benches/callgrind.sh [BINARY[@CONFIG_DIR]...]   (default: target/release/portcullis, built)
+# A portcullis binary is served the bench environment from CONFIG_DIR (default
+# benches/environments); one from before the typed [components] table needs its own
+# commit's file, e.g. for 489113a:
+#   mkdir -p /tmp/env-489113a && git show 489113a:benches/environments/bench.toml >/tmp/env-489113a/bench.toml
+#   benches/callgrind.sh target/release/portcullis /work/bin/portcullis-489113a@/tmp/env-489113a
+# A binary whose name contains "baseline" is started as the baseline server.
 # Environment: CHAT_C [100] CHAT_M [10]; KEEP=1 keeps the callgrind dumps in OUT_DIR.
 # Needs valgrind (apt-get install -y valgrind). Uses port 8080 and data/bench.db.
 set -euo pipefail
@@ -20,14 +26,23 @@ if [[ $# -eq 0 ]]; then cargo build --release --bin portcullis-loadgen --bin por
 LOADGEN="$CARGO_TARGET_DIR/release/portcullis-loadgen"
 [[ $# -eq 0 ]] && set -- "$CARGO_TARGET_DIR/release/portcullis"
 
-for bin in "$@"; do
+for spec in "$@"; do
+    bin=${spec%%@*}; config=benches/environments
+    [[ "$spec" == *@* ]] && config=${spec#*@}
     rm -f data/bench.db data/bench.db-wal data/bench.db-shm
     out="$OUT_DIR/$(basename "$bin").$$"
+    args=(serve --config-dir "$config" --env bench)
+    [[ "$(basename "$bin")" == *baseline* ]] && args=(--listen 127.0.0.1:8080)
     valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
-        "$bin" serve --config-dir benches/environments --env bench >"$out.server.log" 2>&1 &
+        "$bin" "${args[@]}" >"$out.server.log" 2>&1 &
     pid=$!
     for _ in $(seq 600); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ready || true)" == 200 ]] && break
+        # The baseline has no /ready: it is ready once it accepts connections.
+        if [[ "${args[0]}" == --listen ]]; then
+            (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+        else
+            [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ready || true)" == 200 ]] && break
+        fi
         sleep 0.1
     done
     # Warm up (first statements, caches), then count only the measured workload.

@@ -69,16 +69,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits until something accepts TCP on host:port, up to 10 s.
-wait_port() {
-    local host=$1 port=$2
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
 workload_args() {
     case "$1" in
         handshake) echo "handshake --n $HS_N --c $HS_C" ;;
@@ -87,20 +77,6 @@ workload_args() {
         fanout) echo "fanout --k $FAN_K --m $FAN_M" ;;
         *) echo "compare.sh: unknown workload $1" >&2; return 1 ;;
     esac
-}
-
-# Waits (up to 10 s) until GET /ready stops answering 503: portcullis listens before its
-# store is connected and refuses sockets with 1013 until then, which would count as errors.
-# A server without /ready (the baseline answers plain HTTP with an empty reply) passes at once.
-wait_ready() {
-    local host=$1 port=$2 code
-    command -v curl >/dev/null || return 0
-    for _ in $(seq 1 200); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' "http://$host:$port/ready" || true)
-        if [[ "$code" != 503 ]]; then return 0; fi
-        sleep 0.05
-    done
-    return 1
 }
 
 start_server() { # name host port cmd

@@ -20,18 +20,30 @@ pub struct UserState {
 }
 
 impl UserState {
-    /// Reserves `n` consecutive seqs in `thread`; returns the first.
-    pub fn reserve_seqs(&mut self, thread: &str, n: u64) -> u64 {
-        let next = self.threads.entry(thread.to_owned()).or_insert(0);
-        let first = *next + 1;
-        *next += n;
-        first
+    /// Reserves `n` consecutive seqs in one of the user's threads and returns the first;
+    /// `None` when the thread is not theirs (or was forgotten with their last socket).
+    pub fn continue_thread(&mut self, thread: &str, n: u64) -> Option<u64> {
+        let last = self.threads.get_mut(thread)?;
+        let first = *last + 1;
+        *last += n;
+        Some(first)
+    }
+
+    /// Starts a thread with `n` seqs reserved; its first seq is 1.
+    pub fn start_thread(&mut self, thread: String, n: u64) -> u64 {
+        self.threads.insert(thread, n);
+        1
     }
 
     /// Queues `burst` for every other connection of the user. A connection whose bounded
     /// queue is full is dropped from the user: its session sees the closed queue and
     /// closes with 4509 (slow consumer).
-    pub fn fan_out(&mut self, from: u64, burst: &Burst) {
+    pub fn fan_out(&mut self, from: u64, frames: &[Utf8Bytes]) {
+        // A user with one socket (every chat client) has nobody to share the burst with.
+        if self.conns.len() < 2 {
+            return;
+        }
+        let burst: Burst = frames.into();
         self.conns
             .retain(|(id, tx)| *id == from || tx.try_send(burst.clone()).is_ok());
     }
@@ -81,11 +93,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seqs_are_consecutive_per_thread_and_independent_across_threads() {
+    fn seqs_are_consecutive_per_thread_and_unknown_threads_are_refused() {
         let mut st = UserState::default();
-        assert_eq!(st.reserve_seqs("a", 6), 1);
-        assert_eq!(st.reserve_seqs("a", 6), 7);
-        assert_eq!(st.reserve_seqs("b", 6), 1);
+        assert_eq!(st.start_thread("a".into(), 6), 1);
+        assert_eq!(st.continue_thread("a", 6), Some(7));
+        assert_eq!(st.start_thread("b".into(), 6), 1);
+        assert_eq!(st.continue_thread("a", 6), Some(13));
+        assert_eq!(st.continue_thread("c", 6), None);
     }
 
     #[test]
@@ -97,7 +111,7 @@ mod tests {
         hub.register("u", 1, tx_me);
         hub.register("u", 2, tx_full);
         let user = hub.register("u", 3, tx_ok);
-        let burst: Burst = Arc::from(vec![Utf8Bytes::from("x")]);
+        let burst = [Utf8Bytes::from("x")];
         lock(&user).fan_out(1, &burst);
         lock(&user).fan_out(1, &burst);
         let ids: Vec<u64> = lock(&user).conns.iter().map(|(id, _)| *id).collect();

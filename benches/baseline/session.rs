@@ -1,12 +1,14 @@
 //! One connection: upgrade with authentication, `connection_established`, then a loop over
 //! client frames, bursts fanned out from the user's other sockets, heartbeat and shutdown.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderValue;
 use http::header::SEC_WEBSOCKET_PROTOCOL;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -26,6 +28,20 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Bound of each connection's fanout queue, in runs.
 const QUEUE_RUNS: usize = 64;
+
+/// The fields of a client message the baseline acts on; strings borrow from the frame
+/// unless they hold escapes.
+#[derive(Deserialize)]
+struct ClientMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thread_id: Option<Cow<'a, str>>,
+}
 
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
@@ -65,7 +81,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         user: &user,
         conn,
     };
-    let end = match s.send_burst(std::slice::from_ref(&hello)).await {
+    let end = match s.send_burst([hello]).await {
         Ok(()) => s.run(&mut rx).await,
         Err(_) => None,
     };
@@ -107,7 +123,10 @@ impl Session<'_> {
     async fn run(&mut self, rx: &mut mpsc::Receiver<Burst>) -> Option<CloseCode> {
         let hb = Duration::from_millis(self.state.heartbeat_ms.max(1));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
+        // One waiter for the whole connection, not one registered per loop turn.
         let shutdown = self.state.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 msg = self.ws.next() => match msg {
@@ -118,18 +137,23 @@ impl Session<'_> {
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let e = events::error("BAD_MESSAGE", "binary frames are not part of portcullis.v1", None);
-                        if self.send_burst(&[e]).await.is_err() {
+                        if self.send_burst([e]).await.is_err() {
                             return None;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => return None,
+                    // tungstenite has queued the answering close frame: send it.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = self.ws.flush().await;
+                        return None;
+                    }
+                    None => return None,
                     Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(_))) => return Some(CloseCode::Size),
                     Some(Err(_)) => return None,
                 },
                 burst = rx.recv() => match burst {
                     Some(b) => {
-                        if self.send_burst(&b).await.is_err() {
+                        if self.send_burst(b.iter().cloned()).await.is_err() {
                             return None;
                         }
                     }
@@ -141,69 +165,98 @@ impl Session<'_> {
                         return None;
                     }
                 }
-                _ = shutdown.cancelled() => return Some(CloseCode::Away),
+                _ = &mut cancelled => return Some(CloseCode::Away),
             }
         }
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
+        // The common case is read straight into its fields; anything that does not fit is
+        // read again as a `Value` to say what is wrong with it.
+        match serde_json::from_str::<ClientMessage>(text.as_str()) {
+            Ok(m) if m.ty == "user_message" => match (m.id, m.content) {
+                (Some(id), Some(_content)) => self.on_user_message(&id, m.thread_id).await,
+                (id, _) => self.bad_user_message(id.as_deref()).await,
+            },
+            Ok(m) if m.ty == "ping" => self.send_burst([events::pong()]).await,
+            _ => self.on_other(text).await,
+        }
+    }
+
+    async fn on_other(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
         let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
             return self
-                .send_burst(&[events::error("BAD_MESSAGE", "not a JSON object", None)])
+                .send_burst([events::error("BAD_MESSAGE", "not a JSON object", None)])
                 .await;
         };
         match v["type"].as_str() {
-            Some("ping") => self.send_burst(&[events::pong()]).await,
-            Some("user_message") => self.on_user_message(&v).await,
+            Some("user_message") => self.bad_user_message(v["id"].as_str()).await,
+            Some("ping") => self.send_burst([events::pong()]).await,
             Some("auth") | Some("cancel") | Some("resume") => {
                 let e = events::error(
                     "UNSUPPORTED",
                     "the baseline server does not implement this message",
                     None,
                 );
-                self.send_burst(&[e]).await
+                self.send_burst([e]).await
             }
             _ => {
-                self.send_burst(&[events::error("BAD_MESSAGE", "unknown message type", None)])
+                self.send_burst([events::error("BAD_MESSAGE", "unknown message type", None)])
                     .await
             }
         }
     }
 
-    async fn on_user_message(&mut self, v: &Value) -> Result<(), WsError> {
-        let (Some(id), Some(_content)) = (v["id"].as_str(), v["content"].as_str()) else {
-            let ref_id = v["id"].as_str();
-            let e = events::error(
-                "BAD_MESSAGE",
-                "user_message needs string id and content",
-                ref_id,
-            );
-            return self.send_burst(&[e]).await;
-        };
-        let thread = match v["thread_id"].as_str() {
-            Some(t) => t.to_owned(),
-            None => events::new_id("t_"),
-        };
+    async fn bad_user_message(&mut self, ref_id: Option<&str>) -> Result<(), WsError> {
+        let e = events::error(
+            "BAD_MESSAGE",
+            "user_message needs string id and content",
+            ref_id,
+        );
+        self.send_burst([e]).await
+    }
+
+    async fn on_user_message(
+        &mut self,
+        id: &str,
+        thread: Option<Cow<'_, str>>,
+    ) -> Result<(), WsError> {
         // Seqs are reserved and the burst queued for the user's other sockets under one
         // lock, so every socket sees each thread's events in seq order.
-        let run;
-        {
+        let run = {
             let mut st = lock(self.user);
-            let first = st.reserve_seqs(&thread, events::EVENTS_PER_RUN);
-            run = events::run(id, &thread, first);
-            let burst: Burst = run.events.clone().into();
-            st.fan_out(self.conn, &burst);
-        }
-        let mut frames = Vec::with_capacity(run.events.len() + 1);
-        frames.push(run.ack);
-        frames.extend(run.events);
-        self.send_burst(&frames).await
+            let n = events::EVENTS_PER_RUN;
+            let run = match thread {
+                Some(t) => st
+                    .continue_thread(&t, n)
+                    .map(|first| events::run(id, &t, first)),
+                None => {
+                    let t = events::new_id("t_");
+                    let run = events::run(id, &t, 1);
+                    st.start_thread(t, n);
+                    Some(run)
+                }
+            };
+            if let Some(run) = &run {
+                st.fan_out(self.conn, &run.events);
+            }
+            run
+        };
+        let Some(run) = run else {
+            let e = events::error("THREAD_NOT_FOUND", "no such thread", Some(id));
+            return self.send_burst([e]).await;
+        };
+        self.send_burst(std::iter::once(run.ack).chain(run.events))
+            .await
     }
 
     /// Writes frames, flushing after each (`--flush-per-event`) or once at the end.
-    async fn send_burst(&mut self, frames: &[Utf8Bytes]) -> Result<(), WsError> {
+    async fn send_burst(
+        &mut self,
+        frames: impl IntoIterator<Item = Utf8Bytes>,
+    ) -> Result<(), WsError> {
         for f in frames {
-            let m = Message::Text(f.clone());
+            let m = Message::Text(f);
             if self.state.flush_per_event {
                 self.ws.send(m).await?;
             } else {
