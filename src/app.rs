@@ -83,9 +83,10 @@ impl App {
         }
     }
 
-    /// Starts what fetches in the background until `shutdown`: a remote JWT key source.
-    /// The server listens meanwhile; `ready` reports the key source's state.
+    /// Starts what fetches in the background until `shutdown`: a remote JWT key source,
+    /// the MCP tool servers. The server listens meanwhile; `ready` reports their state.
     pub fn start(&self, shutdown: CancellationToken) {
+        self.agents.start(&shutdown);
         if let Some(verifier) = &self.verifier {
             verifier.start(shutdown);
         }

@@ -231,9 +231,10 @@ async fn one_step<S: EventSink>(
     sink: &Gate<'_, S>,
     content: &mut String,
 ) -> Result<(String, Vec<ToolCall>), StepError> {
+    let specs = agent.specs();
     let request = ProviderRequest {
         messages: conversation,
-        tools: &agent.specs,
+        tools: &specs,
     };
     sink.check()?;
     let mut stream = agent.provider.stream(request);

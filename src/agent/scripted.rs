@@ -19,6 +19,9 @@
 //! - `[[slow]]` / `[[slow:<ms>]]`: sleep before every streamed chunk, for the provider's
 //!   default delay (250 ms) or `<ms>`, so a run can be cancelled or time out mid-stream.
 //!   It uses `tokio::time::sleep`, so paused-time tests do not wait.
+//! - `[[call:NAME]]` / `[[call:NAME {"json": "arguments"}]]`: call the tool `NAME` (any
+//!   name: a declared `[tools.NAME]` tool, an MCP server's tool; the runner refuses one the
+//!   agent does not have with `TOOL_NOT_ENABLED`) and report what it returned.
 
 mod plan;
 
@@ -97,8 +100,20 @@ fn respond(
     };
     let since_user = &messages[user_at.map_or(0, |i| i + 1)..];
     let plan = plan(content, slow);
-    let enabled =
-        |tool: &str| tool == FAIL_TOOL || tool == SLOW_TOOL || tools.iter().any(|t| t.name == tool);
+    let called: Vec<&str> = plan
+        .intents
+        .iter()
+        .filter_map(|intent| match intent {
+            Intent::Call(tool, _) => Some(tool.as_str()),
+            _ => None,
+        })
+        .collect();
+    let enabled = |tool: &str| {
+        tool == FAIL_TOOL
+            || tool == SLOW_TOOL
+            || called.contains(&tool)
+            || tools.iter().any(|t| t.name == tool)
+    };
     let calls: Vec<ToolCall> = plan
         .intents
         .iter()
@@ -231,7 +246,9 @@ fn describe(intent: &Intent, outcome: Option<&Result<Value, ErrorInfo>>) -> Stri
                 false => format!("Earlier in this thread: {}.", lines.join("; ")),
             }
         }
-        Intent::FailHook | Intent::SlowHook => format!("The `{tool}` tool returned {value}."),
+        Intent::FailHook | Intent::SlowHook | Intent::Call(..) => {
+            format!("The `{tool}` tool returned {value}.")
+        }
     }
 }
 

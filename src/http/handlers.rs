@@ -48,6 +48,7 @@ async fn ready(app: &App) -> Response {
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
         deps.push(crate::probe::key_source(&status));
     }
+    deps.extend(app.agents.mcp_status().iter().map(crate::probe::mcp_server));
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({
