@@ -102,6 +102,7 @@ impl App {
         loop {
             match Store::connect(url.expose(), svc.pool_size, svc.connect_timeout).await {
                 Ok(store) => {
+                    store.record_calls(self.metrics.store_calls.clone());
                     match store.recover_interrupted_runs().await {
                         Ok(closed) if !closed.is_empty() => tracing::warn!(
                             runs = closed.len(),
