@@ -513,16 +513,7 @@ impl Session {
                 thread_id,
                 agent,
             } => return self.user_message(id, content, thread_id, agent),
-            ClientMessage::Cancel { run_id } => {
-                if !self.app.runs.cancel(&self.identity.user_id, &run_id) {
-                    self.reply(protocol::error(
-                        "RUN_NOT_FOUND",
-                        "no such run of yours is in progress",
-                        None,
-                        false,
-                    ));
-                }
-            }
+            ClientMessage::Cancel { run_id } => return self.cancel(run_id),
             ClientMessage::Resume {
                 thread_id,
                 after_seq,
@@ -677,6 +668,46 @@ impl Session {
                     e.is_retryable(),
                 )),
             }
+        }))
+    }
+
+    /// Cancels a run of this user: at once when it runs on this node, else through the
+    /// store, where the node executing it reads the flag when it renews the run's lease
+    /// (`runs::lease`).
+    fn cancel(&mut self, run_id: String) -> Handled {
+        if self.app.runs.cancel(&self.identity.user_id, &run_id) {
+            return Handled::Done;
+        }
+        if self.store.node().is_none() {
+            // No other node shares this store: the run is not running anywhere.
+            self.reply(protocol::error(
+                "RUN_NOT_FOUND",
+                "no such run of yours is in progress",
+                None,
+                false,
+            ));
+            return Handled::Done;
+        }
+        let store = self.store.clone();
+        let outbox = Arc::clone(&self.outbox);
+        let user_id = self.identity.user_id.clone();
+        Handled::Wait(Box::pin(async move {
+            let error = match store.request_cancel(&user_id, &run_id).await {
+                Ok(true) => return,
+                Ok(false) => protocol::error(
+                    "RUN_NOT_FOUND",
+                    "no such run of yours is in progress",
+                    None,
+                    false,
+                ),
+                Err(e) => protocol::error(
+                    e.code(),
+                    "could not reach the run to cancel it; send the cancel again",
+                    None,
+                    e.is_retryable(),
+                ),
+            };
+            outbox.push(Outbound::Reply(Arc::from(error)));
         }))
     }
 
