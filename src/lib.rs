@@ -20,6 +20,7 @@ pub mod http;
 pub mod hub;
 mod json_out;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod readiness;
