@@ -295,8 +295,9 @@ fn closed_early(ended: &Ended, error: Option<(&str, &str)>, h: Handshake<'_>) ->
         ),
         None => format!("before connection_established: {}", ended.describe()),
     };
-    let no_token =
-        h.token.is_none() && matches!(error, Some(("NO_TOKEN" | "AUTH_TIMEOUT", _)) | None);
+    let token_refusal = matches!(error, Some(("NO_TOKEN" | "AUTH_TIMEOUT", _)))
+        || matches!(close, Some(4401 | 4408));
+    let no_token = h.token.is_none() && token_refusal;
     if no_token {
         return Fail::new(
             detail,
