@@ -1,6 +1,6 @@
 //! Process-scope components, built once at boot from the validated configuration and
 //! shared by every filter and connection: the store, the JWT verifier, the agent registry,
-//! the event hub, the run manager, metrics, the rate limiter, the Redis pool and the
+//! the event bus, the run manager, metrics, the rate limiter, the Redis pool and the
 //! connection cap.
 //! Nothing in here is per user; per-user state lives in sessions and runs.
 
@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::compile::Compiled;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{RunDeps, RunManager};
@@ -34,8 +34,8 @@ pub struct App {
     pub verifier: Option<Arc<Verifier>>,
     /// Configured agents.
     pub agents: Arc<Registry>,
-    /// Routes events to the user's connections.
-    pub hub: Arc<Hub>,
+    /// Routes stored events to the user's connections (`components.event_bus`).
+    pub bus: Arc<dyn EventBus>,
     /// In-flight runs.
     pub runs: Arc<RunManager>,
     /// Metrics.
@@ -65,6 +65,7 @@ impl App {
             limiter,
             metrics,
             redis,
+            bus,
         } = compiled;
         App {
             redis,
@@ -74,7 +75,7 @@ impl App {
             store: Arc::new(OnceCell::new()),
             verifier,
             agents,
-            hub: Arc::new(Hub::default()),
+            bus,
             runs: Arc::new(RunManager::default()),
             metrics,
             close_sessions: CancellationToken::new(),
@@ -102,6 +103,7 @@ impl App {
         loop {
             match Store::connect(url.expose(), svc.pool_size, svc.connect_timeout).await {
                 Ok(store) => {
+                    store.record_calls(self.metrics.store_calls.clone());
                     match store.recover_interrupted_runs().await {
                         Ok(closed) if !closed.is_empty() => tracing::warn!(
                             runs = closed.len(),
@@ -135,7 +137,7 @@ impl App {
     pub fn run_deps(&self) -> Option<RunDeps> {
         self.store.get().map(|s| RunDeps {
             store: s.clone(),
-            hub: Arc::clone(&self.hub),
+            bus: Arc::clone(&self.bus),
             metrics: Arc::clone(&self.metrics),
         })
     }

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod compile;
 pub mod config;
