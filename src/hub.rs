@@ -3,15 +3,18 @@
 //!
 //! Process scope, but it holds no per-user state of its own beyond the routing table of
 //! live connections; each entry is added by a session and removed when it ends.
-//! Delivery never blocks a run: a connection whose bounded queue is full is marked slow
-//! and closed with 4509 by its session (the events stay stored, so `resume` recovers them).
+//! Delivery never blocks a run: a connection whose queue stays over its byte budget, or
+//! does not drain, is marked slow and closed with 4509 by its session (the events stay
+//! stored, so `resume` recovers them).
 
 use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+mod coalesce;
 mod outbox;
+pub use coalesce::Deltas;
 pub use outbox::{Outbox, Pushed};
 
 /// What a connection sends. Kept to two words plus a tag: queued items cost memory per
@@ -24,6 +27,8 @@ pub enum Outbound {
     Event(Arc<EventFrame>),
     /// Replay stored events of a thread (a `resume`).
     Replay(Box<ReplayRequest>),
+    /// Consecutive `agent_response` deltas of one run, merged while they waited.
+    Deltas(Box<Deltas>),
 }
 
 /// A stored event on its way to the user's connections.
@@ -142,20 +147,25 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_every_tab_of_the_user_only_and_flags_full_queues() {
         let hub = Hub::default();
-        let a1 = Arc::new(Outbox::new(4));
-        let a2 = Arc::new(Outbox::new(1));
-        let b1 = Arc::new(Outbox::new(4));
+        let hour = std::time::Duration::from_secs(3600);
+        let a1 = Arc::new(Outbox::new(64, hour));
+        let a2 = Arc::new(Outbox::new(1, hour));
+        let b1 = Arc::new(Outbox::new(64, hour));
         hub.register("alice", "c1", Arc::clone(&a1));
         hub.register("alice", "c2", Arc::clone(&a2));
         hub.register("bob", "c3", Arc::clone(&b1));
         assert_eq!(hub.publish("alice", Outbound::Reply("x".into())), 2);
         assert!(a1.pop().is_some() && a2.pop().is_some());
         assert!(b1.is_empty(), "bob sees nothing of alice's");
-        let batch = [Outbound::Reply("y".into()), Outbound::Reply("z".into())];
-        assert_eq!(hub.publish_all("alice", batch), 3, "c2 took only y");
-        assert!(a2.is_slow(), "a full queue marks the connection slow");
+        a2.push(Outbound::Reply("w".into()));
+        let batch = [Outbound::Reply("yyy".into()), Outbound::Reply("z".into())];
+        assert_eq!(hub.publish_all("alice", batch), 3, "c2 took only yyy");
         assert!(
-            matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "y"),
+            a2.is_slow(),
+            "a queue far over budget marks the connection slow"
+        );
+        assert!(
+            matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "yyy"),
             "in order"
         );
         assert!(matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "z"));
