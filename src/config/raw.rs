@@ -174,10 +174,18 @@ pub struct WebSocketSection {
     #[serde(default = "defaults::pong_timeout_ms")]
     #[schemars(range(min = 500, max = 600_000))]
     pub pong_timeout_ms: u64,
-    /// Outbound messages queued per connection; a client that keeps it full is closed with 4509.
-    #[serde(default = "defaults::send_queue")]
-    #[schemars(range(min = 8, max = 65_536))]
-    pub send_queue: u32,
+    /// Outbound bytes one connection may have waiting (default 1 MiB).
+    /// A client whose queue stays over this for `send_timeout_ms` is closed with 4509, one
+    /// over twice this at once; waiting `agent_response` deltas of a run are coalesced.
+    #[serde(default = "defaults::send_queue_bytes")]
+    #[schemars(range(min = 16_384, max = 268_435_456))]
+    pub send_queue_bytes: u32,
+    /// How long (ms) a client may leave its queue over budget or undrained (default 10 s).
+    /// Over `send_queue_bytes`, or holding messages while nothing is written to the socket,
+    /// for this long, the client is closed with 4509.
+    #[serde(default = "defaults::send_timeout_ms")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub send_timeout_ms: u64,
     /// Per-user chat messages per minute; more get `RATE_LIMITED` (connection kept).
     #[serde(default = "defaults::messages_per_minute")]
     #[schemars(range(min = 1, max = 100_000))]
@@ -661,8 +669,11 @@ pub mod defaults {
     pub fn pong_timeout_ms() -> u64 {
         10_000
     }
-    pub fn send_queue() -> u32 {
-        256
+    pub fn send_queue_bytes() -> u32 {
+        1_048_576
+    }
+    pub fn send_timeout_ms() -> u64 {
+        10_000
     }
     pub fn messages_per_minute() -> u32 {
         120

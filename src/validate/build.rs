@@ -120,7 +120,8 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         max_message_bytes: w.max_message_bytes as usize,
         heartbeat: ms(w.heartbeat_ms),
         pong_timeout: ms(w.pong_timeout_ms),
-        send_queue: w.send_queue as usize,
+        send_queue_bytes: w.send_queue_bytes as usize,
+        send_timeout: ms(w.send_timeout_ms),
         messages_per_minute: w.messages_per_minute,
     }
 }
