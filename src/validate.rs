@@ -12,6 +12,7 @@ mod ctx;
 pub mod deps;
 pub mod drift;
 pub mod endpoint;
+mod models;
 mod proxies;
 pub mod routes;
 mod schema_check;
@@ -64,6 +65,7 @@ pub fn validate(loaded: &Loaded) -> Validated {
         tls::check(&mut cx);
         proxies::check(&mut cx);
         agents::check(&mut cx);
+        models::check(&mut cx);
         tools::check(&mut cx);
         findings.extend(
             cx.findings

@@ -124,7 +124,7 @@ impl HttpTool {
     async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ErrorInfo> {
         let too_large = || {
             ErrorInfo::new(
-                codes::TOOL_RESULT_TOO_LARGE,
+                codes::TOOL_RESULT_OVER_CAP,
                 format!(
                     "`{}` answered with more than {} bytes (max_result_bytes)",
                     self.name, self.max_bytes

@@ -285,7 +285,7 @@ impl McpServer {
         let size = serde_json::to_vec(&value).map_or(0, |v| v.len()) as u64;
         if size > self.max_bytes {
             return Err(ErrorInfo::new(
-                codes::TOOL_RESULT_TOO_LARGE,
+                codes::TOOL_RESULT_OVER_CAP,
                 format!(
                     "`{name}` answered with {size} bytes, more than {} (max_result_bytes)",
                     self.max_bytes

@@ -7,7 +7,8 @@
 pub const TOOL_UNAVAILABLE: &str = "TOOL_UNAVAILABLE";
 /// An `http` tool answered with a non-2xx status (named in the message).
 pub const TOOL_HTTP_STATUS: &str = "TOOL_HTTP_STATUS";
-/// The result passed the tool's `max_result_bytes`.
-pub const TOOL_RESULT_TOO_LARGE: &str = "TOOL_RESULT_TOO_LARGE";
+/// The result passed the tool's own `max_result_bytes`: a tool error fed back to the model,
+/// the run goes on (unlike `TOOL_RESULT_TOO_LARGE`, the agent's run bound, which ends it).
+pub const TOOL_RESULT_OVER_CAP: &str = "TOOL_RESULT_OVER_CAP";
 /// An `http` tool answered 2xx with a body that is not JSON.
 pub const TOOL_BAD_RESULT: &str = "TOOL_BAD_RESULT";

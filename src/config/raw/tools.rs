@@ -29,7 +29,7 @@ pub struct ToolSection {
     #[serde(default = "timeout_ms")]
     #[schemars(range(min = 10, max = 600_000))]
     pub timeout_ms: u64,
-    /// Largest result accepted (bytes); a larger one fails with `TOOL_RESULT_TOO_LARGE`.
+    /// Largest result accepted (bytes); a larger one fails with `TOOL_RESULT_OVER_CAP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16_777_216))]
     pub max_result_bytes: Option<u64>,

@@ -181,7 +181,7 @@ async fn http_tool_failures_come_back_as_tool_errors_with_their_codes() {
         "{events:#?}"
     );
     assert_eq!(error_code(&events, "slow"), "TOOL_TIMEOUT");
-    assert_eq!(error_code(&events, "big"), "TOOL_RESULT_TOO_LARGE");
+    assert_eq!(error_code(&events, "big"), "TOOL_RESULT_OVER_CAP");
     assert_eq!(error_code(&events, "notjson"), "TOOL_BAD_RESULT");
     assert_eq!(error_code(&events, "gone"), "TOOL_UNAVAILABLE");
     assert_eq!(error_code(&events, "weather"), "INVALID_ARGUMENTS");
