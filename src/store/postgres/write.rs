@@ -11,8 +11,9 @@
 //!   commit; a waiting appender re-reads the row's newest version, so seqs stay gap-free.
 //! - Events of an ended run: an append locks its runs `FOR SHARE` before it bumps the
 //!   thread; a finish that committed meanwhile is seen (a locking read re-checks the
-//!   newest row version), so it drops the run and the append stores nothing. Appends and
-//!   finishes both lock the run before the thread, so they cannot deadlock.
+//!   newest row version), so it drops the run and the append stores nothing. Every
+//!   statement locks runs (sorted by id) before threads, so none can deadlock another
+//!   (`batch.rs` keeps the same order with many of each).
 //! - Event text: the body is stored as text around its seq (`model::seal_around`), and
 //!   the statement puts the seq in, so stored text is sent text.
 //! - Duplicate client ids: a concurrent duplicate fails the unique index, which aborts the
@@ -61,7 +62,7 @@ SELECT thread_id, $7, $9, FALSE FROM message";
 const APPEND: &str = "\
 WITH live AS (
     SELECT id FROM runs WHERE thread_id = $1 AND status = 'running' AND id = ANY($2::TEXT[])
-    FOR SHARE
+    ORDER BY id FOR SHARE
 ), bumped AS (
     UPDATE threads SET last_seq = last_seq + $3, updated_at = $4
     WHERE id = $1 AND (SELECT count(*) FROM live) = cardinality($2::TEXT[])
