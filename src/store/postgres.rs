@@ -14,11 +14,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
+use super::lease::Node;
 use super::migrations;
 use super::model::{Accepted, EventRecord, NewMessage, StoredEvent};
 
 mod batch;
 mod group;
+mod lease;
 mod read;
 mod write;
 
@@ -42,9 +44,18 @@ impl PgStore {
         url: &str,
         pool_size: u32,
         connect_timeout: Duration,
+        node: Option<&Node>,
     ) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::BadUrl(format!("cannot parse postgres URL: {e}")))?;
+        if let Some(node) = node {
+            // Read by the `runs` column defaults (migration 5): each run row records its
+            // node and lease without the statements that insert runs knowing about it.
+            options = options.options([
+                ("portcullis.node_id", node.id.clone()),
+                ("portcullis.run_lease_ms", node.lease_ms().to_string()),
+            ]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(connect_timeout)

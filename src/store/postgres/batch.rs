@@ -11,13 +11,15 @@
 
 use sqlx::postgres::PgPool;
 
-use super::group::{Accept, Append, Finish};
+use super::group::{Accept, Append, Finish, Turn};
 use super::write::{completion, numbered};
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, StoredEvent, new_id, now, seal_around, title_from};
 
 /// [`super::write`]'s accept for many: `seen` are client ids stored before, `placed`
-/// the messages stored now (a new thread, or a thread of the sender's).
+/// the messages stored now (a new thread, or a thread of the sender's), inserted in
+/// request order so that a thread's messages (`n`) and runs (`turn`, migration 5) number
+/// in the order of its requests.
 const ACCEPT: &str = "\
 WITH q AS (
     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
@@ -49,9 +51,10 @@ WITH q AS (
 ), message AS (
     INSERT INTO messages (id, thread_id, user_id, client_id, role, content, run_id, created_at)
     SELECT message_id, tid, user_id, client_id, 'user', content, run_id, $10 FROM placed
+    ORDER BY k
 ), run AS (
     INSERT INTO runs (id, thread_id, message_id, agent, status, started_at)
-    SELECT run_id, tid, message_id, agent, 'running', $10 FROM placed
+    SELECT run_id, tid, message_id, agent, 'running', $10 FROM placed ORDER BY k
 )
 SELECT k, thread_id, id, run_id, TRUE FROM seen
 UNION ALL
@@ -138,11 +141,21 @@ WITH req AS (
 ), reply AS (
     INSERT INTO messages (id, thread_id, user_id, client_id, role, content, run_id, created_at)
     SELECT message_id, thread_id, owner, NULL, 'assistant', content, run_id, $8 FROM placed
+    ORDER BY k
 ), stored AS (
     INSERT INTO events (thread_id, seq, run_id, body)
     SELECT thread_id, seq, run_id, prefix || seq::TEXT || suffix FROM placed
 )
 SELECT k, seq FROM placed";
+
+/// Whether an earlier run of each request's thread is running (`lease.rs`'s query, for
+/// many): a row per request, in order.
+const TURNS: &str = "\
+SELECT EXISTS (
+    SELECT 1 FROM runs r WHERE r.thread_id = q.thread_id AND r.status = 'running'
+    AND r.turn < (SELECT turn FROM runs WHERE id = q.run_id))
+FROM UNNEST($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS q(thread_id, run_id, k)
+ORDER BY q.k";
 
 /// Answers by position: `rows` carries `(k, answer)` for the requests that have a row.
 fn by_position<T>(
@@ -306,4 +319,25 @@ pub(super) async fn finish(
         (k, answer)
     });
     Ok(by_position(batch.len(), rows, || StoreError::RunNotActive))
+}
+
+pub(super) async fn turns(pool: &PgPool, batch: &[&Turn]) -> Result<Vec<bool>, sqlx::Error> {
+    let waits: Vec<bool> = sqlx::query_scalar(TURNS)
+        .bind(
+            batch
+                .iter()
+                .map(|t| t.thread_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|t| t.run_id.as_str()).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+    if waits.len() != batch.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "turn check returned {} rows for {} runs",
+            waits.len(),
+            batch.len()
+        )));
+    }
+    Ok(waits)
 }

@@ -1,6 +1,7 @@
 //! Group commit on Postgres: one writer task per store executes the writes that
 //! concurrent runs queued meanwhile as one statement per kind (accepts, appends,
-//! finishes; `batch.rs`), the three kinds side by side on three connections.
+//! finishes, and each run's read of whether it must wait for its turn; `batch.rs`), the
+//! kinds side by side on their own connections.
 //!
 //! A chat run's writes were one round trip each even as single statements, and on
 //! loopback the round trip (two wake-ups and context switches on each side), not the SQL,
@@ -60,11 +61,20 @@ pub(super) struct Finish {
     pub event: EventRecord,
 }
 
-/// One queued write.
+/// Whether a run must wait for an earlier run of its thread (`lease.rs`): a read, but
+/// one per run, so it shares the batches' round trips too.
+#[derive(Debug)]
+pub(super) struct Turn {
+    pub thread_id: String,
+    pub run_id: String,
+}
+
+/// One queued request.
 pub(super) enum Request {
     Accept(Accept, Reply<Accepted>),
     Append(Append, Reply<Vec<StoredEvent>>),
     Finish(Finish, Reply<StoredEvent>),
+    Turn(Turn, Reply<bool>),
 }
 
 /// The writer: runs until every sender (every clone of the store) is gone.
@@ -74,17 +84,20 @@ pub(super) async fn run(pool: PgPool, mut requests: mpsc::Receiver<Request>) {
         let mut accepts = Vec::new();
         let mut appends = Vec::new();
         let mut finishes = Vec::new();
+        let mut turns = Vec::new();
         for request in queued.drain(..) {
             match request {
                 Request::Accept(a, reply) => accepts.push((a, reply)),
                 Request::Append(a, reply) => appends.push((a, reply)),
                 Request::Finish(f, reply) => finishes.push((f, reply)),
+                Request::Turn(t, reply) => turns.push((t, reply)),
             }
         }
         tokio::join!(
             accept_all(&pool, accepts),
             append_all(&pool, appends),
             finish_all(&pool, finishes),
+            turn_all(&pool, turns),
         );
     }
 }
@@ -173,6 +186,18 @@ async fn finish_all(pool: &PgPool, requests: Vec<(Finish, Reply<StoredEvent>)>) 
     for (f, reply) in again {
         let _ = reply.send(write::finish(pool, &f).await);
     }
+}
+
+async fn turn_all(pool: &PgPool, requests: Vec<(Turn, Reply<bool>)>) {
+    if requests.is_empty() {
+        return;
+    }
+    let batch: Vec<&Turn> = requests.iter().map(|(t, _)| t).collect();
+    let answers = match batch::turns(pool, &batch).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) => shared_error(e, batch.len()),
+    };
+    answer(requests, answers);
 }
 
 /// One failure as the answer of every request of a batch.
