@@ -90,13 +90,15 @@ impl App {
         }
     }
 
-    /// Starts what fetches in the background until `shutdown`: a remote JWT key source,
-    /// the MCP tool servers. The server listens meanwhile; `ready` reports their state.
+    /// Starts what works in the background until `shutdown`: a remote JWT key source, the
+    /// event bus's links, the MCP tool servers.
+    /// The server listens meanwhile; `ready` reports their state.
     pub fn start(&self, shutdown: CancellationToken) {
         self.agents.start(&shutdown);
         if let Some(verifier) = &self.verifier {
-            verifier.start(shutdown);
+            verifier.start(shutdown.clone());
         }
+        self.bus.start(Arc::clone(&self.store), shutdown);
     }
 
     /// Connects the store, retrying with backoff until it answers or shutdown begins.

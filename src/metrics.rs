@@ -205,6 +205,28 @@ impl Metrics {
         source.register(&mut self.registry);
     }
 
+    /// Adds the Redis event bus's `portcullis_bus_*` metrics (before `Metrics` is shared).
+    pub fn register_bus(&mut self, bus: &crate::bus::redis::BusMetrics) {
+        let r = &mut self.registry;
+        r.register("bus_redis_up", "1 while this node's Redis subscription is up (0: events of other nodes wait for Redis; this node's own still reach its sockets)", bus.redis_up.clone());
+        r.register(
+            "bus_published",
+            "Event batches published to Redis",
+            bus.published.clone(),
+        );
+        r.register("bus_publish_failures", "Event batches whose publish to Redis failed (other nodes fetch them from the store once Redis is back)", bus.publish_failures.clone());
+        r.register(
+            "bus_received",
+            "Event batches received from other nodes for users with sockets here",
+            bus.received.clone(),
+        );
+        r.register(
+            "bus_subscriptions",
+            "Redis subscriptions established (more than 1: reconnects)",
+            bus.subscriptions.clone(),
+        );
+    }
+
     /// Counts a refused authentication.
     pub fn auth_failure(&self, code: &str) {
         self.auth_failures.get_or_create(&label(code)).inc();

@@ -139,6 +139,11 @@ pub struct ServerSection {
     /// then the client's (bypass `from`, logs). Empty: those headers are ignored.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// How many portcullis nodes serve this environment behind the load balancer. Above 1,
+    /// a user's sockets may sit on different nodes, so the event bus must be `redis`.
+    #[serde(default = "defaults::nodes")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub nodes: u32,
 }
 
 /// `[server.tls]`: the certificate chain and private key, PEM files relative to the config
@@ -527,6 +532,9 @@ pub enum StoreKind {
 pub enum EventBusKind {
     /// In this process only: connections on this node.
     Local,
+    /// Across nodes through Redis pub/sub (needs the Redis service); the store fills
+    /// whatever Redis drops.
+    Redis,
 }
 
 /// Implementations of the `jwt_keys` component.
@@ -725,6 +733,9 @@ pub mod defaults {
     }
     pub fn run_lease_ms() -> u64 {
         15_000
+    }
+    pub fn nodes() -> u32 {
+        1
     }
     pub fn max_message_bytes() -> u32 {
         65_536

@@ -152,6 +152,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Nodes serving this environment (`server.nodes`).
+    pub nodes: u32,
 }
 
 /// `[server.tls]` with absolute paths.

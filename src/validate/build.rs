@@ -109,6 +109,7 @@ fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
             .iter()
             .filter_map(|n| parse_net(n))
             .collect(),
+        nodes: s.nodes,
     }
 }
 
@@ -376,6 +377,7 @@ mod tests {
             run_lease: Duration::from_secs(15),
             tls: None,
             trusted_proxies: Vec::new(),
+            nodes: 1,
         };
         let mut origins = vec!["http://localhost:8080".to_string()];
         allow_own_origins(&mut origins, &server);

@@ -1242,6 +1242,32 @@ fn every_error_code_has_a_fixture() {
     assert!(missing.is_empty(), "codes without a fixture: {missing:?}");
 }
 
+#[test]
+fn a_redis_event_bus_needs_a_redis_service() {
+    invalid("event_bus_no_redis", "test")
+        .errors(&["E_EVENT_BUS_NO_REDIS"])
+        .at(
+            "E_EVENT_BUS_NO_REDIS",
+            "test.toml:45",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_NO_REDIS", "services.redis")
+        .snapshot();
+}
+
+#[test]
+fn several_nodes_refuse_a_local_event_bus() {
+    invalid("event_bus_local", "test")
+        .errors(&["E_EVENT_BUS_LOCAL"])
+        .at(
+            "E_EVENT_BUS_LOCAL",
+            "test.toml:46",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_LOCAL", "server.nodes = 2")
+        .snapshot();
+}
+
 // ---- declared tools (`[tools.NAME]`) ----
 
 #[test]
