@@ -11,3 +11,4 @@ mod metrics;
 mod resume;
 mod tool_servers;
 mod tools;
+mod tools_model;
