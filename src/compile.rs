@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::config::load::{LoadOptions, Loaded, load, place};
 use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
@@ -40,6 +41,8 @@ pub struct Compiled {
     pub metrics: Arc<Metrics>,
     /// The Redis pool (deadpool connects lazily), when a Redis service is declared.
     pub redis: Option<deadpool_redis::Pool>,
+    /// The event bus `components.event_bus.kind` names.
+    pub bus: Arc<dyn EventBus>,
 }
 
 /// The result of compiling one environment.
@@ -125,6 +128,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         (RateLimiterKind::Local, _) => Per::User,
     };
     let mut metrics = Metrics::new();
+    let bus = crate::bus::build(&config, redis.as_ref(), &mut metrics, findings);
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
         metrics.register_key_source(source);
     }
@@ -134,6 +138,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         verifier,
         agents: Arc::new(agents),
         redis,
+        bus,
         config: Arc::new(config),
     }
 }
