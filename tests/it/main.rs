@@ -4,6 +4,7 @@ mod auth;
 mod browser;
 mod config;
 mod deploy;
+mod nodes;
 mod proxy;
 mod serve;
 mod store;
