@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod report;
 pub mod runs;
 pub mod server;

@@ -1,9 +1,13 @@
 //! Process metrics in Prometheus text format: connections, auth failures by reason,
-//! bypass uses, events sent, messages, run durations, HTTP request durations. Built once
+//! bypass uses, events sent, messages, run durations, HTTP request durations, store call
+//! durations. Built once
 //! at boot (process scope). Served as OpenMetrics to scrapers that ask for it, and as text
 //! format 0.0.4 (`text.rs`) to everything else.
 
+mod store_calls;
 mod text;
+
+pub use store_calls::{CallTimer, StoreCalls, StoreOp};
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -37,6 +41,18 @@ pub struct HttpLabel {
     pub code: u16,
 }
 
+/// Labels of a model token count: the agent, the model that answered, and `prompt` or
+/// `completion`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    /// Agent name.
+    pub agent: String,
+    /// Model as the server reported it.
+    pub model: String,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
 /// OpenMetrics' media type, which Prometheus asks for first when it scrapes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The classic text format, for every other reader (promtool, agents, curl).
@@ -63,6 +79,10 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// HTTP request durations by handler and status.
     pub http_requests: Family<HttpLabel, Histogram>,
+    /// Store call durations by op, handed to the store when it connects.
+    pub store_calls: StoreCalls,
+    /// Model tokens by agent, model and kind.
+    pub model_tokens: Family<TokenLabel, Counter>,
     /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
     /// every frame, and a family lookup allocates the label and hashes it.
     sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
@@ -110,6 +130,13 @@ impl Metrics {
             "HTTP request durations by handler and status code",
             http_requests.clone(),
         );
+        let store_family = Family::<Label, Histogram>::new_with_constructor(store_calls::histogram);
+        let store_calls = StoreCalls::new(&store_family);
+        registry.register(
+            "store_call_duration_seconds",
+            "Store call durations by operation (label kind), as the caller waited",
+            store_family,
+        );
         registry.register(
             "connections_open",
             "Open WebSocket connections",
@@ -145,6 +172,12 @@ impl Metrics {
             "Agent run durations by final status (label kind)",
             run_seconds.clone(),
         );
+        let model_tokens = Family::<TokenLabel, Counter>::default();
+        registry.register(
+            "model_tokens",
+            "Tokens the models reported, by agent, model and kind (prompt, completion)",
+            model_tokens.clone(),
+        );
         registry.register(
             "slow_consumers",
             "Connections closed with 4509",
@@ -161,6 +194,8 @@ impl Metrics {
             run_seconds,
             slow_consumers,
             http_requests,
+            store_calls,
+            model_tokens,
             sent_cache: Default::default(),
         }
     }
@@ -240,6 +275,21 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabel { handler, code })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a run's model tokens.
+    pub fn model_tokens(&self, agent: &str, usage: &crate::agent::Usage) {
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            let label = TokenLabel {
+                agent: agent.to_string(),
+                model: usage.model.clone(),
+                kind,
+            };
+            self.model_tokens.get_or_create(&label).inc_by(n);
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -36,9 +36,9 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
 }
 
 async fn ready(app: &App) -> Response {
-    let deps = crate::probe::probe_all(
+    let deps = crate::readiness::probe_all(
         &app.config,
-        crate::probe::Clients {
+        crate::readiness::Clients {
             store: app.store.get(),
             redis: app.redis.as_ref(),
         },
@@ -46,7 +46,7 @@ async fn ready(app: &App) -> Response {
     .await;
     let mut deps = deps;
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
-        deps.push(crate::probe::key_source(&status));
+        deps.push(crate::readiness::key_source(&status));
     }
     let bus_degraded = app
         .bus
@@ -62,6 +62,7 @@ async fn ready(app: &App) -> Response {
     };
     let body = serde_json::json!({
         "status": status,
+        "node_id": app.node.id,
         "dependencies": deps,
     });
     let status = if ok {
@@ -76,14 +77,14 @@ async fn ready(app: &App) -> Response {
 /// bus, Redis being away does not fail readiness: the node still serves its own sockets
 /// (its runs' events reach them without Redis) and fills other nodes' events from the
 /// store when Redis is back.
-fn bus_entry(bus: crate::bus::BusStatus, deps: &mut Vec<crate::probe::ProbeResult>) -> bool {
+fn bus_entry(bus: crate::bus::BusStatus, deps: &mut Vec<crate::readiness::ProbeResult>) -> bool {
     let mut redis_ok = true;
     for d in deps.iter_mut().filter(|d| d.kind == "redis") {
         d.required = false;
         redis_ok &= d.ok;
     }
     let ok = bus.subscribed && bus.publishing;
-    deps.push(crate::probe::ProbeResult {
+    deps.push(crate::readiness::ProbeResult {
         name: "event_bus".into(),
         kind: bus.kind.into(),
         required: false,

@@ -2,9 +2,11 @@
 
 mod auth;
 mod browser;
+mod cluster;
 mod config;
 mod deploy;
 mod nodes;
+mod probe;
 mod proxy;
 mod serve;
 mod store;
