@@ -723,11 +723,11 @@ pub mod defaults {
     pub fn max_connections() -> u32 {
         10_000
     }
-    pub fn nodes() -> u32 {
-        1
-    }
     pub fn run_lease_ms() -> u64 {
         15_000
+    }
+    pub fn nodes() -> u32 {
+        1
     }
     pub fn max_message_bytes() -> u32 {
         65_536

@@ -26,7 +26,7 @@ async fn redis_restarted_mid_chat_loses_nothing() {
     let thread = ack["thread_id"].as_str().unwrap().to_string();
     let mut on_a = vec![a1.recv().await];
     let mut on_b = vec![b1.recv().await];
-    assert_eq!(on_b, on_a, "cross-node delivery works before the fault");
+    assert_same(&on_b, &on_a, "cross-node delivery works before the fault");
 
     redis.kill();
     b.wait_bus(false).await;
@@ -37,21 +37,22 @@ async fn redis_restarted_mid_chat_loses_nothing() {
     redis.restart().await;
     on_a.extend(events_until_completed(&mut a1, &run).await);
     on_b.extend(events_until_completed(&mut b1, &run).await);
-    assert_consecutive(&on_a, 1);
-    assert!(
-        on_a.len() >= 8,
-        "a run long enough to span the outage: {}",
-        on_a.len()
-    );
-    assert_eq!(on_b, on_a, "node B got every event once, in order");
+    let n = assert_consecutive(&on_a, 1);
+    assert!(n >= 8, "a run long enough to span the outage: {n}");
+    assert_consecutive(&on_b, 1);
+    assert_same(&on_b, &on_a, "node B got every event once, in order");
     b.wait_bus(true).await;
 
     // After the restart, live cross-node delivery is back.
     let ack = b1.ask_acked("m2", "what is 1+1?", Some(&thread)).await;
     let run = ack["run_id"].as_str().unwrap().to_string();
     let again = b1.run_events(&run).await;
-    assert_consecutive(&again, on_a.len() as i64 + 1);
-    assert_eq!(events_until_completed(&mut a1, &run).await, again);
+    assert_consecutive(&again, n + 1);
+    assert_same(
+        &events_until_completed(&mut a1, &run).await,
+        &again,
+        "node A",
+    );
     a1.ping_pong().await;
     b1.ping_pong().await;
     // What Redis dropped came from the store.
@@ -82,7 +83,11 @@ async fn redis_down_at_boot_leaves_the_node_ready_degraded_and_serving_its_socke
     let run = ack["run_id"].as_str().unwrap().to_string();
     let events = a1.run_events(&run).await;
     assert_consecutive(&events, 1);
-    assert_eq!(events_until_completed(&mut a2, &run).await, events);
+    assert_same(
+        &events_until_completed(&mut a2, &run).await,
+        &events,
+        "tab 2",
+    );
     let metrics = a.get("/metrics").await.body;
     assert!(metrics.contains("portcullis_bus_redis_up 0"), "{metrics}");
 

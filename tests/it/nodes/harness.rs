@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use portcullis::config::load::LoadOptions;
 use portcullis::server::Server;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::store::harness::TestDb;
-use crate::ws::harness::{Client, Connect, FRAME_TIMEOUT, HttpReply, http_request, token};
+use crate::ws::harness::{
+    Client, Connect, FRAME_TIMEOUT, HttpReply, http_request, last_seq, token,
+};
 
 /// A `redis-server` of the test's own, on a port it keeps across restarts.
 pub struct Redis {
@@ -222,13 +226,42 @@ pub async fn events_until_completed(c: &mut Client, run_id: &str) -> Vec<Value> 
     }
 }
 
-/// The seqs of events.
+/// The seqs events cover (merged deltas cover `seq..=seq_to`, docs/PROTOCOL.md).
 pub fn seqs(events: &[Value]) -> Vec<i64> {
-    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+    events
+        .iter()
+        .flat_map(|e| e["seq"].as_i64().unwrap()..=last_seq(e))
+        .collect()
 }
 
-/// Asserts seqs are consecutive from `first`.
-pub fn assert_consecutive(events: &[Value], first: i64) {
-    let want: Vec<i64> = (first..first + events.len() as i64).collect();
-    assert_eq!(seqs(events), want, "every event once, in seq order");
+/// Asserts the events cover consecutive seqs from `first`, each once; returns how many.
+pub fn assert_consecutive(events: &[Value], first: i64) -> i64 {
+    let got = seqs(events);
+    let want: Vec<i64> = (first..first + got.len() as i64).collect();
+    assert_eq!(got, want, "every event once, in seq order");
+    got.len() as i64
+}
+
+/// What a socket saw, whatever deltas its queue merged: the other events as sent, each
+/// run's answer text, and the seqs covered.
+pub fn view(events: &[Value]) -> (Vec<Value>, BTreeMap<String, String>, Vec<i64>) {
+    let mut others = Vec::new();
+    let mut answers: BTreeMap<String, String> = BTreeMap::new();
+    for e in events {
+        if e["type"] == "agent_response" {
+            let run = e["run_id"].as_str().unwrap().to_string();
+            answers
+                .entry(run)
+                .or_default()
+                .push_str(e["delta"].as_str().unwrap());
+        } else {
+            others.push(e.clone());
+        }
+    }
+    (others, answers, seqs(events))
+}
+
+/// Asserts two sockets saw the same events.
+pub fn assert_same(got: &[Value], want: &[Value], what: &str) {
+    assert_eq!(view(got), view(want), "{what}");
 }
