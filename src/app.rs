@@ -1,6 +1,6 @@
 //! Process-scope components, built once at boot from the validated configuration and
 //! shared by every filter and connection: the store, the JWT verifier, the agent registry,
-//! the event hub, the run manager, metrics, the rate limiter, the Redis pool and the
+//! the event bus, the run manager, metrics, the rate limiter, the Redis pool and the
 //! connection cap.
 //! Nothing in here is per user; per-user state lives in sessions and runs.
 
@@ -14,13 +14,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::compile::Compiled;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{RunDeps, RunManager};
-use crate::store::Store;
+use crate::store::{Node, Store};
 
 /// Everything built once per process.
 #[derive(Clone)]
@@ -34,8 +34,8 @@ pub struct App {
     pub verifier: Option<Arc<Verifier>>,
     /// Configured agents.
     pub agents: Arc<Registry>,
-    /// Routes events to the user's connections.
-    pub hub: Arc<Hub>,
+    /// Routes stored events to the user's connections (`components.event_bus`).
+    pub bus: Arc<dyn EventBus>,
     /// In-flight runs.
     pub runs: Arc<RunManager>,
     /// Metrics.
@@ -47,6 +47,9 @@ pub struct App {
     pub redis: Option<deadpool_redis::Pool>,
     /// Connection cap (`server.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// This process as a node sharing the store: a random id made at boot, logged and
+    /// shown by `/ready`, and the lease of its runs (`server.run_lease_ms`).
+    pub node: Node,
     /// Fired after runs drained: sessions close with 1001.
     pub close_sessions: CancellationToken,
     /// Open sessions, waited for on shutdown.
@@ -65,8 +68,12 @@ impl App {
             limiter,
             metrics,
             redis,
+            bus,
         } = compiled;
+        let node = Node::new(config.server.run_lease);
+        tracing::info!(node_id = %node.id, "node started");
         App {
+            node,
             redis,
             limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
@@ -74,7 +81,7 @@ impl App {
             store: Arc::new(OnceCell::new()),
             verifier,
             agents,
-            hub: Arc::new(Hub::default()),
+            bus,
             runs: Arc::new(RunManager::default()),
             metrics,
             close_sessions: CancellationToken::new(),
@@ -100,16 +107,29 @@ impl App {
         let Some(url) = svc.url.clone() else { return };
         let mut delay = Duration::from_millis(200);
         loop {
-            match Store::connect(url.expose(), svc.pool_size, svc.connect_timeout).await {
+            let node = self.node.clone();
+            match Store::connect_node(url.expose(), svc.pool_size, svc.connect_timeout, node).await
+            {
                 Ok(store) => {
-                    match store.recover_interrupted_runs().await {
-                        Ok(closed) if !closed.is_empty() => tracing::warn!(
-                            runs = closed.len(),
-                            "closed runs interrupted by a restart"
-                        ),
+                    store.record_calls(self.metrics.store_calls.clone());
+                    match store.recover_runs_at_boot().await {
+                        Ok(closed) if !closed.is_empty() => {
+                            tracing::warn!(
+                                runs = closed.len(),
+                                "closed runs interrupted by a restart"
+                            );
+                            crate::runs::lease::publish_closed(self.bus.as_ref(), closed);
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "could not close interrupted runs"),
                     }
+                    // Renews this node's leases until its runs have drained (`drain`).
+                    tokio::spawn(crate::runs::lease::keep(
+                        store.clone(),
+                        Arc::clone(&self.runs),
+                        Arc::clone(&self.bus),
+                        self.close_sessions.clone(),
+                    ));
                     let _ = self.store.set(store);
                     tracing::info!(service = name, "store connected");
                     return;
@@ -135,8 +155,10 @@ impl App {
     pub fn run_deps(&self) -> Option<RunDeps> {
         self.store.get().map(|s| RunDeps {
             store: s.clone(),
-            hub: Arc::clone(&self.hub),
+            bus: Arc::clone(&self.bus),
             metrics: Arc::clone(&self.metrics),
+            // Only a store shared by nodes (Postgres) can hold another node's runs.
+            shared_turns: s.node().is_some(),
         })
     }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::config::load::{LoadOptions, Loaded, load, place};
 use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
@@ -40,6 +41,8 @@ pub struct Compiled {
     pub metrics: Arc<Metrics>,
     /// The Redis pool (deadpool connects lazily), when a Redis service is declared.
     pub redis: Option<deadpool_redis::Pool>,
+    /// The event bus `components.event_bus.kind` names.
+    pub bus: Arc<dyn EventBus>,
 }
 
 /// The result of compiling one environment.
@@ -134,6 +137,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         verifier,
         agents: Arc::new(agents),
         redis,
+        bus: crate::bus::build(&config),
         config: Arc::new(config),
     }
 }

@@ -14,6 +14,7 @@
 //! Architecture invariant: no store error message contains the connection URL.
 
 mod error;
+mod lease;
 mod migrations;
 mod model;
 mod postgres;
@@ -21,10 +22,13 @@ mod sqlite;
 mod sweep;
 mod text;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::metrics::{CallTimer, StoreCalls, StoreOp};
+
 pub use error::StoreError;
+pub use lease::{ClosedRun, LeasedRun, Node};
 pub use model::{
     Accepted, BodyWriter, EventBody, EventRecord, MessageRow, NewMessage, StoredEvent,
     ThreadSummary,
@@ -44,6 +48,10 @@ struct Inner {
     db: Db,
     /// Runs whose completion could not be stored, until the sweep stores it.
     abandoned: sweep::Abandoned,
+    /// Latency histograms, once the process hands them over ([`Store::record_calls`]).
+    calls: OnceLock<StoreCalls>,
+    /// The node this process is, when several may share the database (`lease.rs`).
+    node: Option<Node>,
 }
 
 #[derive(Debug)]
@@ -79,13 +87,35 @@ impl Store {
         pool_size: u32,
         connect_timeout: Duration,
     ) -> Result<Store, StoreError> {
+        Self::connect_as(url, pool_size, connect_timeout, None).await
+    }
+
+    /// [`Store::connect`] as `node`: on Postgres the runs this store starts record the
+    /// node and get its lease (`lease.rs`).
+    pub async fn connect_node(
+        url: &str,
+        pool_size: u32,
+        connect_timeout: Duration,
+        node: Node,
+    ) -> Result<Store, StoreError> {
+        Self::connect_as(url, pool_size, connect_timeout, Some(node)).await
+    }
+
+    async fn connect_as(
+        url: &str,
+        pool_size: u32,
+        connect_timeout: Duration,
+        node: Option<Node>,
+    ) -> Result<Store, StoreError> {
         // Only the scheme is ever echoed back: the rest may carry a password.
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        // A SQLite file has one node (the validator refuses more): no leases there.
+        let node = node.filter(|_| scheme != "sqlite");
         let db = match scheme {
             "sqlite" => Db::Sqlite(SqliteStore::connect(url, pool_size, connect_timeout).await?),
-            "postgres" | "postgresql" => {
-                Db::Postgres(PgStore::connect(url, pool_size, connect_timeout).await?)
-            }
+            "postgres" | "postgresql" => Db::Postgres(
+                PgStore::connect(url, pool_size, connect_timeout, node.as_ref()).await?,
+            ),
             _ => {
                 return Err(StoreError::BadUrl(format!(
                     "unsupported scheme {:?}; expected sqlite:// or postgres://",
@@ -93,17 +123,29 @@ impl Store {
                 )));
             }
         };
-        Ok(Store::new(db))
+        Ok(Store::new(db, node))
     }
 
     /// The store over `db`, with its sweep (`sweep.rs`) started; it ends with the store.
-    fn new(db: Db) -> Store {
+    fn new(db: Db, node: Option<Node>) -> Store {
         let store = Store(Arc::new(Inner {
             db,
             abandoned: sweep::Abandoned::default(),
+            calls: OnceLock::new(),
+            node,
         }));
         tokio::spawn(sweep::run(Arc::downgrade(&store.0)));
         store
+    }
+
+    /// From now on, every call's duration is recorded in `calls` (`/metrics`).
+    pub fn record_calls(&self, calls: StoreCalls) {
+        let _ = self.0.calls.set(calls);
+    }
+
+    /// Times one call of `op` until the returned guard drops.
+    fn timer(&self, op: StoreOp) -> Option<CallTimer> {
+        self.0.calls.get().map(|c| c.start(op))
     }
 
     /// Which database this is (`sqlite` or `postgres`), for logs and readiness output.
@@ -124,6 +166,7 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        let _t = self.timer(StoreOp::Ping);
         dispatch!(self.ping())
     }
 
@@ -136,6 +179,7 @@ impl Store {
     /// [`Accepted::duplicate`] for repeated client ids.
     /// Text with U+0000 is refused on both databases (`store/text.rs`).
     pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+        let _t = self.timer(StoreOp::Accept);
         text::check_message(&msg)?;
         dispatch!(self.accept_message(msg))
     }
@@ -151,6 +195,7 @@ impl Store {
         thread_id: &str,
         events: Vec<EventRecord>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _t = self.timer(StoreOp::Append);
         text::check_append(thread_id, &events)?;
         dispatch!(self.append_events(thread_id, events))
     }
@@ -169,6 +214,7 @@ impl Store {
         events: Vec<EventRecord>,
         then: OnCommit<Vec<StoredEvent>>,
     ) -> Result<(), StoreError> {
+        let then = self.timed(StoreOp::Append, then);
         if let Err(e) = text::check_append(thread_id, &events) {
             then(Err(e));
             return Ok(());
@@ -194,6 +240,7 @@ impl Store {
         event: EventRecord,
         then: OnCommit<StoredEvent>,
     ) -> Result<(), StoreError> {
+        let then = self.timed(StoreOp::Finish, then);
         if let Err(e) = text::check_finish(thread_id, run_id) {
             then(Err(e));
             return Ok(());
@@ -227,15 +274,44 @@ impl Store {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
+        let _t = self.timer(StoreOp::Finish);
         text::check_finish(thread_id, run_id)?;
         let assistant_content = &*text::stored_reply(assistant_content);
         dispatch!(self.finish_run(thread_id, run_id, status, assistant_content, event))
     }
 
-    /// At boot, closes every run a crash left `running` with status `error` and an
-    /// `INTERRUPTED` `agent_completed`, so every replayed `agent_started` has its end.
-    /// Returns the events written, in no particular thread order.
+    /// At boot, closes the runs a crash left `running`, so every replayed `agent_started`
+    /// has its end: on SQLite (one node) every running run, with an `INTERRUPTED`
+    /// `agent_completed`; on Postgres, shared by nodes, only runs whose lease expired or
+    /// that never had one, with `RUN_INTERRUPTED` (`lease.rs`), never another live node's.
+    /// Returns what was stored, for publishing.
+    pub async fn recover_runs_at_boot(&self) -> Result<Vec<ClosedRun>, StoreError> {
+        if let Db::Postgres(_) = &self.0.db {
+            return self.close_expired_runs(true).await;
+        }
+        let mut closed = Vec::new();
+        for (run, event) in self.close_open_runs().await? {
+            // Boot only, and rare: one owner lookup per run a crash left open.
+            let user_id = self.thread_owner(&run.thread_id).await?.unwrap_or_default();
+            closed.push(ClosedRun {
+                user_id,
+                thread_id: run.thread_id,
+                event,
+            });
+        }
+        Ok(closed)
+    }
+
+    /// Closes every run left `running` with status `error` and an `INTERRUPTED`
+    /// `agent_completed`, whatever node it belongs to: only for a store no live node
+    /// shares (SQLite, or a test). Returns the events written, in no particular thread
+    /// order.
     pub async fn recover_interrupted_runs(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let closed = self.close_open_runs().await?;
+        Ok(closed.into_iter().map(|(_, event)| event).collect())
+    }
+
+    async fn close_open_runs(&self) -> Result<Vec<(model::OpenRun, StoredEvent)>, StoreError> {
         let open = dispatch!(self.open_runs())?;
         let mut closed = Vec::with_capacity(open.len());
         for run in open {
@@ -244,7 +320,7 @@ impl Store {
                 .finish_run(&run.thread_id, &run.run_id, "error", "", event)
                 .await
             {
-                Ok(stored) => closed.push(stored),
+                Ok(stored) => closed.push((run, stored)),
                 // Finished by someone else between the scan and now: nothing to do.
                 Err(StoreError::RunNotActive) => {}
                 Err(e) => return Err(e),
@@ -255,6 +331,7 @@ impl Store {
 
     /// The user's threads, most recently active first.
     pub async fn list_threads(&self, user_id: &str) -> Result<Vec<ThreadSummary>, StoreError> {
+        let _t = self.timer(StoreOp::ListThreads);
         if text::has_nul(user_id) {
             // Such a user cannot have sent a message (`accept_message` refuses it).
             return Ok(Vec::new());
@@ -264,6 +341,7 @@ impl Store {
 
     /// Who owns a thread, or `None` if it does not exist.
     pub async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+        let _t = self.timer(StoreOp::ThreadOwner);
         if text::has_nul(thread_id) {
             // No thread id the store makes has one.
             return Ok(None);
@@ -285,6 +363,7 @@ impl Store {
         user_id: &str,
         thread_id: &str,
     ) -> Result<Vec<MessageRow>, StoreError> {
+        let _t = self.timer(StoreOp::ThreadMessages);
         self.check_owner(user_id, thread_id).await?;
         dispatch!(self.thread_messages(thread_id))
     }
@@ -298,8 +377,22 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _t = self.timer(StoreOp::EventsAfter);
         self.check_owner(user_id, thread_id).await?;
         dispatch!(self.events_after(thread_id, after_seq, limit))
+    }
+}
+
+impl Store {
+    /// `then`, timed from now until it runs (the commit, for queued writes).
+    fn timed<T: 'static>(&self, op: StoreOp, then: OnCommit<T>) -> OnCommit<T> {
+        match self.timer(op) {
+            Some(timer) => Box::new(move |result| {
+                drop(timer);
+                then(result)
+            }),
+            None => then,
+        }
     }
 }
 

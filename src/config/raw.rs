@@ -116,6 +116,13 @@ pub struct ServerSection {
     #[serde(default = "defaults::max_connections")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_connections: u32,
+    /// How long a run's lease lasts (ms). A node renews the leases of its running runs
+    /// every third of this; any node closes a run whose lease expired (its node died) with
+    /// `agent_completed` status `error`, code `RUN_INTERRUPTED`. Shorter closes a dead
+    /// node's runs sooner; longer tolerates longer database stalls.
+    #[serde(default = "defaults::run_lease_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub run_lease_ms: u64,
     /// Serve `https://` and `wss://` directly (no proxy needed). The files are re-read when
     /// they change or on SIGHUP, without dropping open connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -699,6 +706,9 @@ pub mod defaults {
     }
     pub fn max_connections() -> u32 {
         10_000
+    }
+    pub fn run_lease_ms() -> u64 {
+        15_000
     }
     pub fn max_message_bytes() -> u32 {
         65_536

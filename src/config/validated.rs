@@ -139,6 +139,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Concurrent WebSocket connection cap.
     pub max_connections: u32,
+    /// A run's lease (`server.run_lease_ms`): renewed every third of it while the run
+    /// runs; an expired lease means the run's node died.
+    pub run_lease: Duration,
     /// Native TLS, when `[server.tls]` is set.
     pub tls: Option<TlsConfig>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.

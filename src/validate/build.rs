@@ -97,6 +97,7 @@ fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
         proxy_idle_timeout: ms(s.proxy_idle_timeout_ms),
         shutdown_grace: ms(s.shutdown_grace_ms),
         max_connections: s.max_connections,
+        run_lease: ms(s.run_lease_ms),
         tls: s.tls.as_ref().map(|t| TlsConfig {
             cert_file: config_dir.join(&t.cert_file),
             key_file: config_dir.join(&t.key_file),
@@ -370,6 +371,7 @@ mod tests {
             proxy_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(1),
             max_connections: 1,
+            run_lease: Duration::from_secs(15),
             tls: None,
             trusted_proxies: Vec::new(),
         };

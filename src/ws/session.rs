@@ -1,5 +1,5 @@
 //! One connection (connection scope), in one task: finishes authentication, registers
-//! with the hub, sends `connection_established`, then serves the socket until the client,
+//! with the event bus, sends `connection_established`, then serves the socket until the client,
 //! the token, the queue or the server ends it. The same task reads client messages,
 //! writes the outbound queue, pings and watches the token's expiry; a message that has to
 //! wait for the store (a `user_message` being committed, a `resume` being checked) is
@@ -140,8 +140,8 @@ where
         .to_string()
     };
     outbox.push(Outbound::Reply(Arc::from(established)));
-    app.hub
-        .register(&identity.user_id, &conn_id, Arc::clone(&outbox));
+    app.bus
+        .subscribe(&identity.user_id, &conn_id, Arc::clone(&outbox));
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
     tracing::debug!(user_id = %identity.user_id, conn_id = %conn_id, auth = %auth_label, "connection established");
@@ -175,8 +175,8 @@ where
         Box::pin(session.finish(&mut socket, close)).await;
         session
             .app
-            .hub
-            .unregister(&session.identity.user_id, &session.conn_id);
+            .bus
+            .unsubscribe(&session.identity.user_id, &session.conn_id);
         session.outbox.close();
         session.app.metrics.connections_open.dec();
     }
@@ -513,16 +513,7 @@ impl Session {
                 thread_id,
                 agent,
             } => return self.user_message(id, content, thread_id, agent),
-            ClientMessage::Cancel { run_id } => {
-                if !self.app.runs.cancel(&self.identity.user_id, &run_id) {
-                    self.reply(protocol::error(
-                        "RUN_NOT_FOUND",
-                        "no such run of yours is in progress",
-                        None,
-                        false,
-                    ));
-                }
-            }
+            ClientMessage::Cancel { run_id } => return self.cancel(run_id),
             ClientMessage::Resume {
                 thread_id,
                 after_seq,
@@ -677,6 +668,46 @@ impl Session {
                     e.is_retryable(),
                 )),
             }
+        }))
+    }
+
+    /// Cancels a run of this user: at once when it runs on this node, else through the
+    /// store, where the node executing it reads the flag when it renews the run's lease
+    /// (`runs::lease`).
+    fn cancel(&mut self, run_id: String) -> Handled {
+        if self.app.runs.cancel(&self.identity.user_id, &run_id) {
+            return Handled::Done;
+        }
+        if self.store.node().is_none() {
+            // No other node shares this store: the run is not running anywhere.
+            self.reply(protocol::error(
+                "RUN_NOT_FOUND",
+                "no such run of yours is in progress",
+                None,
+                false,
+            ));
+            return Handled::Done;
+        }
+        let store = self.store.clone();
+        let outbox = Arc::clone(&self.outbox);
+        let user_id = self.identity.user_id.clone();
+        Handled::Wait(Box::pin(async move {
+            let error = match store.request_cancel(&user_id, &run_id).await {
+                Ok(true) => return,
+                Ok(false) => protocol::error(
+                    "RUN_NOT_FOUND",
+                    "no such run of yours is in progress",
+                    None,
+                    false,
+                ),
+                Err(e) => protocol::error(
+                    e.code(),
+                    "could not reach the run to cancel it; send the cancel again",
+                    None,
+                    e.is_retryable(),
+                ),
+            };
+            outbox.push(Outbound::Reply(Arc::from(error)));
         }))
     }
 

@@ -2,8 +2,10 @@
 
 mod auth;
 mod browser;
+mod cluster;
 mod config;
 mod deploy;
+mod probe;
 mod proxy;
 mod serve;
 mod store;

@@ -141,7 +141,7 @@ impl HttpReply {
     }
 }
 
-async fn http_request(
+pub async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
