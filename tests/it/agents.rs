@@ -3,6 +3,7 @@
 //! (`benches/fakemodel/server.rs`, the exact chat-completions streaming format), and a
 //! WebSocket client ([`crate::ws::harness`]).
 
+mod bounds;
 mod failures;
 #[path = "../../benches/fakemodel/server.rs"]
 #[allow(dead_code)]
