@@ -91,9 +91,10 @@ impl App {
     }
 
     /// Starts what works in the background until `shutdown`: a remote JWT key source, the
-    /// event bus's links.
-    /// The server listens meanwhile; `ready` reports the key source's state.
+    /// event bus's links, the MCP tool servers.
+    /// The server listens meanwhile; `ready` reports their state.
     pub fn start(&self, shutdown: CancellationToken) {
+        self.agents.start(&shutdown);
         if let Some(verifier) = &self.verifier {
             verifier.start(shutdown.clone());
         }

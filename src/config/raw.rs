@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod tools;
+
+pub use tools::{MAX_RESULT_BYTES, ToolKind, ToolSection};
+
 /// One environment of a portcullis deployment (development, test, staging, production).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +46,9 @@ pub struct RawConfig {
     /// Agent pipelines a chat message can be sent to.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
+    /// Tools declared once and referenced by name in `agents.tools` (kinds `http`, `mcp`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolSection>,
     /// What frontends are told (served by the `client_config` handler).
     pub client: ClientSection,
     /// Logging output.
@@ -620,7 +627,8 @@ pub struct AgentSection {
     /// Model name passed to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Tools the agent may call: `clock`, `calculator`, `thread_history`.
+    /// Tools the agent may call: the built-in `clock`, `calculator`, `thread_history`, or
+    /// the name of a `[tools.NAME]` declaration.
     #[serde(default)]
     pub tools: Vec<String>,
     /// The agent used when a message names none. Exactly one agent is the default.

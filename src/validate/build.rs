@@ -76,6 +76,7 @@ pub fn build(raw: &RawConfig, loaded: &Loaded) -> Config {
             .collect(),
         components: components(&raw.components),
         agents: agents(&raw.agents),
+        tools: crate::config::tools(&raw.tools),
         client_websocket_url: raw.client.websocket_url.clone(),
         log_format: raw.logging.format.unwrap_or(if strict {
             LogFormat::Json
