@@ -94,6 +94,11 @@ impl TestServer {
         }
     }
 
+    /// The directory holding the server's SQLite database (`ws.db`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn app(&self) -> &portcullis::app::App {
         &self.server.as_ref().expect("server running").app
     }
