@@ -110,6 +110,7 @@ impl App {
             match Store::connect_node(url.expose(), svc.pool_size, svc.connect_timeout, node).await
             {
                 Ok(store) => {
+                    store.record_calls(self.metrics.store_calls.clone());
                     match store.recover_runs_at_boot().await {
                         Ok(closed) if !closed.is_empty() => {
                             tracing::warn!(

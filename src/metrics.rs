@@ -1,9 +1,13 @@
 //! Process metrics in Prometheus text format: connections, auth failures by reason,
-//! bypass uses, events sent, messages, run durations, HTTP request durations. Built once
+//! bypass uses, events sent, messages, run durations, HTTP request durations, store call
+//! durations. Built once
 //! at boot (process scope). Served as OpenMetrics to scrapers that ask for it, and as text
 //! format 0.0.4 (`text.rs`) to everything else.
 
+mod store_calls;
 mod text;
+
+pub use store_calls::{CallTimer, StoreCalls, StoreOp};
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -63,6 +67,8 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// HTTP request durations by handler and status.
     pub http_requests: Family<HttpLabel, Histogram>,
+    /// Store call durations by op, handed to the store when it connects.
+    pub store_calls: StoreCalls,
     /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
     /// every frame, and a family lookup allocates the label and hashes it.
     sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
@@ -109,6 +115,13 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request durations by handler and status code",
             http_requests.clone(),
+        );
+        let store_family = Family::<Label, Histogram>::new_with_constructor(store_calls::histogram);
+        let store_calls = StoreCalls::new(&store_family);
+        registry.register(
+            "store_call_duration_seconds",
+            "Store call durations by operation (label kind), as the caller waited",
+            store_family,
         );
         registry.register(
             "connections_open",
@@ -161,6 +174,7 @@ impl Metrics {
             run_seconds,
             slow_consumers,
             http_requests,
+            store_calls,
             sent_cache: Default::default(),
         }
     }

@@ -22,8 +22,10 @@ mod sqlite;
 mod sweep;
 mod text;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::metrics::{CallTimer, StoreCalls, StoreOp};
 
 pub use error::StoreError;
 pub use lease::{ClosedRun, LeasedRun, Node};
@@ -48,6 +50,8 @@ struct Inner {
     abandoned: sweep::Abandoned,
     /// The node this process is, when several may share the database (`lease.rs`).
     node: Option<Node>,
+    /// Latency histograms, once the process hands them over ([`Store::record_calls`]).
+    calls: OnceLock<StoreCalls>,
 }
 
 #[derive(Debug)]
@@ -128,9 +132,20 @@ impl Store {
             db,
             abandoned: sweep::Abandoned::default(),
             node,
+            calls: OnceLock::new(),
         }));
         tokio::spawn(sweep::run(Arc::downgrade(&store.0)));
         store
+    }
+
+    /// From now on, every call's duration is recorded in `calls` (`/metrics`).
+    pub fn record_calls(&self, calls: StoreCalls) {
+        let _ = self.0.calls.set(calls);
+    }
+
+    /// Times one call of `op` until the returned guard drops.
+    fn timer(&self, op: StoreOp) -> Option<CallTimer> {
+        self.0.calls.get().map(|c| c.start(op))
     }
 
     /// Which database this is (`sqlite` or `postgres`), for logs and readiness output.
@@ -151,6 +166,7 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        let _t = self.timer(StoreOp::Ping);
         dispatch!(self.ping())
     }
 
@@ -163,6 +179,7 @@ impl Store {
     /// [`Accepted::duplicate`] for repeated client ids.
     /// Text with U+0000 is refused on both databases (`store/text.rs`).
     pub async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+        let _t = self.timer(StoreOp::Accept);
         text::check_message(&msg)?;
         dispatch!(self.accept_message(msg))
     }
@@ -178,6 +195,7 @@ impl Store {
         thread_id: &str,
         events: Vec<EventRecord>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _t = self.timer(StoreOp::Append);
         text::check_append(thread_id, &events)?;
         dispatch!(self.append_events(thread_id, events))
     }
@@ -196,6 +214,7 @@ impl Store {
         events: Vec<EventRecord>,
         then: OnCommit<Vec<StoredEvent>>,
     ) -> Result<(), StoreError> {
+        let then = self.timed(StoreOp::Append, then);
         if let Err(e) = text::check_append(thread_id, &events) {
             then(Err(e));
             return Ok(());
@@ -221,6 +240,7 @@ impl Store {
         event: EventRecord,
         then: OnCommit<StoredEvent>,
     ) -> Result<(), StoreError> {
+        let then = self.timed(StoreOp::Finish, then);
         if let Err(e) = text::check_finish(thread_id, run_id) {
             then(Err(e));
             return Ok(());
@@ -254,6 +274,7 @@ impl Store {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
+        let _t = self.timer(StoreOp::Finish);
         text::check_finish(thread_id, run_id)?;
         let assistant_content = &*text::stored_reply(assistant_content);
         dispatch!(self.finish_run(thread_id, run_id, status, assistant_content, event))
@@ -310,6 +331,7 @@ impl Store {
 
     /// The user's threads, most recently active first.
     pub async fn list_threads(&self, user_id: &str) -> Result<Vec<ThreadSummary>, StoreError> {
+        let _t = self.timer(StoreOp::ListThreads);
         if text::has_nul(user_id) {
             // Such a user cannot have sent a message (`accept_message` refuses it).
             return Ok(Vec::new());
@@ -319,6 +341,7 @@ impl Store {
 
     /// Who owns a thread, or `None` if it does not exist.
     pub async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {
+        let _t = self.timer(StoreOp::ThreadOwner);
         if text::has_nul(thread_id) {
             // No thread id the store makes has one.
             return Ok(None);
@@ -340,6 +363,7 @@ impl Store {
         user_id: &str,
         thread_id: &str,
     ) -> Result<Vec<MessageRow>, StoreError> {
+        let _t = self.timer(StoreOp::ThreadMessages);
         self.check_owner(user_id, thread_id).await?;
         dispatch!(self.thread_messages(thread_id))
     }
@@ -353,8 +377,22 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _t = self.timer(StoreOp::EventsAfter);
         self.check_owner(user_id, thread_id).await?;
         dispatch!(self.events_after(thread_id, after_seq, limit))
+    }
+}
+
+impl Store {
+    /// `then`, timed from now until it runs (the commit, for queued writes).
+    fn timed<T: 'static>(&self, op: StoreOp, then: OnCommit<T>) -> OnCommit<T> {
+        match self.timer(op) {
+            Some(timer) => Box::new(move |result| {
+                drop(timer);
+                then(result)
+            }),
+            None => then,
+        }
     }
 }
 

@@ -61,6 +61,14 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked_for() {
             text.body
         );
     }
+    // The chat's store calls were timed: accepting the message and finishing the run.
+    for op in ["accept_message", "finish_run"] {
+        let count = sample(
+            &text.body,
+            &format!("portcullis_store_call_duration_seconds_count{{kind=\"{op}\"}}"),
+        );
+        assert!(count >= 1.0, "{op} not timed:\n{}", text.body);
+    }
     if let Some(findings) = promtool(&text.body) {
         panic!("promtool check metrics:\n{findings}\n---\n{}", text.body);
     }
@@ -82,4 +90,11 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked_for() {
         om.headers
     );
     assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
+}
+
+/// The value of the sample named exactly `series` (name and labels), or 0.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
