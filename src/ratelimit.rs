@@ -1,7 +1,13 @@
 //! The chat message rate limit (`websocket.messages_per_minute`): a token bucket per user
 //! (shared by all of a user's connections on this node) or per connection, as
 //! `components.rate_limiter.scope` says. Idle buckets are dropped so the map does not
-//! grow with every user or connection ever seen.
+//! grow with every user or connection ever seen. With `kind = "redis"` the per-user
+//! bucket lives in Redis and holds across nodes (`shared.rs`); this process's buckets are
+//! then the fallback while Redis does not answer.
+
+mod shared;
+
+pub use shared::{RETRY_AFTER, Shared, SharedLimitMetrics};
 
 use foldhash::HashMap;
 use std::sync::Mutex;
@@ -26,6 +32,8 @@ pub struct RateLimiter {
     per_minute: f64,
     per: Per,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The per-user bucket shared by every node, when `kind = "redis"`.
+    shared: Option<Shared>,
 }
 
 impl RateLimiter {
@@ -36,7 +44,32 @@ impl RateLimiter {
             per_minute: f64::from(per_minute),
             per,
             buckets: Mutex::new(HashMap::default()),
+            shared: None,
         }
+    }
+
+    /// A per-user limiter shared by every node through Redis, falling back to this
+    /// process's buckets while Redis does not answer.
+    pub fn shared(per_minute: u32, shared: Shared) -> Self {
+        Self {
+            shared: Some(shared),
+            ..Self::new(per_minute, Per::User)
+        }
+    }
+
+    /// Whether the limit is shared through Redis ([`Self::allow_shared`] must be used).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// [`Self::allow`] through the shared bucket when there is one and Redis answers.
+    pub async fn allow_shared(&self, user: &str, conn_id: &str, now: Instant) -> bool {
+        if let Some(shared) = &self.shared
+            && let Some(allowed) = shared.take(user, self.per_minute as u32, now).await
+        {
+            return allowed;
+        }
+        self.allow(user, conn_id, now)
     }
 
     /// What a bucket limits.

@@ -526,6 +526,10 @@ pub enum RateLimiterKind {
     /// Token buckets in this process: with `scope = "process"` one per user (shared by
     /// their sockets on this node), with `scope = "connection"` one per socket.
     Local,
+    /// One token bucket per user in Redis, shared by every node (`scope = "process"`,
+    /// `needs` the Redis service). While Redis does not answer, each node falls back to
+    /// its local bucket and `/metrics` says so.
+    Redis,
 }
 
 /// Implementations of the `session` component.

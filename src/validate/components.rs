@@ -120,11 +120,21 @@ fn databases(raw: &RawConfig) -> Vec<String> {
         .collect()
 }
 
+/// The Redis services (a `redis` kind is built on one of them).
+fn redis_services(raw: &RawConfig) -> Vec<String> {
+    raw.services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Redis)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 /// What a component of this role and kind is built from: exactly what `needs` must list
 /// (for the store: one of the database services).
-fn uses(raw: &RawConfig, role: &str) -> Vec<String> {
+fn uses(raw: &RawConfig, role: &str, kind: &str) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match role {
+        "rate_limiter" if kind == "redis" => redis_services(raw),
         "store" => databases(raw),
         "agent_registry" => {
             let mut services: Vec<String> = raw
@@ -193,7 +203,10 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
             format!("set scope = \"{}\"", allowed.join("\" or \"")),
         );
     }
-    let used = uses(cx.raw, name);
+    if name == "rate_limiter" && d.kind == "redis" {
+        shared_limiter(cx, d, at);
+    }
+    let used = uses(cx.raw, name, &d.kind);
     let before = cx.findings.len();
     for (i, need) in d.needs.iter().enumerate() {
         check_need(cx, role, d, at.key("needs").index(i), need, &used);
@@ -223,6 +236,27 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
                 d.kind
             ),
             format!("add \"{missing}\" to components.{name}.needs"),
+        );
+    }
+}
+
+/// A `redis` rate limiter is shared by nodes: it needs a Redis service to be built on,
+/// and limits users (a connection lives on one node, where a local bucket already holds).
+fn shared_limiter(cx: &mut Ctx, d: &Declared, at: &KeyPath) {
+    if redis_services(cx.raw).is_empty() {
+        cx.error(
+            "E_REDIS_REQUIRED",
+            at.key("kind"),
+            "component `rate_limiter` (kind redis) keeps its buckets in Redis, and no service has kind = \"redis\"",
+            "declare [services.redis] with kind = \"redis\" and url_env, and list it in components.rate_limiter.needs; or set kind = \"local\"",
+        );
+    }
+    if d.scope == Scope::Connection {
+        cx.error(
+            "E_SCOPE",
+            at.key("scope"),
+            "component `rate_limiter` (kind redis) cannot have scope = \"connection\": a connection lives on one node, so only per-user limits need sharing",
+            "set scope = \"process\" (per user across nodes), or kind = \"local\" for a per-socket limit",
         );
     }
 }

@@ -565,20 +565,25 @@ impl Session {
                 false,
             );
         };
-        if !self
-            .app
-            .limiter
-            .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
+        let rate_limited = || {
+            let per_minute = self.app.config.websocket.messages_per_minute;
+            format!("at most {per_minute} messages per minute")
+        };
+        // A shared (Redis) limit is asked in the wait below, before the message is stored.
+        let shared_limit = self.app.limiter.is_shared().then(|| {
+            (
+                Arc::clone(&self.app.limiter),
+                self.conn_id.clone(),
+                rate_limited(),
+            )
+        });
+        if shared_limit.is_none()
+            && !self
+                .app
+                .limiter
+                .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
         {
-            return reply_err(
-                self,
-                "RATE_LIMITED",
-                &format!(
-                    "at most {} messages per minute",
-                    self.app.config.websocket.messages_per_minute
-                ),
-                true,
-            );
+            return reply_err(self, "RATE_LIMITED", &rate_limited(), true);
         }
         let Some(deps) = self.app.run_deps() else {
             return reply_err(
@@ -595,6 +600,14 @@ impl Session {
             let reply = |text: String| {
                 outbox.push(Outbound::Reply(Arc::from(text)));
             };
+            if let Some((limiter, conn_id, limited)) = shared_limit
+                && !limiter
+                    .allow_shared(&user_id, &conn_id, StdInstant::now())
+                    .await
+            {
+                reply(protocol::error("RATE_LIMITED", &limited, Some(&id), true));
+                return;
+            }
             let new = crate::store::NewMessage {
                 user_id: &user_id,
                 client_id: &id,

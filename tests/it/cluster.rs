@@ -3,6 +3,7 @@
 //! a process of the built binary. A fresh database per test (`TestDb::postgres`).
 
 mod leases;
+mod limits;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +41,12 @@ pub struct Node {
 impl Node {
     /// Starts a node on `db_url` and waits until its store is connected.
     pub async fn start(db_url: &str) -> Node {
-        let env = environment(db_url, "127.0.0.1:0", &[]);
+        Node::start_with(db_url, &[]).await
+    }
+
+    /// [`Node::start`] with more `PORTCULLIS_*` overrides (`("WEBSOCKET__…", "3")`).
+    pub async fn start_with(db_url: &str, overrides: &[(&str, &str)]) -> Node {
+        let env = environment(db_url, "127.0.0.1:0", overrides);
         let outcome = portcullis::compile::compile(&LoadOptions::new("environments", env), "test");
         let compiled = outcome.compiled.unwrap_or_else(|| {
             panic!(

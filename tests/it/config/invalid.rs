@@ -1057,6 +1057,19 @@ fn a_need_nothing_uses_is_refused() {
         .snapshot();
 }
 
+#[test]
+fn a_rate_limiter_shared_through_redis_needs_a_redis_service() {
+    invalid("redis_required", "test")
+        .errors(&["E_REDIS_REQUIRED"])
+        .at(
+            "E_REDIS_REQUIRED",
+            "test.toml:61",
+            "components.rate_limiter.kind",
+        )
+        .says("E_REDIS_REQUIRED", "kind = \"local\"")
+        .snapshot();
+}
+
 // ---- late failures: what only building the components finds ----
 
 #[test]

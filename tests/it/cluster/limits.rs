@@ -1,0 +1,117 @@
+//! Limits shared by nodes: the per-user message rate held in Redis
+//! (`[components.rate_limiter] kind = "redis"`), and the local fallback, reported in
+//! `/metrics`, while Redis does not answer.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::store::harness::TestDb;
+use crate::ws::harness::Client;
+
+fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A user no other test (or earlier run of this one) has used: the buckets live in the
+/// shared Redis.
+fn fresh_user() -> String {
+    format!("rate-{:016x}", rand::random::<u64>())
+}
+
+/// Overrides giving nodes a shared limit of 3 messages per minute on Redis at `url`.
+fn shared_limit(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("WEBSOCKET__MESSAGES_PER_MINUTE", "3".into()),
+        ("SERVICES__REDIS__KIND", "redis".into()),
+        ("SERVICES__REDIS__URL", url.to_string()),
+        ("SERVICES__REDIS__REQUIRED", "false".into()),
+        ("SERVICES__REDIS__CONNECT_TIMEOUT_MS", "300".into()),
+        ("COMPONENTS__RATE_LIMITER__KIND", "redis".into()),
+        ("COMPONENTS__RATE_LIMITER__NEEDS", "[\"redis\"]".into()),
+    ]
+}
+
+async fn start(db: &TestDb, overrides: &[(&'static str, String)]) -> Node {
+    let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Node::start_with(&db.url, &pairs).await
+}
+
+/// Sends a message; `true` when it was acked (its run is then read to the end), `false`
+/// when it was refused as `RATE_LIMITED`.
+async fn send(c: &mut Client, id: &str) -> bool {
+    c.ask(id, "hello", None).await;
+    let v = c.recv().await;
+    match v["type"].as_str() {
+        Some("ack") => {
+            c.run_events(v["run_id"].as_str().unwrap()).await;
+            true
+        }
+        Some("error") => {
+            assert_eq!(v["code"], "RATE_LIMITED", "{v}");
+            assert_eq!(v["retryable"], true, "{v}");
+            false
+        }
+        _ => panic!("neither an ack nor an error: {v}"),
+    }
+}
+
+/// The value of the metric line starting with `name` in `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let reply = http_request(addr, "GET", "/metrics", &[]).await;
+    assert_eq!(reply.status, 200);
+    reply
+        .body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", reply.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_rate_holds_across_nodes() {
+    let db = TestDb::postgres().await;
+    let overrides = shared_limit(&redis_url());
+    let a = start(&db, &overrides).await;
+    let b = start(&db, &overrides).await;
+    let user = fresh_user();
+    let mut on_a = connect(a.addr, &user).await;
+    let mut on_b = connect(b.addr, &user).await;
+    assert!(send(&mut on_a, "m1").await);
+    assert!(send(&mut on_a, "m2").await);
+    assert!(send(&mut on_b, "m3").await, "the third of 3 per minute");
+    // Node B has seen one message of this user: only the shared bucket refuses this.
+    assert!(
+        !send(&mut on_b, "m4").await,
+        "over 3 per minute across the nodes"
+    );
+    assert!(!send(&mut on_a, "m5").await);
+    assert_eq!(metric(a.addr, "portcullis_rate_limiter_shared").await, 1.0);
+    assert_eq!(
+        metric(b.addr, "portcullis_rate_limiter_fallbacks_total").await,
+        0.0
+    );
+    // Another user has their own bucket.
+    let mut other = connect(b.addr, &fresh_user()).await;
+    assert!(send(&mut other, "m1").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_node_keeps_its_local_limit_and_says_so() {
+    let db = TestDb::postgres().await;
+    // A port nothing listens on: every Redis call is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let a = start(&db, &shared_limit(&format!("redis://127.0.0.1:{port}"))).await;
+    let mut c = connect(a.addr, &fresh_user()).await;
+    for id in ["m1", "m2", "m3"] {
+        assert!(send(&mut c, id).await, "{id} is within the local limit");
+    }
+    assert!(!send(&mut c, "m4").await, "the local limit still holds");
+    assert_eq!(metric(a.addr, "portcullis_rate_limiter_shared").await, 0.0);
+    let fallbacks = metric(a.addr, "portcullis_rate_limiter_fallbacks_total").await;
+    assert_eq!(fallbacks, 4.0, "every message was decided locally");
+}
