@@ -1,6 +1,6 @@
 //! Process-scope components, built once at boot from the validated configuration and
 //! shared by every filter and connection: the store, the JWT verifier, the agent registry,
-//! the event hub, the run manager, metrics, the rate limiter, the Redis pool and the
+//! the event bus, the run manager, metrics, the rate limiter, the Redis pool and the
 //! connection cap.
 //! Nothing in here is per user; per-user state lives in sessions and runs.
 
@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::compile::Compiled;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{RunDeps, RunManager};
@@ -34,8 +34,8 @@ pub struct App {
     pub verifier: Option<Arc<Verifier>>,
     /// Configured agents.
     pub agents: Arc<Registry>,
-    /// Routes events to the user's connections.
-    pub hub: Arc<Hub>,
+    /// Routes stored events to the user's connections (`components.event_bus`).
+    pub bus: Arc<dyn EventBus>,
     /// In-flight runs.
     pub runs: Arc<RunManager>,
     /// Metrics.
@@ -68,6 +68,7 @@ impl App {
             limiter,
             metrics,
             redis,
+            bus,
         } = compiled;
         let node = Node::new(config.server.run_lease);
         tracing::info!(node_id = %node.id, "node started");
@@ -80,7 +81,7 @@ impl App {
             store: Arc::new(OnceCell::new()),
             verifier,
             agents,
-            hub: Arc::new(Hub::default()),
+            bus,
             runs: Arc::new(RunManager::default()),
             metrics,
             close_sessions: CancellationToken::new(),
@@ -117,7 +118,7 @@ impl App {
                                 runs = closed.len(),
                                 "closed runs interrupted by a restart"
                             );
-                            crate::runs::lease::publish_closed(&self.hub, closed);
+                            crate::runs::lease::publish_closed(self.bus.as_ref(), closed);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "could not close interrupted runs"),
@@ -126,7 +127,7 @@ impl App {
                     tokio::spawn(crate::runs::lease::keep(
                         store.clone(),
                         Arc::clone(&self.runs),
-                        Arc::clone(&self.hub),
+                        Arc::clone(&self.bus),
                         self.close_sessions.clone(),
                     ));
                     let _ = self.store.set(store);
@@ -154,7 +155,7 @@ impl App {
     pub fn run_deps(&self) -> Option<RunDeps> {
         self.store.get().map(|s| RunDeps {
             store: s.clone(),
-            hub: Arc::clone(&self.hub),
+            bus: Arc::clone(&self.bus),
             metrics: Arc::clone(&self.metrics),
             // Only a store shared by nodes (Postgres) can hold another node's runs.
             shared_turns: s.node().is_some(),

@@ -1,5 +1,5 @@
 //! The `portcullis` command line: `check`, `routes`, `explain`, `schema`, `token`, `init`,
-//! `serve`.
+//! `serve`, `probe`.
 //!
 //! Every command takes `--config-dir` (default `./environments`, also
 //! `PORTCULLIS_CONFIG_DIR`) so CI can check any checkout or fixture directory; when it is
@@ -10,6 +10,7 @@
 pub mod check;
 mod explain;
 mod init;
+mod probe;
 mod routes;
 mod serve;
 mod token;
@@ -108,6 +109,8 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Walk a deployed endpoint the way a chat client does and name the stage that breaks.
+    Probe(probe::Args),
     /// Validate, then serve; on any error print the report and exit 78 without binding.
     Serve {
         /// Environment.
@@ -167,5 +170,6 @@ pub fn main() -> ExitCode {
         Command::Init { dir, force } => init::run(dir, *force),
         Command::Token { env, sub, ttl } => token::run(&cli.load_options(false), env, sub, *ttl),
         Command::Serve { env } => serve::run(&cli.load_options(false), env),
+        Command::Probe(args) => probe::run(&cli.load_options(false), args),
     }
 }

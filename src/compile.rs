@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::config::load::{LoadOptions, Loaded, load, place};
 use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
@@ -41,6 +42,8 @@ pub struct Compiled {
     pub metrics: Arc<Metrics>,
     /// The Redis pool (deadpool connects lazily), when a Redis service is declared.
     pub redis: Option<deadpool_redis::Pool>,
+    /// The event bus `components.event_bus.kind` names.
+    pub bus: Arc<dyn EventBus>,
 }
 
 /// The result of compiling one environment.
@@ -157,6 +160,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         verifier,
         agents: Arc::new(agents),
         redis,
+        bus: crate::bus::build(&config),
         config: Arc::new(config),
     }
 }

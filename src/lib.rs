@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod report;
 pub mod runs;
 pub mod server;

@@ -1,129 +1,292 @@
-//! Dependency probes behind the `ready` handler: each service is asked for a real answer
-//! within its `connect_timeout_ms`, through the process's own pools where it has them
-//! (the store's `SELECT 1`, a Redis `PING` on the pool built at boot), and by a TCP
-//! connect for HTTP services. A remote JWT key source reports its own state (no probe:
-//! its fetch task already knows).
+//! `portcullis probe`: the client doctor. It walks the chain a chat client walks —
+//! resolve, tcp, tls, (client_config,) http, upgrade, subprotocol, established, ping,
+//! chat, resume — stops at the first link that breaks, and names it with what was seen
+//! and a hint pointing at the likely cause and configuration key. Warnings (a
+//! certificate about to expire, a client URL naming another host) pass with a hint.
+//!
+//! One file per stage group: `net` (resolve, tcp, tls), `http_stages` (client_config,
+//! http), `socket` (upgrade, subprotocol, established, ping), `chat` (chat, resume);
+//! `explain` maps the server's codes to hints, `render` prints the report.
 
-use std::time::Instant;
+mod chat;
+mod explain;
+mod http1;
+mod http_stages;
+mod net;
+mod render;
+mod socket;
+mod target;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Config, ServiceConfig, ServiceKind};
+pub use render::{human, json};
+pub use target::{Scheme, Target};
 
-/// One dependency's state, as the `ready` handler reports it.
+use crate::config::TokenSource;
+use socket::Handshake;
+
+/// Where `client_config` is looked for on an `http(s)://` base whose URL has no path and
+/// no `--env` names the route (the shipped environments' path).
+pub const DEFAULT_CLIENT_CONFIG_PATH: &str = "/api/client-config";
+
+/// Which token sources to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sources {
+    /// The first of the server's `token_sources` (from `client_config`), else the header.
+    Default,
+    /// This one.
+    One(TokenSource),
+    /// Each the server enables (every one when unknown), one connection each.
+    All,
+}
+
+/// What to probe and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The URL.
+    pub target: Target,
+    /// The token (never printed).
+    pub token: Option<String>,
+    /// `Origin` to send, as a browser page on that origin would.
+    pub origin: Option<String>,
+    /// Token sources.
+    pub sources: Sources,
+    /// Send this as a user message and check the run.
+    pub chat: Option<String>,
+    /// Replay the chat's thread on a new connection and compare.
+    pub resume: bool,
+    /// Limit of each stage (and of each frame awaited).
+    pub timeout: Duration,
+    /// Extra trust anchors for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The `client_config` route's path on an `http(s)://` base.
+    pub client_config_path: String,
+}
+
+/// One stage's outcome.
 #[derive(Debug, Clone, Serialize)]
-pub struct ProbeResult {
-    /// Service name.
+pub struct Stage {
+    /// Stage name.
     pub name: String,
-    /// Service kind.
-    pub kind: String,
-    /// Whether readiness depends on it.
-    pub required: bool,
-    /// It answered.
+    /// It passed (possibly with a warning in `hint`).
     pub ok: bool,
-    /// How long the probe took.
-    pub latency_ms: u64,
-    /// Why it did not answer (never contains the URL, which may hold a password).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// More about its state (the remote key source's `KeySourceStatus`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
+    /// How long it took.
+    pub ms: u64,
+    /// What was seen.
+    pub detail: String,
+    /// On failure the likely cause and key to check; on a pass, a warning.
+    pub hint: Option<String>,
 }
 
-/// The remote JWT key source as a dependency: required, and ready while it has keys
-/// (fresh, or stale while refreshes fail: cached keys still verify tokens).
-pub fn key_source(status: &crate::auth::KeySourceStatus) -> ProbeResult {
-    ProbeResult {
-        name: "jwt_keys".into(),
-        kind: status.source.into(),
-        required: true,
-        ok: status.has_keys(),
-        latency_ms: 0,
-        error: status.last_error.clone(),
-        detail: serde_json::to_value(status).ok(),
+/// The probe's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Every stage passed.
+    pub ok: bool,
+    /// The stage that failed.
+    pub failed_stage: Option<String>,
+    /// The stages run, in order (the walk stops at the first failure).
+    pub stages: Vec<Stage>,
+}
+
+/// A passed stage: what was seen, and a warning if any.
+pub struct Pass {
+    detail: String,
+    warning: Option<String>,
+}
+
+impl Pass {
+    fn new(detail: impl Into<String>) -> Pass {
+        Pass {
+            detail: detail.into(),
+            warning: None,
+        }
+    }
+
+    fn warn(detail: impl Into<String>, warning: impl Into<String>) -> Pass {
+        Pass {
+            detail: detail.into(),
+            warning: Some(warning.into()),
+        }
     }
 }
 
-/// The process-scope clients `ready` asks.
-#[derive(Clone, Copy)]
-pub struct Clients<'a> {
-    /// The store, once connected.
-    pub store: Option<&'a crate::store::Store>,
-    /// The Redis pool, when a Redis service is declared.
-    pub redis: Option<&'a deadpool_redis::Pool>,
+/// A failed stage: what was seen, and the likely cause with the key to check.
+pub struct Fail {
+    detail: String,
+    hint: String,
 }
 
-async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
-    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let pong: String = deadpool_redis::redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    if pong == "PONG" {
-        Ok(())
-    } else {
-        Err(format!("unexpected PING answer {pong:?}"))
+impl Fail {
+    fn new(detail: impl Into<String>, hint: impl Into<String>) -> Fail {
+        Fail {
+            detail: detail.into(),
+            hint: hint.into(),
+        }
     }
 }
 
-async fn tcp_connect(url: &str) -> Result<(), String> {
-    let (_, authority, _) = crate::validate::endpoint::split_url(url).ok_or("bad URL")?;
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let target = if host_port.contains(':') {
-        host_port.to_string()
-    } else if url.starts_with("https") {
-        format!("{host_port}:443")
+fn unit(r: Result<Pass, Fail>) -> Result<((), Pass), Fail> {
+    r.map(|p| ((), p))
+}
+
+#[derive(Default)]
+struct Recorder {
+    stages: Vec<Stage>,
+}
+
+impl Recorder {
+    /// Runs one stage within `limit`; `None` when it failed (the walk stops).
+    async fn stage<T>(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        work: impl Future<Output = Result<(T, Pass), Fail>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Fail::new(
+                format!("no answer within {} ms", limit.as_millis()),
+                timeout_hint(name),
+            )),
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        let (value, ok, detail, hint) = match outcome {
+            Ok((v, p)) => (Some(v), true, p.detail, p.warning),
+            Err(f) => (None, false, f.detail, Some(f.hint)),
+        };
+        self.stages.push(Stage {
+            name: name.to_string(),
+            ok,
+            ms,
+            detail,
+            hint,
+        });
+        value
+    }
+
+    fn finish(self) -> Report {
+        let failed_stage = self.stages.iter().find(|s| !s.ok).map(|s| s.name.clone());
+        Report {
+            ok: failed_stage.is_none(),
+            failed_stage,
+            stages: self.stages,
+        }
+    }
+}
+
+fn timeout_hint(stage: &str) -> String {
+    let base = stage.split(' ').next().unwrap_or(stage);
+    match base {
+        "resolve" => "DNS does not answer: check the resolver and the host name",
+        "tcp" => "packets are dropped: a firewall or security group, or the host is down (server.listen)",
+        "tls" => "the TLS handshake stalls: the port may not speak TLS (try ws:// / http://)",
+        "client_config" | "http" | "upgrade" => "the server accepted the connection but did not answer: a proxy waiting on an unreachable upstream, or a stuck server",
+        "established" => "no connection_established: the server waits for a first-message auth or a dependency",
+        "chat" | "resume" => "the run or replay did not finish in time: raise --timeout-ms, or check the agent's provider (check --online)",
+        _ => "no answer in time: raise --timeout-ms",
+    }
+    .to_string()
+}
+
+/// Runs the probe; every stage up to the first failure is in the report.
+pub async fn run(opts: &Options) -> Report {
+    let mut recorder = Recorder::default();
+    let _ = walk(opts, &mut recorder).await;
+    recorder.finish()
+}
+
+async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
+    let t = o.timeout;
+    let target = &o.target;
+    let addrs = r.stage("resolve", t, net::resolve(target)).await?;
+    let (tcp, addr) = r.stage("tcp", t, net::connect(&addrs)).await?;
+    let dialer = if target.secure() {
+        r.stage("tls", t, net::tls(target, tcp, addr, o.ca_file.as_deref()))
+            .await?
     } else {
-        format!("{host_port}:80")
+        drop(tcp);
+        net::plain(addr)
     };
-    tokio::net::TcpStream::connect(target)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-async fn probe_one(s: &ServiceConfig, clients: Clients<'_>) -> Result<(), String> {
-    match (s.kind, &s.url) {
-        (_, None) => Err("no URL configured".into()),
-        (ServiceKind::Sqlite | ServiceKind::Postgres, _) => match clients.store {
-            Some(st) => st.ping().await.map_err(|e| e.to_string()),
-            None => Err("the store has not connected yet (retrying)".into()),
-        },
-        (ServiceKind::Redis, _) => match clients.redis {
-            Some(pool) => ping_redis(pool).await,
-            None => Err("no Redis pool was built".into()),
-        },
-        (ServiceKind::Openai | ServiceKind::Http, Some(url)) => tcp_connect(url.expose()).await,
+    let (ws_target, config) = if target.is_base() {
+        let path = if target.path == "/" {
+            o.client_config_path.as_str()
+        } else {
+            target.path.as_str()
+        };
+        let work = http_stages::client_config(&dialer, target, path);
+        let config = r.stage("client_config", t, work).await?;
+        (target.with_ws_path(&config.path), config)
+    } else {
+        (target.clone(), http_stages::ClientConfig::default())
+    };
+    let work = async { unit(http_stages::plain_get(&dialer, &ws_target, &config.paths).await) };
+    r.stage("http", t, work).await?;
+    let sources = sources(&o.sources, &config.token_sources);
+    let mut last = None;
+    for source in &sources {
+        let suffix = if sources.len() > 1 {
+            format!(" [{}]", source.as_str())
+        } else {
+            String::new()
+        };
+        let h = Handshake {
+            dialer: &dialer,
+            target: &ws_target,
+            token: o.token.as_deref(),
+            origin: o.origin.as_deref(),
+            source: *source,
+        };
+        let mut s = r
+            .stage(&format!("upgrade{suffix}"), t, socket::upgrade(h))
+            .await?;
+        let work = async { unit(socket::subprotocol(&s, *source)) };
+        r.stage(&format!("subprotocol{suffix}"), t, work).await?;
+        let work = socket::established(&mut s, h, t);
+        r.stage(&format!("established{suffix}"), t, work).await?;
+        last = Some((s, h));
     }
+    let (mut s, h) = last?;
+    let work = async { unit(socket::ping(&mut s.ws, t).await) };
+    r.stage("ping", t, work).await?;
+    let Some(text) = &o.chat else {
+        return Some(());
+    };
+    let run = r
+        .stage("chat", t * 3, chat::chat(&mut s.ws, text, t))
+        .await?;
+    if o.resume {
+        r.stage("resume", t * 3, resume(h, &run, t)).await?;
+    }
+    Some(())
 }
 
-/// Probes every service with a URL, each bounded by its connect timeout, concurrently.
-pub async fn probe_all(config: &Config, clients: Clients<'_>) -> Vec<ProbeResult> {
-    let futures =
-        config
-            .services
-            .iter()
-            .filter(|(_, s)| s.url.is_some())
-            .map(|(name, s)| async move {
-                let start = Instant::now();
-                let result =
-                    match tokio::time::timeout(s.connect_timeout, probe_one(s, clients)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!(
-                            "no answer within {} ms",
-                            s.connect_timeout.as_millis()
-                        )),
-                    };
-                ProbeResult {
-                    name: name.clone(),
-                    kind: format!("{:?}", s.kind).to_lowercase(),
-                    required: s.required,
-                    ok: result.is_ok(),
-                    latency_ms: start.elapsed().as_millis() as u64,
-                    error: result.err(),
-                    detail: None,
-                }
-            });
-    futures_util::future::join_all(futures).await
+/// A second connection, authenticated as the first, replays the chat's thread.
+async fn resume(h: Handshake<'_>, run: &chat::ChatRun, t: Duration) -> Result<((), Pass), Fail> {
+    let again = |f: Fail| Fail::new(format!("reconnecting: {}", f.detail), f.hint);
+    let (mut s, _) = socket::upgrade(h).await.map_err(again)?;
+    socket::established(&mut s, h, t).await.map_err(again)?;
+    unit(chat::resume(&mut s.ws, run, t).await)
+}
+
+fn sources(choice: &Sources, server: &[String]) -> Vec<TokenSource> {
+    let parse = |s: &String| serde_json::from_value(serde_json::Value::String(s.clone())).ok();
+    let known: Vec<TokenSource> = server.iter().filter_map(parse).collect();
+    match choice {
+        Sources::One(s) => vec![*s],
+        Sources::Default => vec![known.first().copied().unwrap_or(TokenSource::Header)],
+        Sources::All if known.is_empty() => {
+            vec![
+                TokenSource::Header,
+                TokenSource::Subprotocol,
+                TokenSource::FirstMessage,
+            ]
+        }
+        Sources::All => known,
+    }
 }

@@ -19,7 +19,8 @@ use crate::agent::{
     Agent, AgentEvent, ErrorInfo, EventSink, RunContext, RunOutcome, RunStatus, SinkError,
     ThreadHistory, codes,
 };
-use crate::hub::{Hub, Outbound, Outbox};
+use crate::bus::EventBus;
+use crate::hub::{EventFrame, Outbound, Outbox};
 use crate::metrics::Metrics;
 use crate::store::{Accepted, EventBody, EventRecord, Store, StoredEvent};
 
@@ -47,7 +48,7 @@ pub struct RunDeps {
     /// The store of record.
     pub store: Store,
     /// Event routing.
-    pub hub: Arc<Hub>,
+    pub bus: Arc<dyn EventBus>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Other nodes may run this thread's runs: a run also waits for earlier runs of its
@@ -254,8 +255,8 @@ fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome) {
     sent.insert("run_id".into(), ctx.run_id.clone().into());
     sent.insert("thread_id".into(), ctx.thread_id.clone().into());
     let json = serde_json::Value::Object(sent).to_string();
-    deps.hub
-        .publish(&ctx.user_id, Outbound::Reply(Arc::from(json)));
+    deps.bus
+        .notify(&ctx.user_id, Outbound::Reply(Arc::from(json)));
     tracing::warn!(run_id = %ctx.run_id, "run completion could not be stored; delivered unstored, stored later");
     let record = EventRecord {
         run_id: ctx.run_id.clone(),
@@ -328,7 +329,7 @@ impl Drop for HeldAck {
 
 /// Publishes stored events of one thread to its user's connections.
 struct Publisher {
-    hub: Arc<Hub>,
+    bus: Arc<dyn EventBus>,
     user_id: Arc<str>,
     thread_id: Arc<str>,
     ack: Arc<HeldAck>,
@@ -338,15 +339,18 @@ impl Publisher {
     /// Publishes stored events, in order, with one routing lookup; a held ack goes first.
     fn publish(&self, events: impl IntoIterator<Item = (StoredEvent, &'static str)>) {
         self.ack.release();
-        let frames = events.into_iter().map(|(ev, kind)| {
-            Outbound::event(
-                Arc::clone(&self.thread_id),
-                ev.seq,
-                kind,
-                Utf8Bytes::from(ev.json),
-            )
-        });
-        self.hub.publish_all(&self.user_id, frames);
+        let frames: Vec<Arc<EventFrame>> = events
+            .into_iter()
+            .map(|(ev, kind)| {
+                Arc::new(EventFrame {
+                    thread_id: Arc::clone(&self.thread_id),
+                    seq: ev.seq,
+                    kind,
+                    json: Utf8Bytes::from(ev.json),
+                })
+            })
+            .collect();
+        self.bus.publish(&self.user_id, &frames);
     }
 }
 
@@ -376,7 +380,7 @@ impl StoreSink {
 
     fn publisher(&self) -> Publisher {
         Publisher {
-            hub: Arc::clone(&self.deps.hub),
+            bus: Arc::clone(&self.deps.bus),
             user_id: Arc::clone(&self.user_id),
             thread_id: Arc::clone(&self.thread_id),
             ack: Arc::clone(&self.ack),
@@ -518,6 +522,7 @@ mod tests {
 
     use super::*;
     use crate::agent::{Limits, ScriptedProvider};
+    use crate::bus::local::LocalBus;
 
     /// A run's task future is copied whole when it is spawned and when it finishes; it
     /// was 3 144 bytes with the run inline and is ~600 with the run boxed.
@@ -536,7 +541,7 @@ mod tests {
     }
 
     /// What a run needs around it: a real SQLite store, the scripted agent, and one
-    /// connection of its user registered on the hub (whose queue the tests read).
+    /// connection of its user subscribed on a local bus (whose queue the tests read).
     struct Bench {
         _dir: tempfile::TempDir,
         deps: RunDeps,
@@ -552,9 +557,9 @@ mod tests {
             let store = Store::connect(&url, 1, Duration::from_secs(5))
                 .await
                 .expect("store");
-            let hub = Arc::new(Hub::default());
+            let bus = Arc::new(LocalBus::default());
             let outbox = Arc::new(Outbox::new(64));
-            hub.register("alice", "c1", Arc::clone(&outbox));
+            bus.subscribe("alice", "c1", Arc::clone(&outbox));
             let limits = Limits {
                 max_steps: 4,
                 run_timeout: Duration::from_secs(5),
@@ -568,7 +573,7 @@ mod tests {
             ));
             let deps = RunDeps {
                 store,
-                hub,
+                bus,
                 metrics: Arc::new(Metrics::new()),
                 shared_turns: false,
             };

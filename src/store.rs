@@ -48,10 +48,10 @@ struct Inner {
     db: Db,
     /// Runs whose completion could not be stored, until the sweep stores it.
     abandoned: sweep::Abandoned,
-    /// The node this process is, when several may share the database (`lease.rs`).
-    node: Option<Node>,
     /// Latency histograms, once the process hands them over ([`Store::record_calls`]).
     calls: OnceLock<StoreCalls>,
+    /// The node this process is, when several may share the database (`lease.rs`).
+    node: Option<Node>,
 }
 
 #[derive(Debug)]
@@ -131,8 +131,8 @@ impl Store {
         let store = Store(Arc::new(Inner {
             db,
             abandoned: sweep::Abandoned::default(),
-            node,
             calls: OnceLock::new(),
+            node,
         }));
         tokio::spawn(sweep::run(Arc::downgrade(&store.0)));
         store

@@ -36,9 +36,9 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
 }
 
 async fn ready(app: &App) -> Response {
-    let deps = crate::probe::probe_all(
+    let deps = crate::readiness::probe_all(
         &app.config,
-        crate::probe::Clients {
+        crate::readiness::Clients {
             store: app.store.get(),
             redis: app.redis.as_ref(),
         },
@@ -46,7 +46,7 @@ async fn ready(app: &App) -> Response {
     .await;
     let mut deps = deps;
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
-        deps.push(crate::probe::key_source(&status));
+        deps.push(crate::readiness::key_source(&status));
     }
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);

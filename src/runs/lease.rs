@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::RunManager;
-use crate::hub::{Hub, Outbound};
+use crate::bus::EventBus;
+use crate::hub::EventFrame;
 use crate::store::{ClosedRun, Store};
 
 /// The longest time between two ticks: bounds how late a cross-node cancel is acted on
@@ -29,7 +30,12 @@ pub fn tick_for(lease: Duration) -> Duration {
 
 /// Keeps this node's leases until `stop` (fired once the node's runs have drained).
 /// Does nothing for a store without a node (SQLite).
-pub async fn keep(store: Store, runs: Arc<RunManager>, hub: Arc<Hub>, stop: CancellationToken) {
+pub async fn keep(
+    store: Store,
+    runs: Arc<RunManager>,
+    bus: Arc<dyn EventBus>,
+    stop: CancellationToken,
+) {
     let Some(node) = store.node() else { return };
     let mut tick = tokio::time::interval(tick_for(node.lease));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,7 +48,7 @@ pub async fn keep(store: Store, runs: Arc<RunManager>, hub: Arc<Hub>, stop: Canc
             renew(&store, &runs).await;
         }
         match store.close_expired_runs(false).await {
-            Ok(closed) => publish_closed(&hub, closed),
+            Ok(closed) => publish_closed(bus.as_ref(), closed),
             Err(e) => tracing::warn!(error = %e, "could not look for runs of dead nodes"),
         }
     }
@@ -105,14 +111,14 @@ pub async fn wait_for_turn(
 const TURN_POLL: Duration = Duration::from_millis(50);
 
 /// Sends each stored completion to its user's connections on this node.
-pub fn publish_closed(hub: &Hub, closed: Vec<ClosedRun>) {
+pub fn publish_closed(bus: &dyn EventBus, closed: Vec<ClosedRun>) {
     for run in closed {
-        let frame = Outbound::event(
-            Arc::from(run.thread_id.as_str()),
-            run.event.seq,
-            "agent_completed",
-            Utf8Bytes::from(run.event.json),
-        );
-        hub.publish(&run.user_id, frame);
+        let frame = Arc::new(EventFrame {
+            thread_id: Arc::from(run.thread_id.as_str()),
+            seq: run.event.seq,
+            kind: "agent_completed",
+            json: Utf8Bytes::from(run.event.json),
+        });
+        bus.publish(&run.user_id, &[frame]);
     }
 }

@@ -1,5 +1,5 @@
 //! One connection (connection scope), in one task: finishes authentication, registers
-//! with the hub, sends `connection_established`, then serves the socket until the client,
+//! with the event bus, sends `connection_established`, then serves the socket until the client,
 //! the token, the queue or the server ends it. The same task reads client messages,
 //! writes the outbound queue, pings and watches the token's expiry; a message that has to
 //! wait for the store (a `user_message` being committed, a `resume` being checked) is
@@ -140,8 +140,8 @@ where
         .to_string()
     };
     outbox.push(Outbound::Reply(Arc::from(established)));
-    app.hub
-        .register(&identity.user_id, &conn_id, Arc::clone(&outbox));
+    app.bus
+        .subscribe(&identity.user_id, &conn_id, Arc::clone(&outbox));
     app.metrics.connections_open.inc();
     app.metrics.connections_total.inc();
     tracing::debug!(user_id = %identity.user_id, conn_id = %conn_id, auth = %auth_label, "connection established");
@@ -175,8 +175,8 @@ where
         Box::pin(session.finish(&mut socket, close)).await;
         session
             .app
-            .hub
-            .unregister(&session.identity.user_id, &session.conn_id);
+            .bus
+            .unsubscribe(&session.identity.user_id, &session.conn_id);
         session.outbox.close();
         session.app.metrics.connections_open.dec();
     }

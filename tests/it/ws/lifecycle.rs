@@ -121,9 +121,9 @@ async fn a_client_that_never_answers_pings_is_dropped() {
     let app = s.app().clone();
     // Reading nothing means answering no ping: the client looks dead.
     let ws = s.user("alice").await.into_inner();
-    assert_eq!(app.hub.connections_of("alice"), 1);
+    assert_eq!(app.bus.connections_of("alice"), 1);
     let started = tokio::time::Instant::now();
-    while app.hub.connections_of("alice") > 0 {
+    while app.bus.connections_of("alice") > 0 {
         assert!(
             started.elapsed() < FRAME_TIMEOUT,
             "the session outlived its dead client"
