@@ -90,12 +90,15 @@ impl App {
         }
     }
 
-    /// Starts what fetches in the background until `shutdown`: a remote JWT key source.
+    /// Starts what works in the background until `shutdown`: a remote JWT key source, and
+    /// the refresh of this node's connection entries in Redis (shared per-user cap).
     /// The server listens meanwhile; `ready` reports the key source's state.
     pub fn start(&self, shutdown: CancellationToken) {
         if let Some(verifier) = &self.verifier {
-            verifier.start(shutdown);
+            verifier.start(shutdown.clone());
         }
+        // Keeps this node's per-user connection entries alive in Redis (shared limits).
+        self.limiter.start(shutdown);
     }
 
     /// Connects the store, retrying with backoff until it answers or shutdown begins.

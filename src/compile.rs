@@ -153,7 +153,8 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
         metrics.register_key_source(source);
     }
-    let limiter = rate_limiter(&config, redis.as_ref(), &mut metrics);
+    let limiter = rate_limiter(&config, redis.as_ref(), &mut metrics)
+        .with_connection_cap(config.websocket.max_connections_per_user);
     Compiled {
         limiter: Arc::new(limiter),
         metrics: Arc::new(metrics),

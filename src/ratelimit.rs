@@ -5,9 +5,14 @@
 //! bucket lives in Redis and holds across nodes (`shared.rs`); this process's buckets are
 //! then the fallback while Redis does not answer.
 
+mod connections;
 mod shared;
 
+pub use connections::{ENTRY_TTL, REFRESH_EVERY};
 pub use shared::{RETRY_AFTER, Shared, SharedLimitMetrics};
+
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use foldhash::HashMap;
 use std::sync::Mutex;
@@ -34,6 +39,8 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,
     /// The per-user bucket shared by every node, when `kind = "redis"`.
     shared: Option<Shared>,
+    /// The per-user connection cap (`websocket.max_connections_per_user`).
+    connections: connections::Connections,
 }
 
 impl RateLimiter {
@@ -45,7 +52,51 @@ impl RateLimiter {
             per,
             buckets: Mutex::new(HashMap::default()),
             shared: None,
+            connections: connections::Connections::default(),
         }
+    }
+
+    /// This limiter with a cap on each user's open sockets (`None`: no cap).
+    pub fn with_connection_cap(mut self, cap: Option<u32>) -> Self {
+        self.connections = connections::Connections::new(cap);
+        self
+    }
+
+    /// Takes a place for a new socket `conn_id` of `user`; false when the user already
+    /// holds `websocket.max_connections_per_user` (on every node, when shared).
+    pub async fn connection_opened(&self, user: &str, conn_id: &str) -> bool {
+        self.connections
+            .open(self.shared.as_ref(), user, conn_id)
+            .await
+    }
+
+    /// Gives back the place of a socket [`Self::connection_opened`] let in.
+    pub async fn connection_closed(&self, user: &str, conn_id: &str) {
+        self.connections
+            .close(self.shared.as_ref(), user, conn_id)
+            .await;
+    }
+
+    /// Keeps this node's connection entries alive in Redis until `stop` (shared limiter
+    /// with a connection cap only).
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) {
+        if self.shared.is_none() || self.connections.cap().is_none() {
+            return;
+        }
+        let limiter = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Some(shared) = &limiter.shared {
+                    limiter.connections.refresh(shared).await;
+                }
+            }
+        });
     }
 
     /// A per-user limiter shared by every node through Redis, falling back to this

@@ -176,6 +176,8 @@ pub struct WebSocketConfig {
     pub send_queue: usize,
     /// Per-user message rate.
     pub messages_per_minute: u32,
+    /// Per-user open socket cap, when set.
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// `[auth]`.

@@ -47,7 +47,8 @@ pub struct SharedLimitMetrics {
     /// 1 while Redis answers (the limit holds across nodes), 0 while this node falls back
     /// to its local limit.
     pub shared: Gauge,
-    /// Messages whose limit was decided locally because Redis did not answer.
+    /// Messages and connections whose limit was decided locally because Redis did not
+    /// answer.
     pub fallbacks: Counter,
 }
 
@@ -56,12 +57,12 @@ impl SharedLimitMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "rate_limiter_shared",
-            "1 while the message rate limit is shared through Redis, 0 while this node falls back to its local limit",
+            "1 while per-user limits (message rate, connections) are shared through Redis, 0 while this node falls back to its local limits",
             self.shared.clone(),
         );
         registry.register(
             "rate_limiter_fallbacks",
-            "Messages whose rate limit this node decided alone because Redis did not answer",
+            "Messages and connections whose per-user limit this node decided alone because Redis did not answer",
             self.fallbacks.clone(),
         );
     }
@@ -92,37 +93,57 @@ impl Shared {
     /// did not answer (or is being skipped after a failure) and the caller must decide
     /// locally.
     pub async fn take(&self, user: &str, per_minute: u32, now: Instant) -> Option<bool> {
-        if self.skipping(now) {
+        let key = format!("portcullis:rate:{user}");
+        let taken = self.eval(TAKE, &key, &[per_minute.to_string()], now).await;
+        if taken.is_none() {
             self.metrics.fallbacks.inc();
+        }
+        taken.map(|t| t == 1)
+    }
+
+    /// Runs `script` on `key` with `args`: its integer answer, or `None` when Redis did not
+    /// answer in time or is being skipped after a failure.
+    pub(super) async fn eval(
+        &self,
+        script: &str,
+        key: &str,
+        args: &[String],
+        now: Instant,
+    ) -> Option<i64> {
+        if self.skipping(now) {
             return None;
         }
-        let key = format!("portcullis:rate:{user}");
         let call = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
             deadpool_redis::redis::cmd("EVAL")
-                .arg(TAKE)
+                .arg(script)
                 .arg(1)
-                .arg(&key)
-                .arg(per_minute)
+                .arg(key)
+                .arg(args)
                 .query_async::<i64>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
         };
         let answer = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(taken)) => Ok(taken == 1),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
         match answer {
-            Ok(allowed) => {
+            Ok(value) => {
                 self.recovered();
-                Some(allowed)
+                Some(value)
             }
             Err(error) => {
                 self.failed(now, &error);
                 None
             }
         }
+    }
+
+    /// Counts a decision made locally because Redis did not answer.
+    pub(super) fn fell_back(&self) {
+        self.metrics.fallbacks.inc();
     }
 
     fn skipping(&self, now: Instant) -> bool {
@@ -133,17 +154,16 @@ impl Shared {
     fn failed(&self, now: Instant, error: &str) {
         let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
         if retry_at.is_none() {
-            tracing::warn!(%error, "Redis does not answer: the message rate limit holds per node until it does");
+            tracing::warn!(%error, "Redis does not answer: per-user limits hold per node until it does");
         }
         *retry_at = Some(now + RETRY_AFTER);
         self.metrics.shared.set(0);
-        self.metrics.fallbacks.inc();
     }
 
     fn recovered(&self) {
         let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
         if retry_at.take().is_some() {
-            tracing::info!("Redis answers again: the message rate limit is shared across nodes");
+            tracing::info!("Redis answers again: per-user limits are shared across nodes");
             self.metrics.shared.set(1);
         }
     }

@@ -122,6 +122,7 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         pong_timeout: ms(w.pong_timeout_ms),
         send_queue: w.send_queue as usize,
         messages_per_minute: w.messages_per_minute,
+        max_connections_per_user: w.max_connections_per_user,
     }
 }
 

@@ -117,6 +117,15 @@ where
         return;
     };
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
+    if !Box::pin(app.limiter.connection_opened(&identity.user_id, &conn_id)).await {
+        let cap = app.config.websocket.max_connections_per_user.unwrap_or(0);
+        let message = format!(
+            "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
+        );
+        let body = protocol::error("USER_CONNECTION_LIMIT", &message, None, true);
+        let _: Option<()> = refuse(&mut socket, body, 4429, "user connection limit").await;
+        return;
+    }
     let outbox = Arc::new(Outbox::new(app.config.websocket.send_queue));
     let auth_label = if app.config.auth.mode == AuthMode::None {
         "none".to_string()
@@ -177,6 +186,11 @@ where
             .app
             .bus
             .unsubscribe(&session.identity.user_id, &session.conn_id);
+        let closed = session
+            .app
+            .limiter
+            .connection_closed(&session.identity.user_id, &session.conn_id);
+        Box::pin(closed).await;
         session.outbox.close();
         session.app.metrics.connections_open.dec();
     }

@@ -1,12 +1,14 @@
-//! Limits shared by nodes: the per-user message rate held in Redis
+//! Limits shared by nodes: the per-user message rate and connection cap held in Redis
 //! (`[components.rate_limiter] kind = "redis"`), and the local fallback, reported in
 //! `/metrics`, while Redis does not answer.
 
 use std::net::SocketAddr;
 
+use serde_json::Value;
+
 use super::*;
 use crate::store::harness::TestDb;
-use crate::ws::harness::Client;
+use crate::ws::harness::{Client, Connect, token};
 
 fn redis_url() -> String {
     std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -18,10 +20,12 @@ fn fresh_user() -> String {
     format!("rate-{:016x}", rand::random::<u64>())
 }
 
-/// Overrides giving nodes a shared limit of 3 messages per minute on Redis at `url`.
+/// Overrides giving nodes shared limits of 3 messages per minute and 2 open sockets per
+/// user on Redis at `url`.
 fn shared_limit(url: &str) -> Vec<(&'static str, String)> {
     vec![
         ("WEBSOCKET__MESSAGES_PER_MINUTE", "3".into()),
+        ("WEBSOCKET__MAX_CONNECTIONS_PER_USER", "2".into()),
         ("SERVICES__REDIS__KIND", "redis".into()),
         ("SERVICES__REDIS__URL", url.to_string()),
         ("SERVICES__REDIS__REQUIRED", "false".into()),
@@ -113,5 +117,81 @@ async fn with_redis_down_a_node_keeps_its_local_limit_and_says_so() {
     assert!(!send(&mut c, "m4").await, "the local limit still holds");
     assert_eq!(metric(a.addr, "portcullis_rate_limiter_shared").await, 0.0);
     let fallbacks = metric(a.addr, "portcullis_rate_limiter_fallbacks_total").await;
-    assert_eq!(fallbacks, 4.0, "every message was decided locally");
+    assert_eq!(
+        fallbacks, 5.0,
+        "the socket's place and every message were decided locally"
+    );
+}
+
+/// A socket of `user` that the node refuses after authentication: the error and close
+/// code it gets.
+async fn refused(addr: SocketAddr, user: &str) -> (Value, u16) {
+    let (mut c, _) = Connect::new(format!("ws://{addr}/websocket"))
+        .bearer(&token(user, 600))
+        .open()
+        .await
+        .expect("the upgrade itself succeeds");
+    let (seen, code) = c.until_close().await;
+    assert_eq!(seen.len(), 1, "one error, then the close: {seen:?}");
+    (seen[0].clone(), code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_per_user_holds_across_nodes() {
+    let db = TestDb::postgres().await;
+    let overrides = shared_limit(&redis_url());
+    let a = start(&db, &overrides).await;
+    let b = start(&db, &overrides).await;
+    let user = fresh_user();
+    let first = connect(a.addr, &user).await;
+    let _second = connect(b.addr, &user).await;
+    // B holds one socket of this user: only the count across nodes refuses a second.
+    let (error, code) = refused(b.addr, &user).await;
+    assert_eq!(code, 4429);
+    assert_eq!(error["code"], "USER_CONNECTION_LIMIT", "{error}");
+    assert_eq!(error["retryable"], true, "{error}");
+    // Another user is not affected.
+    let _other = connect(b.addr, &fresh_user()).await;
+    // Closing the socket on A frees its place for a socket on B.
+    first.close().await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let (mut c, _) = Connect::new(format!("ws://{}/websocket", b.addr))
+            .bearer(&token(&user, 600))
+            .open()
+            .await
+            .expect("upgrade");
+        if c.recv().await["type"] == "connection_established" {
+            break;
+        }
+        assert!(
+            started.elapsed() < FRAME_TIMEOUT,
+            "the place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_connection_cap_holds_per_node() {
+    let db = TestDb::postgres().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let a = start(&db, &shared_limit(&format!("redis://127.0.0.1:{port}"))).await;
+    let user = fresh_user();
+    let _one = connect(a.addr, &user).await;
+    let _two = connect(a.addr, &user).await;
+    let (error, code) = refused(a.addr, &user).await;
+    assert_eq!(
+        (code, error["code"].as_str()),
+        (4429, Some("USER_CONNECTION_LIMIT"))
+    );
+    assert_eq!(metric(a.addr, "portcullis_rate_limiter_shared").await, 0.0);
+    assert_eq!(
+        metric(a.addr, "portcullis_rate_limiter_fallbacks_total").await,
+        3.0,
+        "three sockets were counted locally"
+    );
 }
