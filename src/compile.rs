@@ -150,6 +150,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
     services::check_store(&config, findings);
     let redis = services::redis_pool(&config, findings);
     let mut metrics = Metrics::new();
+    let bus = crate::bus::build(&config, redis.as_ref(), &mut metrics, findings);
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
         metrics.register_key_source(source);
     }
@@ -161,7 +162,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         verifier,
         agents: Arc::new(agents),
         redis,
-        bus: crate::bus::build(&config),
+        bus,
         config: Arc::new(config),
     }
 }

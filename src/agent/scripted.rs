@@ -19,6 +19,9 @@
 //! - `[[slow]]` / `[[slow:<ms>]]`: sleep before every streamed chunk, for the provider's
 //!   default delay (250 ms) or `<ms>`, so a run can be cancelled or time out mid-stream.
 //!   It uses `tokio::time::sleep`, so paused-time tests do not wait.
+//! - `[[deltas:<n>]]`: answer with exactly `n` deltas (`"w1 "`, `"w2 "`, …) and nothing
+//!   else, as a model streaming a long answer token by token does; `[[pad:<bytes>]]`
+//!   pads each of them with that many `.` (to fill a socket with few events).
 
 mod plan;
 
@@ -39,6 +42,16 @@ use plan::{Intent, Plan, plan};
 const WORDS_PER_DELTA: usize = 4;
 /// Longest echo of the user's message in the no-intent answer, in characters.
 const ECHO_MAX_CHARS: usize = 200;
+/// Longest quote of one earlier message in the history answer, in characters.
+const QUOTE_MAX_CHARS: usize = 80;
+
+/// `text` cut to `max` characters, with an ellipsis when it was longer.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
 
 /// The deterministic built-in provider.
 #[derive(Debug, Clone)]
@@ -97,6 +110,11 @@ fn respond(
     };
     let since_user = &messages[user_at.map_or(0, |i| i + 1)..];
     let plan = plan(content, slow);
+    if let Some(n) = plan.deltas {
+        let pad = ".".repeat(plan.pad);
+        let words = (1..=n).map(|i| Chunk::Delta(format!("w{i}{pad} ")));
+        return (words.chain([Chunk::Finished]).collect(), plan.slow);
+    }
     let enabled =
         |tool: &str| tool == FAIL_TOOL || tool == SLOW_TOOL || tools.iter().any(|t| t.name == tool);
     let calls: Vec<ToolCall> = plan
@@ -214,21 +232,21 @@ fn describe(intent: &Intent, outcome: Option<&Result<Value, ErrorInfo>>) -> Stri
             value["now"].as_str().unwrap_or("unknown")
         ),
         Intent::History => {
+            // Only the user's own messages, each shortened: quoting earlier answers (which
+            // quoted earlier answers) doubled every answer (issue 13).
             let lines: Vec<String> = value["messages"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|m| m["role"] == "user")
                 .map(|m| {
-                    format!(
-                        "{}: \"{}\"",
-                        m["role"].as_str().unwrap_or("?"),
-                        m["content"].as_str().unwrap_or("")
-                    )
+                    let text = m["content"].as_str().unwrap_or("");
+                    format!("\"{}\"", shorten(text, QUOTE_MAX_CHARS))
                 })
                 .collect();
             match lines.is_empty() {
-                true => "This thread has no earlier messages.".into(),
-                false => format!("Earlier in this thread: {}.", lines.join("; ")),
+                true => "You have not written anything earlier in this thread.".into(),
+                false => format!("Earlier in this thread you wrote: {}.", lines.join("; ")),
             }
         }
         Intent::FailHook | Intent::SlowHook => format!("The `{tool}` tool returned {value}."),

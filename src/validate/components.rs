@@ -120,7 +120,7 @@ fn databases(raw: &RawConfig) -> Vec<String> {
         .collect()
 }
 
-/// The Redis services (a `redis` kind is built on one of them).
+/// The Redis services (`E_MULTIPLE_REDIS` refuses more than one).
 fn redis_services(raw: &RawConfig) -> Vec<String> {
     raw.services
         .iter()
@@ -136,6 +136,7 @@ fn uses(raw: &RawConfig, role: &str, kind: &str) -> Vec<String> {
     match role {
         "rate_limiter" if kind == "redis" => redis_services(raw),
         "store" => databases(raw),
+        "event_bus" if kind == "redis" => redis_services(raw),
         "agent_registry" => {
             let mut services: Vec<String> = raw
                 .agents
@@ -206,6 +207,12 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
     if name == "rate_limiter" && d.kind == "redis" {
         shared_limiter(cx, d, at);
     }
+    if name == "store" {
+        one_node_on_sqlite(cx, d);
+    }
+    if name == "event_bus" && !bus_fits(cx, d, at) {
+        return;
+    }
     let used = uses(cx.raw, name, &d.kind);
     let before = cx.findings.len();
     for (i, need) in d.needs.iter().enumerate() {
@@ -245,7 +252,7 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
 fn shared_limiter(cx: &mut Ctx, d: &Declared, at: &KeyPath) {
     if redis_services(cx.raw).is_empty() {
         cx.error(
-            "E_REDIS_REQUIRED",
+            "E_RATE_LIMITER_NO_REDIS",
             at.key("kind"),
             "component `rate_limiter` (kind redis) keeps its buckets in Redis, and no service has kind = \"redis\"",
             "declare [services.redis] with kind = \"redis\" and url_env, and list it in components.rate_limiter.needs; or set kind = \"local\"",
@@ -258,6 +265,56 @@ fn shared_limiter(cx: &mut Ctx, d: &Declared, at: &KeyPath) {
             "component `rate_limiter` (kind redis) cannot have scope = \"connection\": a connection lives on one node, so only per-user limits need sharing",
             "set scope = \"process\" (per user across nodes), or kind = \"local\" for a per-socket limit",
         );
+    }
+}
+
+/// A SQLite file has one node by construction (only its group writer's connection writes,
+/// and runs take turns in that process's memory): several nodes need a database they can
+/// share.
+fn one_node_on_sqlite(cx: &mut Ctx, d: &Declared) {
+    let nodes = cx.raw.server.nodes;
+    let sqlite = cx
+        .raw
+        .services
+        .iter()
+        .find(|(name, s)| s.kind == ServiceKind::Sqlite && d.needs.contains(name));
+    if let Some((name, _)) = sqlite
+        && nodes > 1
+    {
+        cx.error(
+            "E_NODES_SQLITE",
+            kp("server.nodes"),
+            format!("server.nodes = {nodes} but the store is on the SQLite service `{name}`: a SQLite file belongs to one process, so several nodes would not share threads, runs or their order"),
+            "use a Postgres service for the store (kind = \"postgres\"), or server.nodes = 1",
+        );
+    }
+}
+
+/// The event bus matches the deployment: `redis` has a Redis service to run on, and
+/// several nodes do not share a `local` bus (each would deliver only its own runs' events).
+/// False when the bus cannot be built at all (its needs are then not checked).
+fn bus_fits(cx: &mut Ctx, d: &Declared, at: &KeyPath) -> bool {
+    let nodes = cx.raw.server.nodes;
+    match d.kind.as_str() {
+        "redis" if redis_services(cx.raw).is_empty() => {
+            cx.error(
+                "E_EVENT_BUS_NO_REDIS",
+                at.key("kind"),
+                "the event bus is kind = \"redis\" but no service has kind = \"redis\": there is nothing to publish events through",
+                "declare [services.redis] kind = \"redis\" with url_env, and list it in components.event_bus.needs; or use kind = \"local\" on a single node",
+            );
+            false
+        }
+        "local" if nodes > 1 => {
+            cx.error(
+                "E_EVENT_BUS_LOCAL",
+                at.key("kind"),
+                format!("server.nodes = {nodes} but the event bus is kind = \"local\": a user's socket on one node would never see the events of runs on another"),
+                "set kind = \"redis\" and needs = [\"<your redis service>\"] in [components.event_bus], or server.nodes = 1",
+            );
+            true
+        }
+        _ => true,
     }
 }
 
