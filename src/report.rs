@@ -26,6 +26,14 @@ fn render_diag(out: &mut String, d: &Diagnostic) {
 /// The human rendering of one report, ending in a one-line verdict.
 pub fn human(report: &Report) -> String {
     let mut out = String::new();
+    for c in &report.online {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        let _ = writeln!(
+            out,
+            "online {mark} {} ({}) {} ms: {}",
+            c.name, c.kind, c.ms, c.detail
+        );
+    }
     for d in report.errors.iter().chain(&report.warnings) {
         render_diag(&mut out, d);
     }
