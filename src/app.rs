@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{RunDeps, RunManager};
-use crate::store::Store;
+use crate::store::{Node, Store};
 
 /// Everything built once per process.
 #[derive(Clone)]
@@ -47,6 +47,9 @@ pub struct App {
     pub redis: Option<deadpool_redis::Pool>,
     /// Connection cap (`server.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// This process as a node sharing the store: a random id made at boot, logged and
+    /// shown by `/ready`, and the lease of its runs (`server.run_lease_ms`).
+    pub node: Node,
     /// Fired after runs drained: sessions close with 1001.
     pub close_sessions: CancellationToken,
     /// Open sessions, waited for on shutdown.
@@ -67,7 +70,10 @@ impl App {
             redis,
             bus,
         } = compiled;
+        let node = Node::new(config.server.run_lease);
+        tracing::info!(node_id = %node.id, "node started");
         App {
+            node,
             redis,
             limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
@@ -101,17 +107,29 @@ impl App {
         let Some(url) = svc.url.clone() else { return };
         let mut delay = Duration::from_millis(200);
         loop {
-            match Store::connect(url.expose(), svc.pool_size, svc.connect_timeout).await {
+            let node = self.node.clone();
+            match Store::connect_node(url.expose(), svc.pool_size, svc.connect_timeout, node).await
+            {
                 Ok(store) => {
                     store.record_calls(self.metrics.store_calls.clone());
-                    match store.recover_interrupted_runs().await {
-                        Ok(closed) if !closed.is_empty() => tracing::warn!(
-                            runs = closed.len(),
-                            "closed runs interrupted by a restart"
-                        ),
+                    match store.recover_runs_at_boot().await {
+                        Ok(closed) if !closed.is_empty() => {
+                            tracing::warn!(
+                                runs = closed.len(),
+                                "closed runs interrupted by a restart"
+                            );
+                            crate::runs::lease::publish_closed(self.bus.as_ref(), closed);
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "could not close interrupted runs"),
                     }
+                    // Renews this node's leases until its runs have drained (`drain`).
+                    tokio::spawn(crate::runs::lease::keep(
+                        store.clone(),
+                        Arc::clone(&self.runs),
+                        Arc::clone(&self.bus),
+                        self.close_sessions.clone(),
+                    ));
                     let _ = self.store.set(store);
                     tracing::info!(service = name, "store connected");
                     return;
@@ -139,6 +157,8 @@ impl App {
             store: s.clone(),
             bus: Arc::clone(&self.bus),
             metrics: Arc::clone(&self.metrics),
+            // Only a store shared by nodes (Postgres) can hold another node's runs.
+            shared_turns: s.node().is_some(),
         })
     }
 

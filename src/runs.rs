@@ -24,6 +24,8 @@ use crate::hub::{EventFrame, Outbound, Outbox};
 use crate::metrics::Metrics;
 use crate::store::{Accepted, EventBody, EventRecord, Store, StoredEvent};
 
+pub mod lease;
+
 struct Active {
     user_id: String,
     cancel: CancellationToken,
@@ -49,6 +51,9 @@ pub struct RunDeps {
     pub bus: Arc<dyn EventBus>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Other nodes may run this thread's runs: a run also waits for earlier runs of its
+    /// thread there (`lease::wait_for_turn`).
+    pub shared_turns: bool,
 }
 
 impl RunManager {
@@ -119,6 +124,12 @@ impl RunManager {
                     Arc::clone(&turn).lock_owned().await
                 }
             };
+            if deps.shared_turns {
+                // As above: the ack never waits for another node's run either.
+                let release = || sink.ack.release();
+                let turn = lease::wait_for_turn(&deps.store, &ctx.thread_id, &ctx.run_id, release);
+                Box::pin(turn).await;
+            }
             if deps.store.has_abandoned() {
                 // An earlier run of the thread ended unstored: its end goes first.
                 Box::pin(deps.store.close_abandoned(Some(&ctx.thread_id))).await;
@@ -175,6 +186,25 @@ impl RunManager {
             }
             _ => false,
         }
+    }
+
+    /// Cancels a run of this node whoever it belongs to (a `cancel` another node received,
+    /// or a run whose lease this node lost); false when it is not running here.
+    pub fn cancel_run(&self, run_id: &str) -> bool {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        match active.get(run_id) {
+            Some(a) if !a.cancel.is_cancelled() => {
+                a.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The ids of the runs in flight on this node.
+    pub fn running_ids(&self) -> Vec<String> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.keys().cloned().collect()
     }
 
     /// Runs in flight.
@@ -528,7 +558,7 @@ mod tests {
                 .await
                 .expect("store");
             let bus = Arc::new(LocalBus::default());
-            let outbox = Arc::new(Outbox::new(64));
+            let outbox = Arc::new(Outbox::new(1 << 20, std::time::Duration::from_secs(3600)));
             bus.subscribe("alice", "c1", Arc::clone(&outbox));
             let limits = Limits {
                 max_steps: 4,
@@ -545,6 +575,7 @@ mod tests {
                 store,
                 bus,
                 metrics: Arc::new(Metrics::new()),
+                shared_turns: false,
             };
             Self {
                 _dir: dir,
@@ -593,11 +624,15 @@ mod tests {
 
         /// What the connection got so far: `ack …` or the event type.
         fn received(&self) -> Vec<String> {
+            // Merged deltas count as the events they stand for.
             std::iter::from_fn(|| self.outbox.pop())
-                .map(|item| match item {
-                    Outbound::Reply(text) => text.to_string(),
-                    Outbound::Event(ev) => ev.kind.to_string(),
-                    Outbound::Replay(_) => "replay".into(),
+                .flat_map(|item| match item {
+                    Outbound::Reply(text) => vec![text.to_string()],
+                    Outbound::Event(ev) => vec![ev.kind.to_string()],
+                    Outbound::Replay(_) => vec!["replay".into()],
+                    Outbound::Deltas(d) => {
+                        vec!["agent_response".into(); (d.seq_to - d.seq + 1) as usize]
+                    }
                 })
                 .collect()
         }
@@ -776,7 +811,7 @@ mod tests {
     /// Dropped unreleased (a run task that never ran), the ack is still queued.
     #[test]
     fn a_dropped_held_ack_is_queued() {
-        let outbox = Arc::new(Outbox::new(4));
+        let outbox = Arc::new(Outbox::new(1 << 20, std::time::Duration::from_secs(3600)));
         let ack = HeldAck::new(Arc::clone(&outbox), Arc::from("ack"));
         assert!(outbox.is_empty());
         drop(ack);

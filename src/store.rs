@@ -14,6 +14,7 @@
 //! Architecture invariant: no store error message contains the connection URL.
 
 mod error;
+mod lease;
 mod migrations;
 mod model;
 mod postgres;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use crate::metrics::{CallTimer, StoreCalls, StoreOp};
 
 pub use error::StoreError;
+pub use lease::{ClosedRun, LeasedRun, Node};
 pub use model::{
     Accepted, BodyWriter, EventBody, EventRecord, MessageRow, NewMessage, StoredEvent,
     ThreadSummary,
@@ -50,6 +52,8 @@ struct Inner {
     abandoned: sweep::Abandoned,
     /// Latency histograms, once the process hands them over ([`Store::record_calls`]).
     calls: OnceLock<StoreCalls>,
+    /// The node this process is, when several may share the database (`lease.rs`).
+    node: Option<Node>,
 }
 
 #[derive(Debug)]
@@ -85,13 +89,35 @@ impl Store {
         pool_size: u32,
         connect_timeout: Duration,
     ) -> Result<Store, StoreError> {
+        Self::connect_as(url, pool_size, connect_timeout, None).await
+    }
+
+    /// [`Store::connect`] as `node`: on Postgres the runs this store starts record the
+    /// node and get its lease (`lease.rs`).
+    pub async fn connect_node(
+        url: &str,
+        pool_size: u32,
+        connect_timeout: Duration,
+        node: Node,
+    ) -> Result<Store, StoreError> {
+        Self::connect_as(url, pool_size, connect_timeout, Some(node)).await
+    }
+
+    async fn connect_as(
+        url: &str,
+        pool_size: u32,
+        connect_timeout: Duration,
+        node: Option<Node>,
+    ) -> Result<Store, StoreError> {
         // Only the scheme is ever echoed back: the rest may carry a password.
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        // A SQLite file has one node (the validator refuses more): no leases there.
+        let node = node.filter(|_| scheme != "sqlite");
         let db = match scheme {
             "sqlite" => Db::Sqlite(SqliteStore::connect(url, pool_size, connect_timeout).await?),
-            "postgres" | "postgresql" => {
-                Db::Postgres(PgStore::connect(url, pool_size, connect_timeout).await?)
-            }
+            "postgres" | "postgresql" => Db::Postgres(
+                PgStore::connect(url, pool_size, connect_timeout, node.as_ref()).await?,
+            ),
             _ => {
                 return Err(StoreError::BadUrl(format!(
                     "unsupported scheme {:?}; expected sqlite:// or postgres://",
@@ -99,15 +125,16 @@ impl Store {
                 )));
             }
         };
-        Ok(Store::new(db))
+        Ok(Store::new(db, node))
     }
 
     /// The store over `db`, with its sweep (`sweep.rs`) started; it ends with the store.
-    fn new(db: Db) -> Store {
+    fn new(db: Db, node: Option<Node>) -> Store {
         let store = Store(Arc::new(Inner {
             db,
             abandoned: sweep::Abandoned::default(),
             calls: OnceLock::new(),
+            node,
         }));
         tokio::spawn(sweep::run(Arc::downgrade(&store.0)));
         store
@@ -255,10 +282,38 @@ impl Store {
         dispatch!(self.finish_run(thread_id, run_id, status, assistant_content, event))
     }
 
-    /// At boot, closes every run a crash left `running` with status `error` and an
-    /// `INTERRUPTED` `agent_completed`, so every replayed `agent_started` has its end.
-    /// Returns the events written, in no particular thread order.
+    /// At boot, closes the runs a crash left `running`, so every replayed `agent_started`
+    /// has its end: on SQLite (one node) every running run, with an `INTERRUPTED`
+    /// `agent_completed`; on Postgres, shared by nodes, only runs whose lease expired or
+    /// that never had one, with `RUN_INTERRUPTED` (`lease.rs`), never another live node's.
+    /// Returns what was stored, for publishing.
+    pub async fn recover_runs_at_boot(&self) -> Result<Vec<ClosedRun>, StoreError> {
+        if let Db::Postgres(_) = &self.0.db {
+            return self.close_expired_runs(true).await;
+        }
+        let mut closed = Vec::new();
+        for (run, event) in self.close_open_runs().await? {
+            // Boot only, and rare: one owner lookup per run a crash left open.
+            let user_id = self.thread_owner(&run.thread_id).await?.unwrap_or_default();
+            closed.push(ClosedRun {
+                user_id,
+                thread_id: run.thread_id,
+                event,
+            });
+        }
+        Ok(closed)
+    }
+
+    /// Closes every run left `running` with status `error` and an `INTERRUPTED`
+    /// `agent_completed`, whatever node it belongs to: only for a store no live node
+    /// shares (SQLite, or a test). Returns the events written, in no particular thread
+    /// order.
     pub async fn recover_interrupted_runs(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let closed = self.close_open_runs().await?;
+        Ok(closed.into_iter().map(|(_, event)| event).collect())
+    }
+
+    async fn close_open_runs(&self) -> Result<Vec<(model::OpenRun, StoredEvent)>, StoreError> {
         let open = dispatch!(self.open_runs())?;
         let mut closed = Vec::with_capacity(open.len());
         for run in open {
@@ -267,7 +322,7 @@ impl Store {
                 .finish_run(&run.thread_id, &run.run_id, "error", "", event)
                 .await
             {
-                Ok(stored) => closed.push(stored),
+                Ok(stored) => closed.push((run, stored)),
                 // Finished by someone else between the scan and now: nothing to do.
                 Err(StoreError::RunNotActive) => {}
                 Err(e) => return Err(e),

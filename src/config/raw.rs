@@ -116,6 +116,13 @@ pub struct ServerSection {
     #[serde(default = "defaults::max_connections")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_connections: u32,
+    /// How long a run's lease lasts (ms). A node renews the leases of its running runs
+    /// every third of this; any node closes a run whose lease expired (its node died) with
+    /// `agent_completed` status `error`, code `RUN_INTERRUPTED`. Shorter closes a dead
+    /// node's runs sooner; longer tolerates longer database stalls.
+    #[serde(default = "defaults::run_lease_ms")]
+    #[schemars(range(min = 1000, max = 600_000))]
+    pub run_lease_ms: u64,
     /// Serve `https://` and `wss://` directly (no proxy needed). The files are re-read when
     /// they change or on SIGHUP, without dropping open connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,10 +174,18 @@ pub struct WebSocketSection {
     #[serde(default = "defaults::pong_timeout_ms")]
     #[schemars(range(min = 500, max = 600_000))]
     pub pong_timeout_ms: u64,
-    /// Outbound messages queued per connection; a client that keeps it full is closed with 4509.
-    #[serde(default = "defaults::send_queue")]
-    #[schemars(range(min = 8, max = 65_536))]
-    pub send_queue: u32,
+    /// Outbound bytes one connection may have waiting (default 1 MiB).
+    /// A client whose queue stays over this for `send_timeout_ms` is closed with 4509, one
+    /// over twice this at once; waiting `agent_response` deltas of a run are coalesced.
+    #[serde(default = "defaults::send_queue_bytes")]
+    #[schemars(range(min = 16_384, max = 268_435_456))]
+    pub send_queue_bytes: u32,
+    /// How long (ms) a client may leave its queue over budget or undrained (default 10 s).
+    /// Over `send_queue_bytes`, or holding messages while nothing is written to the socket,
+    /// for this long, the client is closed with 4509.
+    #[serde(default = "defaults::send_timeout_ms")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub send_timeout_ms: u64,
     /// Per-user chat messages per minute; more get `RATE_LIMITED` (connection kept).
     #[serde(default = "defaults::messages_per_minute")]
     #[schemars(range(min = 1, max = 100_000))]
@@ -642,6 +657,9 @@ pub mod defaults {
     pub fn max_connections() -> u32 {
         10_000
     }
+    pub fn run_lease_ms() -> u64 {
+        15_000
+    }
     pub fn max_message_bytes() -> u32 {
         65_536
     }
@@ -651,8 +669,11 @@ pub mod defaults {
     pub fn pong_timeout_ms() -> u64 {
         10_000
     }
-    pub fn send_queue() -> u32 {
-        256
+    pub fn send_queue_bytes() -> u32 {
+        1_048_576
+    }
+    pub fn send_timeout_ms() -> u64 {
+        10_000
     }
     pub fn messages_per_minute() -> u32 {
         120

@@ -139,6 +139,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Concurrent WebSocket connection cap.
     pub max_connections: u32,
+    /// A run's lease (`server.run_lease_ms`): renewed every third of it while the run
+    /// runs; an expired lease means the run's node died.
+    pub run_lease: Duration,
     /// Native TLS, when `[server.tls]` is set.
     pub tls: Option<TlsConfig>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
@@ -169,8 +172,10 @@ pub struct WebSocketConfig {
     pub heartbeat: Duration,
     /// Pong wait.
     pub pong_timeout: Duration,
-    /// Outbound queue length per connection.
-    pub send_queue: usize,
+    /// Outbound queue budget per connection, in bytes.
+    pub send_queue_bytes: usize,
+    /// How long the queue may stay over budget or undrained before the client is closed.
+    pub send_timeout: Duration,
     /// Per-user message rate.
     pub messages_per_minute: u32,
 }

@@ -52,6 +52,7 @@ async fn ready(app: &App) -> Response {
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
     let body = serde_json::json!({
         "status": if ok { "ready" } else if draining { "draining" } else { "not_ready" },
+        "node_id": app.node.id,
         "dependencies": deps,
     });
     let status = if ok {

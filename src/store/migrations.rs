@@ -47,6 +47,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("migrations/sqlite/0004_one_row_per_run.sql"),
         postgres: include_str!("migrations/postgres/0004_one_row_per_run.sql"),
     },
+    Step {
+        version: 5,
+        description: "run leases",
+        sqlite: include_str!("migrations/sqlite/0005_run_leases.sql"),
+        postgres: include_str!("migrations/postgres/0005_run_leases.sql"),
+    },
 ];
 
 fn migrator(pick: fn(&Step) -> &'static str) -> Migrator {

@@ -1,6 +1,8 @@
 //! The store's data types and the pure helpers both databases share: ids, timestamps,
 //! thread titles and turning an event body into the exact JSON text clients receive.
 
+use std::fmt::Write as _;
+
 use crate::json_out;
 use rand::Rng;
 use serde_json::{Map, Value, json};
@@ -239,9 +241,42 @@ pub(crate) fn seal(thread_id: &str, seq: i64, record: EventRecord) -> StoredEven
 /// `Value::Object(body).to_string()` after the three inserts, so the bytes are identical
 /// (`crate::json_out` writes what serde_json writes).
 pub(crate) fn seal_json(thread_id: &str, seq: i64, record: &EventRecord) -> String {
+    merge_record(thread_id, Part::Int(seq), record).0
+}
+
+/// A sealed event's text around its `seq`: `prefix + seq + suffix` (the seq in decimal)
+/// is exactly [`seal_json`]'s text. Lets Postgres number events inside the statement that
+/// assigns their seqs, so an append is one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SealedAround {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl SealedAround {
+    /// The text with `seq` in its place.
+    pub(crate) fn with_seq(&self, seq: i64) -> String {
+        let mut text = String::with_capacity(self.prefix.len() + self.suffix.len() + 20);
+        text.push_str(&self.prefix);
+        // Writing into a String cannot fail.
+        let _ = write!(text, "{seq}");
+        text.push_str(&self.suffix);
+        text
+    }
+}
+
+/// [`seal_json`] with the seq left out, split where it goes.
+pub(crate) fn seal_around(thread_id: &str, record: &EventRecord) -> SealedAround {
+    let (mut prefix, at) = merge_record(thread_id, Part::Hole, record);
+    let suffix = prefix.split_off(at);
+    SealedAround { prefix, suffix }
+}
+
+/// The merged text of a record with `seq` as given, and where the seq's value starts.
+fn merge_record(thread_id: &str, seq: Part<'_>, record: &EventRecord) -> (String, usize) {
     let owned = [
         ("run_id", Part::Str(&record.run_id)),
-        ("seq", Part::Int(seq)),
+        ("seq", seq),
         ("thread_id", Part::Str(thread_id)),
     ];
     match &record.body {
@@ -261,15 +296,19 @@ enum Part<'a> {
     Value(&'a Value),
     /// Already JSON text.
     Written(&'a str),
+    /// Nothing yet: where the seq goes ([`seal_around`]).
+    Hole,
 }
 
 /// One JSON object from the store-owned fields (in key order: `run_id` < `seq` <
-/// `thread_id`) and the body's (in key order), the store's winning a shared key.
+/// `thread_id`) and the body's (in key order), the store's winning a shared key; with
+/// the byte offset of a [`Part::Hole`] (0 if none).
 fn merge_sorted<'a>(
     owned: [(&'static str, Part<'a>); 3],
     body: impl Iterator<Item = (&'a str, Part<'a>)>,
-) -> String {
+) -> (String, usize) {
     let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut hole = 0;
     out.push(b'{');
     let mut first = true;
     let mut put = |out: &mut Vec<u8>, key: &str, value: &Part<'_>| {
@@ -287,6 +326,7 @@ fn merge_sorted<'a>(
             }
             Part::Value(v) => json_out::put_value(out, v),
             Part::Written(text) => out.extend_from_slice(text.as_bytes()),
+            Part::Hole => hole = out.len(),
         }
     };
     let mut pending = owned.iter().peekable();
@@ -303,7 +343,7 @@ fn merge_sorted<'a>(
         put(&mut out, o, v);
     }
     out.push(b'}');
-    json_out::into_string(out)
+    (json_out::into_string(out), hole)
 }
 
 /// The `agent_completed` body for a finished run: the caller's extra fields (such as
@@ -495,6 +535,29 @@ mod tests {
             !sealed.contains('\n') && sealed.contains("a\\nb"),
             "{sealed}"
         );
+    }
+
+    /// The text around the seq, with any seq put in, is the sealed text, for bodies
+    /// written and mapped, with keys before and after `seq` and one named `seq` itself.
+    #[test]
+    fn sealed_around_a_seq_is_the_sealed_text() {
+        let mut w = BodyWriter::default();
+        w.str("a", "seq");
+        w.uint("seq", 99);
+        w.str("type", "agent_thinking");
+        let mut map = Map::new();
+        map.insert("nested".into(), json!({"seq": 5, "x": "\"seq\":1"}));
+        map.insert("zz".into(), Value::from("é"));
+        for body in [w.finish(), EventBody::Map(map), EventBody::Map(Map::new())] {
+            let record = EventRecord {
+                run_id: "r_1".into(),
+                body,
+            };
+            let around = seal_around("t_1", &record);
+            for seq in [1, 9, 10, 12_345, i64::MAX] {
+                assert_eq!(around.with_seq(seq), seal_json("t_1", seq, &record));
+            }
+        }
     }
 
     /// A written body keeps a key's last value, and the store's fields still win.

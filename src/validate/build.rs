@@ -97,6 +97,7 @@ fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
         proxy_idle_timeout: ms(s.proxy_idle_timeout_ms),
         shutdown_grace: ms(s.shutdown_grace_ms),
         max_connections: s.max_connections,
+        run_lease: ms(s.run_lease_ms),
         tls: s.tls.as_ref().map(|t| TlsConfig {
             cert_file: config_dir.join(&t.cert_file),
             key_file: config_dir.join(&t.key_file),
@@ -119,7 +120,8 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         max_message_bytes: w.max_message_bytes as usize,
         heartbeat: ms(w.heartbeat_ms),
         pong_timeout: ms(w.pong_timeout_ms),
-        send_queue: w.send_queue as usize,
+        send_queue_bytes: w.send_queue_bytes as usize,
+        send_timeout: ms(w.send_timeout_ms),
         messages_per_minute: w.messages_per_minute,
     }
 }
@@ -348,6 +350,7 @@ mod tests {
             proxy_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(1),
             max_connections: 1,
+            run_lease: Duration::from_secs(15),
             tls: None,
             trusted_proxies: Vec::new(),
         };

@@ -2,6 +2,7 @@
 
 mod auth;
 mod browser;
+mod cluster;
 mod config;
 mod deploy;
 mod probe;

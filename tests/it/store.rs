@@ -56,6 +56,7 @@ on_both_databases!(
     text::nul_in_client_text_is_refused_and_stores_nothing,
     text::nul_in_an_answer_is_stored_as_a_replacement_character,
     runs::abandoned_runs_are_closed_by_the_sweep,
+    runs::appends_racing_their_finish_never_follow_it,
 );
 
 #[tokio::test]

@@ -566,7 +566,7 @@ mod group_commit {
 async fn store_futures_on_sqlite_stay_small() {
     use crate::store::{Db, EventBody, EventRecord, NewMessage, Store};
     let (_dir, sqlite) = temp_store("sizes.db", 1).await;
-    let store = Store::new(Db::Sqlite(sqlite));
+    let store = Store::new(Db::Sqlite(sqlite), None);
     let msg = NewMessage {
         user_id: "u",
         client_id: "c",

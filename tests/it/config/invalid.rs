@@ -418,6 +418,15 @@ fn out_of_range() {
 }
 
 #[test]
+fn send_queue_limits_out_of_range() {
+    invalid("send_queue_range", "test")
+        .errors(&["E_RANGE", "E_RANGE"])
+        .at("E_RANGE", "test.toml:17", "websocket.send_queue_bytes")
+        .says("E_RANGE", "16384 to 268435456")
+        .snapshot();
+}
+
+#[test]
 fn not_an_accepted_value() {
     invalid("enum", "test")
         .errors(&["E_ENUM"])

@@ -460,3 +460,90 @@ pub async fn abandoned_runs_are_closed_by_the_sweep(db: &TestDb) {
         .await;
     assert!(matches!(late, Err(StoreError::RunNotActive)), "{late:?}");
 }
+
+/// Appends racing their run's finish: each append is either stored whole, before the
+/// completion, or refused (`RunNotActive`) with nothing stored; each run has exactly one
+/// completion, and nothing of a run follows it (on Postgres the append checks the run and
+/// takes its seqs in one statement, so this is what its row locks must keep).
+pub async fn appends_racing_their_finish_never_follow_it(db: &TestDb) {
+    let store = db.open().await;
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        // Two runs per thread: a run's appends also race the other run's finish.
+        let thread = runs
+            .get(i - i % 2)
+            .map(|a: &portcullis::store::Accepted| a.thread_id.clone());
+        let accepted = store
+            .accept_message(msg("alice", &format!("c{i}"), thread.as_deref(), "go"))
+            .await
+            .expect("accept");
+        runs.push(accepted);
+    }
+    let mut tasks = Vec::new();
+    for run in &runs {
+        for appender in 0..3 {
+            let (store, run) = (store.clone(), run.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut stored = Vec::new();
+                for batch in 0.. {
+                    let events = (0..1 + batch % 3)
+                        .map(|i| {
+                            event(
+                                &run.run_id,
+                                "agent_thinking",
+                                json!({ "text": format!("{appender}/{batch}/{i}") }),
+                            )
+                        })
+                        .collect();
+                    match store.append_events(&run.thread_id, events).await {
+                        Ok(batch) => stored.extend(batch),
+                        Err(StoreError::RunNotActive) => return stored,
+                        Err(e) => panic!("append: {e}"),
+                    }
+                }
+                unreachable!()
+            }));
+        }
+        let (store, run) = (store.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let done = event(&run.run_id, "agent_completed", json!({}));
+            let end = store.finish_run(&run.thread_id, &run.run_id, "ok", "done", done);
+            vec![end.await.expect("finish")]
+        }));
+    }
+    let mut reported: BTreeMap<(String, i64), String> = BTreeMap::new();
+    for task in tasks {
+        for ev in task.await.expect("task") {
+            let thread = parse(&ev.json)["thread_id"]
+                .as_str()
+                .expect("thread")
+                .to_string();
+            reported.insert((thread, ev.seq), ev.json);
+        }
+    }
+    let mut replayed = BTreeMap::new();
+    for thread in runs.iter().step_by(2).map(|a| &a.thread_id) {
+        let events = store
+            .events_after("alice", thread, 0, 10_000)
+            .await
+            .expect("replay");
+        let mut ended = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            assert_eq!(ev.seq, i as i64 + 1, "seqs of {thread} are gap-free");
+            let v = parse(&ev.json);
+            assert!(
+                !ended.contains(&ev.run_id),
+                "{} after its completion",
+                ev.json
+            );
+            if v["type"] == "agent_completed" {
+                ended.push(ev.run_id.clone());
+            }
+            replayed.insert((thread.clone(), ev.seq), ev.json.clone());
+        }
+        assert_eq!(ended.len(), 2, "one completion per run of {thread}");
+    }
+    // What was reported stored is what is stored, and nothing else is.
+    assert_eq!(reported, replayed);
+}
