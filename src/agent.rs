@@ -16,8 +16,11 @@
 //! 4. If `outcome.completion_stored` is false, still send `outcome.completed_event()` to
 //!    the user's sockets so the run visibly ends.
 
+mod build;
 mod context;
 mod event;
+mod fallback;
+mod openai;
 mod provider;
 mod runner;
 mod scripted;
@@ -32,12 +35,13 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{AgentConfig, ProviderConfig};
+use crate::config::{AgentConfig, RunBounds};
 
+pub use build::Services;
 pub use context::{Clock, EmptyHistory, RunContext, ThreadHistory};
 pub use event::{AgentEvent, ErrorInfo, EventSink, RunStatus, SinkError, ToolErrorInfo, codes};
 pub use provider::{
-    ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec,
+    ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec, Usage,
 };
 pub use runner::{RunOutcome, run};
 pub use scripted::ScriptedProvider;
@@ -67,6 +71,10 @@ pub struct Agent {
     max_steps: u32,
     run_timeout: Duration,
     tool_timeout: Duration,
+    bounds: RunBounds,
+    system_prompt: Option<String>,
+    history_messages: u32,
+    history_max_bytes: usize,
 }
 
 impl Agent {
@@ -88,7 +96,30 @@ impl Agent {
             max_steps: limits.max_steps,
             run_timeout: limits.run_timeout,
             tool_timeout: limits.tool_timeout,
+            bounds: RunBounds::default(),
+            system_prompt: None,
+            history_messages: 0,
+            history_max_bytes: 0,
         }
+    }
+
+    /// Bounds the run's answer, events and tool results.
+    pub fn with_bounds(mut self, bounds: RunBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The configured system prompt and thread context of `config`.
+    fn with_context(mut self, config: &AgentConfig) -> Self {
+        self.system_prompt.clone_from(&config.system_prompt);
+        self.history_messages = config.history_messages;
+        self.history_max_bytes = config.history_max_bytes;
+        self
+    }
+
+    /// The model behind the agent (`""` for the scripted provider), a metrics label.
+    pub fn model(&self) -> &str {
+        self.provider.model()
     }
 
     /// Makes the scripted provider's test-hook tools callable.
@@ -141,15 +172,31 @@ pub enum AgentConfigError {
         /// Tool.
         tool: String,
     },
-    /// A provider kind this build cannot run yet.
-    #[error(
-        "agent `{agent}`: provider `{provider}` is not available in this build yet; use `scripted`"
-    )]
-    ProviderUnavailable {
+    /// The model service of an `openai` agent is missing or its client cannot be built.
+    #[error("agent `{agent}`: service `{service}`: {reason}")]
+    Service {
         /// Agent.
         agent: String,
-        /// Provider kind.
-        provider: &'static str,
+        /// Service.
+        service: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `fallback` that names no agent.
+    #[error("agent `{agent}`: fallback `{fallback}` is not an agent")]
+    UnknownFallback {
+        /// Agent.
+        agent: String,
+        /// The name it gave.
+        fallback: String,
+    },
+    /// Fallbacks that lead back to the agent.
+    #[error("agent `{agent}`: its fallbacks lead back to it ({path})")]
+    FallbackCycle {
+        /// Agent.
+        agent: String,
+        /// The chain, `a -> b -> a`.
+        path: String,
     },
     /// Two agents with one name.
     #[error("agent `{0}` is declared more than once")]
@@ -185,32 +232,37 @@ impl Registry {
         Self::with_clock(configs, Arc::new(chrono::Utc::now))
     }
 
-    /// Builds every agent for an environment: the scripted provider's test hooks
-    /// (`[[fail_tool]]`, `[[slow_tool]]`) exist only where `test_hooks` is true, i.e. in
-    /// development and test, so nobody can trigger them against staging or production.
+    /// Builds every agent for an environment, `openai` agents over their `services`
+    /// (one HTTP client per service; no request is made): the scripted provider's test
+    /// hooks (`[[fail_tool]]`, `[[slow_tool]]`) exist only where `test_hooks` is true,
+    /// i.e. in development and test, so nobody can trigger them against staging or
+    /// production.
     pub fn for_environment(
         configs: &[AgentConfig],
+        services: &Services,
         test_hooks: bool,
     ) -> Result<Self, RegistryError> {
-        Self::build(configs, Arc::new(chrono::Utc::now), test_hooks)
+        Self::build(configs, services, Arc::new(chrono::Utc::now), test_hooks)
     }
 
-    /// Builds every agent; the `clock` tool reads `clock`.
+    /// Builds every agent; the `clock` tool reads `clock` (no model services).
     pub fn with_clock(
         configs: &[AgentConfig],
         clock: Arc<dyn Clock>,
     ) -> Result<Self, RegistryError> {
-        Self::build(configs, clock, true)
+        Self::build(configs, &Services::new(), clock, true)
     }
 
     fn build(
         configs: &[AgentConfig],
+        services: &Services,
         clock: Arc<dyn Clock>,
         test_hooks: bool,
     ) -> Result<Self, RegistryError> {
         let mut errors = Vec::new();
         let mut agents = Vec::new();
-        for (i, config) in configs.iter().enumerate() {
+        let providers = build::providers(configs, services, &mut errors);
+        for (i, (config, provider)) in configs.iter().zip(providers).enumerate() {
             if configs[..i].iter().any(|other| other.name == config.name) {
                 errors.push(AgentConfigError::Duplicate(config.name.clone()));
             }
@@ -229,24 +281,17 @@ impl Registry {
                 run_timeout: config.run_timeout,
                 tool_timeout: config.tool_timeout,
             };
-            match &config.provider {
-                ProviderConfig::Scripted => {
-                    let provider = Arc::new(ScriptedProvider::default());
-                    let agent = Agent::new(config.name.clone(), provider, tools, limits);
-                    let agent = if test_hooks {
-                        agent.with_test_hooks()
-                    } else {
-                        agent
-                    };
-                    agents.push(Arc::new(agent));
-                }
-                ProviderConfig::OpenAi { .. } => {
-                    errors.push(AgentConfigError::ProviderUnavailable {
-                        agent: config.name.clone(),
-                        provider: "openai",
-                    })
-                }
-            }
+            let Some(provider) = provider else { continue };
+            let scripted = provider.kind() == "scripted";
+            let agent = Agent::new(config.name.clone(), provider, tools, limits)
+                .with_bounds(config.bounds)
+                .with_context(config);
+            let agent = if test_hooks && scripted {
+                agent.with_test_hooks()
+            } else {
+                agent
+            };
+            agents.push(Arc::new(agent));
         }
         let defaults: Vec<usize> = configs
             .iter()

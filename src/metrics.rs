@@ -41,6 +41,18 @@ pub struct HttpLabel {
     pub code: u16,
 }
 
+/// Labels of a model token count: the agent, the model that answered, and `prompt` or
+/// `completion`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    /// Agent name.
+    pub agent: String,
+    /// Model as the server reported it.
+    pub model: String,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
 /// OpenMetrics' media type, which Prometheus asks for first when it scrapes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The classic text format, for every other reader (promtool, agents, curl).
@@ -69,6 +81,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabel, Histogram>,
     /// Store call durations by op, handed to the store when it connects.
     pub store_calls: StoreCalls,
+    /// Model tokens by agent, model and kind.
+    pub model_tokens: Family<TokenLabel, Counter>,
     /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
     /// every frame, and a family lookup allocates the label and hashes it.
     sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
@@ -158,6 +172,12 @@ impl Metrics {
             "Agent run durations by final status (label kind)",
             run_seconds.clone(),
         );
+        let model_tokens = Family::<TokenLabel, Counter>::default();
+        registry.register(
+            "model_tokens",
+            "Tokens the models reported, by agent, model and kind (prompt, completion)",
+            model_tokens.clone(),
+        );
         registry.register(
             "slow_consumers",
             "Connections closed with 4509",
@@ -175,6 +195,7 @@ impl Metrics {
             slow_consumers,
             http_requests,
             store_calls,
+            model_tokens,
             sent_cache: Default::default(),
         }
     }
@@ -182,6 +203,28 @@ impl Metrics {
     /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
     pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
         source.register(&mut self.registry);
+    }
+
+    /// Adds the Redis event bus's `portcullis_bus_*` metrics (before `Metrics` is shared).
+    pub fn register_bus(&mut self, bus: &crate::bus::redis::BusMetrics) {
+        let r = &mut self.registry;
+        r.register("bus_redis_up", "1 while this node's Redis subscription is up (0: events of other nodes wait for Redis; this node's own still reach its sockets)", bus.redis_up.clone());
+        r.register(
+            "bus_published",
+            "Event batches published to Redis",
+            bus.published.clone(),
+        );
+        r.register("bus_publish_failures", "Event batches whose publish to Redis failed (other nodes fetch them from the store once Redis is back)", bus.publish_failures.clone());
+        r.register(
+            "bus_received",
+            "Event batches received from other nodes for users with sockets here",
+            bus.received.clone(),
+        );
+        r.register(
+            "bus_subscriptions",
+            "Redis subscriptions established (more than 1: reconnects)",
+            bus.subscriptions.clone(),
+        );
     }
 
     /// Counts a refused authentication.
@@ -216,6 +259,21 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabel { handler, code })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a run's model tokens.
+    pub fn model_tokens(&self, agent: &str, usage: &crate::agent::Usage) {
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            let label = TokenLabel {
+                agent: agent.to_string(),
+                model: usage.model.clone(),
+                kind,
+            };
+            self.model_tokens.get_or_create(&label).inc_by(n);
+        }
     }
 
     /// The OpenMetrics text exposition.

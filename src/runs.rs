@@ -151,6 +151,9 @@ impl RunManager {
             };
             deps.metrics
                 .run_finished(status.as_str(), started.elapsed().as_secs_f64());
+            if let Some(usage) = &outcome.usage {
+                deps.metrics.model_tokens(agent.name(), usage);
+            }
             manager
                 .active
                 .lock()
@@ -249,6 +252,7 @@ fn deliver_unstored(deps: &RunDeps, ctx: &RunContext, outcome: &RunOutcome) {
         status: RunStatus::Error,
         content: outcome.content.clone(),
         error: Some(error),
+        usage: outcome.usage.clone(),
     };
     let body = completed.to_body("");
     let mut sent = body.clone();

@@ -12,6 +12,7 @@ mod ctx;
 pub mod deps;
 pub mod drift;
 pub mod endpoint;
+mod models;
 mod proxies;
 pub mod routes;
 mod schema_check;
@@ -63,6 +64,7 @@ pub fn validate(loaded: &Loaded) -> Validated {
         tls::check(&mut cx);
         proxies::check(&mut cx);
         agents::check(&mut cx);
+        models::check(&mut cx);
         findings.extend(
             cx.findings
                 .into_iter()

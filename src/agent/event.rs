@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use super::provider::Usage;
 use crate::store::{BodyWriter, EventBody};
 
 /// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
@@ -31,6 +32,27 @@ pub mod codes {
     pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
     /// A tool failed for its own reasons.
     pub const TOOL_FAILED: &str = "TOOL_FAILED";
+    /// The answer reached the agent's `max_answer_bytes`; the run ended there.
+    pub const ANSWER_TOO_LONG: &str = "ANSWER_TOO_LONG";
+    /// The run reached the agent's `max_run_events`.
+    pub const TOO_MANY_EVENTS: &str = "TOO_MANY_EVENTS";
+    /// A tool result exceeded the agent's `max_tool_result_bytes`.
+    pub const TOOL_RESULT_TOO_LARGE: &str = "TOOL_RESULT_TOO_LARGE";
+    /// The model endpoint could not be reached or answered 5xx (after retries).
+    pub const MODEL_UNAVAILABLE: &str = "MODEL_UNAVAILABLE";
+    /// The model endpoint kept answering 429 (after retries).
+    pub const MODEL_RATE_LIMITED: &str = "MODEL_RATE_LIMITED";
+    /// The model's stream broke off or stalled after it had begun.
+    pub const MODEL_STREAM_BROKEN: &str = "MODEL_STREAM_BROKEN";
+    /// The model sent something that is not the OpenAI streaming format.
+    pub const MODEL_BAD_RESPONSE: &str = "MODEL_BAD_RESPONSE";
+    /// The model endpoint refused the request itself (4xx other than 429: key, model
+    /// name, parameters).
+    pub const MODEL_REQUEST_REFUSED: &str = "MODEL_REQUEST_REFUSED";
+    /// The model stopped at `max_output_tokens` (`finish_reason: length`).
+    pub const MODEL_OUTPUT_LIMIT: &str = "MODEL_OUTPUT_LIMIT";
+    /// The model's content filter stopped the answer.
+    pub const MODEL_CONTENT_FILTERED: &str = "MODEL_CONTENT_FILTERED";
 }
 
 /// How a run ended; the `status` of `agent_completed`.
@@ -129,6 +151,8 @@ pub enum AgentEvent {
         content: String,
         /// Why, when the status is not `ok`.
         error: Option<ErrorInfo>,
+        /// Tokens the model reported (model providers only).
+        usage: Option<Usage>,
     },
 }
 
@@ -203,6 +227,7 @@ impl AgentEvent {
                 status,
                 content,
                 error,
+                usage,
             } => {
                 f.value("status", &json!(status));
                 f.value(
@@ -211,6 +236,9 @@ impl AgentEvent {
                 );
                 if let Some(error) = error {
                     f.value("error", &json!(error));
+                }
+                if let Some(usage) = usage {
+                    f.value("usage", &json!(usage));
                 }
             }
         }
@@ -355,6 +383,7 @@ mod tests {
             status: RunStatus::Ok,
             content: "14".into(),
             error: None,
+            usage: None,
         };
         assert_eq!(
             body(ok),
@@ -365,6 +394,7 @@ mod tests {
             status: RunStatus::Timeout,
             content: String::new(),
             error: Some(ErrorInfo::new(codes::RUN_TIMEOUT, "late")),
+            usage: None,
         };
         assert_eq!(
             body(timeout),

@@ -62,8 +62,31 @@ pub enum Chunk {
     Delta(String),
     /// A tool call; the runner executes all of a step's calls after the step ends.
     ToolCall(ToolCall),
+    /// Tokens the step used, as the model reported them.
+    Usage(Usage),
     /// The step is over (the end of the stream means the same).
     Finished,
+}
+
+/// Tokens one run used (summed over its steps), and the model that reported them;
+/// `agent_completed.usage` on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// The model that answered (the fallback's, when it answered).
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Adds one step's usage.
+    pub fn add(&mut self, step: &Usage) {
+        self.model.clone_from(&step.model);
+        self.prompt_tokens += step.prompt_tokens;
+        self.completion_tokens += step.completion_tokens;
+    }
 }
 
 /// A tool as the provider is told about it (OpenAI `tools[].function`).
@@ -86,10 +109,37 @@ pub struct ProviderRequest<'a> {
     pub tools: &'a [ToolSpec],
 }
 
-/// The provider failed (network, HTTP status, malformed response).
+/// The provider failed (network, HTTP status, malformed response); `code` is the
+/// stable code the run ends with (`MODEL_UNAVAILABLE`, `MODEL_STREAM_BROKEN`, ...), and
+/// `message` says what happened without any secret.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("provider failed: {0}")]
-pub struct ProviderError(pub String);
+#[error("{message}")]
+pub struct ProviderError {
+    /// Stable code (see [`super::codes`]).
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// An error with its code.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether another agent's model may answer instead: the model could not be
+    /// reached or kept refusing before it produced anything.
+    pub fn wants_fallback(&self) -> bool {
+        use super::event::codes;
+        matches!(
+            self.code,
+            codes::MODEL_UNAVAILABLE | codes::MODEL_RATE_LIMITED
+        )
+    }
+}
 
 /// A model behind the agent.
 ///
@@ -99,6 +149,11 @@ pub struct ProviderError(pub String);
 pub trait Provider: Send + Sync {
     /// Provider kind, for logs.
     fn kind(&self) -> &'static str;
+
+    /// The model behind it, for metrics labels (`scripted` has none).
+    fn model(&self) -> &str {
+        ""
+    }
 
     /// Streams one step. An `Err` item ends the run with `PROVIDER_ERROR`.
     fn stream<'a>(

@@ -15,10 +15,14 @@ use thiserror::Error;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use super::Agent;
 use super::context::RunContext;
 use super::event::{AgentEvent, ErrorInfo, EventSink, RunStatus, SinkError, codes};
-use super::provider::{ChatMessage, Chunk, ProviderError, ProviderRequest, ToolCall};
+use super::provider::{ChatMessage, Chunk, ProviderError, ProviderRequest, ToolCall, Usage};
+
+mod history;
 
 /// How a run ended, returned so the caller can deliver the completion to the user's
 /// sockets even when storing it failed.
@@ -32,6 +36,8 @@ pub struct RunOutcome {
     pub error: Option<ErrorInfo>,
     /// Whether the sink accepted the `Completed` event.
     pub completion_stored: bool,
+    /// Tokens the model reported, summed over the run's steps.
+    pub usage: Option<Usage>,
 }
 
 impl RunOutcome {
@@ -41,8 +47,18 @@ impl RunOutcome {
             status: self.status,
             content: self.content.clone(),
             error: self.error.clone(),
+            usage: self.usage.clone(),
         }
     }
+}
+
+/// What a run has produced so far; it lives outside the step future, so a cancelled or
+/// timed-out run still reports its partial answer and usage.
+#[derive(Default)]
+struct Progress {
+    content: String,
+    thinking_bytes: usize,
+    usage: Option<Usage>,
 }
 
 /// Why the step loop stopped early.
@@ -58,14 +74,18 @@ enum StepError {
     Cancelled,
     #[error("the run exceeded {} ms", .0.as_millis())]
     TimedOut(Duration),
+    /// One of the run's bounds (answer, events, tool result) was reached.
+    #[error("{}", .0.message)]
+    Bound(ErrorInfo),
 }
 
 impl StepError {
     /// The status and error of the `Completed` this ends the run with.
     fn end(self) -> (RunStatus, Option<ErrorInfo>) {
         let (status, code) = match self {
+            Self::Bound(info) => return (RunStatus::Error, Some(info)),
             Self::Sink(_) => (RunStatus::Error, codes::STORAGE_UNAVAILABLE),
-            Self::Provider(_) => (RunStatus::Error, codes::PROVIDER_ERROR),
+            Self::Provider(ref e) => (RunStatus::Error, e.code),
             Self::MaxSteps(_) => (RunStatus::Error, codes::MAX_STEPS),
             Self::Cancelled => return (RunStatus::Cancelled, None),
             Self::TimedOut(_) => (RunStatus::Timeout, codes::RUN_TIMEOUT),
@@ -82,6 +102,10 @@ struct Gate<'a, S> {
     cancel: &'a CancellationToken,
     deadline: Instant,
     run_timeout: Duration,
+    /// Events emitted so far, `Started` included.
+    emitted: AtomicU32,
+    /// The agent's `max_run_events`; one is kept for `Completed`.
+    max_events: u32,
 }
 
 impl<S: EventSink> Gate<'_, S> {
@@ -97,6 +121,17 @@ impl<S: EventSink> Gate<'_, S> {
 
     async fn emit(&self, event: AgentEvent) -> Result<(), StepError> {
         self.check()?;
+        // This event and the `Completed` still to come must both fit.
+        if self.emitted.load(Ordering::Relaxed) + 2 > self.max_events {
+            return Err(StepError::Bound(ErrorInfo::new(
+                codes::TOO_MANY_EVENTS,
+                format!(
+                    "the run reached the agent's max_run_events ({}); it ended there, its answer so far kept",
+                    self.max_events
+                ),
+            )));
+        }
+        self.emitted.fetch_add(1, Ordering::Relaxed);
         Ok(self.sink.emit(event).await?)
     }
 
@@ -118,7 +153,7 @@ impl<S: EventSink> Gate<'_, S> {
 /// finishes on its own at `run_timeout` and soon after `ctx.cancel` fires.
 pub async fn run<S: EventSink>(agent: &Agent, ctx: &RunContext, sink: &S) -> RunOutcome {
     let deadline = Instant::now() + agent.run_timeout;
-    let mut content = String::new();
+    let mut progress = Progress::default();
     let started = AgentEvent::Started {
         agent: agent.name.clone(),
         message_id: ctx.message_id.clone(),
@@ -131,8 +166,10 @@ pub async fn run<S: EventSink>(agent: &Agent, ctx: &RunContext, sink: &S) -> Run
                 cancel: &ctx.cancel,
                 deadline,
                 run_timeout: agent.run_timeout,
+                emitted: AtomicU32::new(1),
+                max_events: agent.bounds.max_run_events,
             };
-            let steps = steps(agent, ctx, &gate, &mut content);
+            let steps = steps(agent, ctx, &gate, &mut progress);
             tokio::select! {
                 // Cancellation and the deadline win over a step that is ready at the same
                 // time; `Gate` covers the steps that never return `Pending`.
@@ -154,9 +191,10 @@ pub async fn run<S: EventSink>(agent: &Agent, ctx: &RunContext, sink: &S) -> Run
     };
     let mut outcome = RunOutcome {
         status,
-        content,
+        content: progress.content,
         error,
         completion_stored: false,
+        usage: progress.usage,
     };
     match sink.emit(outcome.completed_event()).await {
         Ok(()) => outcome.completion_stored = true,
@@ -167,26 +205,30 @@ pub async fn run<S: EventSink>(agent: &Agent, ctx: &RunContext, sink: &S) -> Run
     outcome
 }
 
-/// The step loop; appends every streamed delta to `content`.
+/// The step loop; appends every streamed delta to `progress.content`.
 async fn steps<S: EventSink>(
     agent: &Agent,
     ctx: &RunContext,
     sink: &Gate<'_, S>,
-    content: &mut String,
+    progress: &mut Progress,
 ) -> Result<(), StepError> {
-    let mut conversation = vec![
-        ChatMessage::System {
-            content: format!(
-                "You are `{}`, an assistant in a chat. Use tools when they help.",
-                agent.name
-            ),
-        },
-        ChatMessage::User {
-            content: ctx.content.clone(),
-        },
-    ];
+    let system = match &agent.system_prompt {
+        Some(prompt) => prompt.clone(),
+        None => format!(
+            "You are `{}`, an assistant in a chat. Use tools when they help.",
+            agent.name
+        ),
+    };
+    let mut conversation = vec![ChatMessage::System { content: system }];
+    if agent.history_messages > 0 {
+        let earlier = sink.flushing(history::earlier(agent, ctx)).await?;
+        conversation.extend(earlier);
+    }
+    conversation.push(ChatMessage::User {
+        content: ctx.content.clone(),
+    });
     for step in 1..=agent.max_steps {
-        let (text, calls) = one_step(agent, &conversation, sink, content).await?;
+        let (text, calls) = one_step(agent, &conversation, sink, progress).await?;
         if calls.is_empty() {
             return Ok(());
         }
@@ -207,6 +249,7 @@ async fn steps<S: EventSink>(
             })
             .await?;
             let (outcome, duration_ms) = sink.flushing(execute(agent, ctx, &call)).await?;
+            let outcome = bound_result(outcome, agent.bounds.max_tool_result_bytes);
             sink.emit(AgentEvent::ToolCompleted {
                 call_id: call.call_id.clone(),
                 tool: call.name.clone(),
@@ -214,6 +257,12 @@ async fn steps<S: EventSink>(
                 duration_ms,
             })
             .await?;
+            match &outcome {
+                Err(error) if error.code == codes::TOOL_RESULT_TOO_LARGE => {
+                    return Err(StepError::Bound(error.clone()));
+                }
+                _ => {}
+            }
             conversation.push(ChatMessage::Tool {
                 call_id: call.call_id,
                 name: call.name,
@@ -229,8 +278,9 @@ async fn one_step<S: EventSink>(
     agent: &Agent,
     conversation: &[ChatMessage],
     sink: &Gate<'_, S>,
-    content: &mut String,
+    progress: &mut Progress,
 ) -> Result<(String, Vec<ToolCall>), StepError> {
+    let max = agent.bounds.max_answer_bytes;
     let request = ProviderRequest {
         messages: conversation,
         tools: &agent.specs,
@@ -241,21 +291,79 @@ async fn one_step<S: EventSink>(
     let mut calls = Vec::new();
     while let Some(chunk) = sink.flushing(stream.next()).await? {
         match chunk? {
-            Chunk::Thinking(thought) => sink.emit(AgentEvent::Thinking { text: thought }).await?,
-            Chunk::Delta(delta) => {
-                // Appended only once emitted, so `content` is what the client was sent.
-                let event = AgentEvent::ResponseDelta {
-                    delta: delta.clone(),
-                };
-                sink.emit(event).await?;
-                text.push_str(&delta);
-                content.push_str(&delta);
+            Chunk::Thinking(mut thought) => {
+                let over = cut(&mut thought, max.saturating_sub(progress.thinking_bytes));
+                progress.thinking_bytes += thought.len();
+                if !thought.is_empty() {
+                    sink.emit(AgentEvent::Thinking { text: thought }).await?;
+                }
+                if over {
+                    return Err(too_long("reasoning", max));
+                }
+            }
+            Chunk::Delta(mut delta) => {
+                let over = cut(&mut delta, max.saturating_sub(progress.content.len()));
+                if !delta.is_empty() {
+                    // Appended only once emitted, so `content` is what the client was sent.
+                    let event = AgentEvent::ResponseDelta {
+                        delta: delta.clone(),
+                    };
+                    sink.emit(event).await?;
+                    text.push_str(&delta);
+                    progress.content.push_str(&delta);
+                }
+                if over {
+                    return Err(too_long("answer", max));
+                }
             }
             Chunk::ToolCall(call) => calls.push(call),
+            Chunk::Usage(usage) => progress.usage.get_or_insert_default().add(&usage),
             Chunk::Finished => break,
         }
     }
     Ok((text, calls))
+}
+
+/// Shortens `text` to at most `room` bytes (on a character boundary); true if it had
+/// to.
+fn cut(text: &mut String, room: usize) -> bool {
+    if text.len() <= room {
+        return false;
+    }
+    let mut end = room;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+fn too_long(what: &str, max: usize) -> StepError {
+    StepError::Bound(ErrorInfo::new(
+        codes::ANSWER_TOO_LONG,
+        format!(
+            "the {what} reached the agent's max_answer_bytes ({max} bytes); the run ended there, the text so far kept"
+        ),
+    ))
+}
+
+/// A tool result whose JSON is larger than `max` bytes becomes an error: it is never
+/// stored, sent to the client or fed to the model.
+fn bound_result(
+    outcome: Result<serde_json::Value, ErrorInfo>,
+    max: usize,
+) -> Result<serde_json::Value, ErrorInfo> {
+    let value = outcome?;
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > max {
+        return Err(ErrorInfo::new(
+            codes::TOOL_RESULT_TOO_LARGE,
+            format!(
+                "the tool's result is {size} bytes, over the agent's max_tool_result_bytes ({max})"
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// Runs one tool call under `tool_timeout`; every failure becomes an error outcome.

@@ -42,6 +42,16 @@ use plan::{Intent, Plan, plan};
 const WORDS_PER_DELTA: usize = 4;
 /// Longest echo of the user's message in the no-intent answer, in characters.
 const ECHO_MAX_CHARS: usize = 200;
+/// Longest quote of one earlier message in the history answer, in characters.
+const QUOTE_MAX_CHARS: usize = 80;
+
+/// `text` cut to `max` characters, with an ellipsis when it was longer.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
 
 /// The deterministic built-in provider.
 #[derive(Debug, Clone)]
@@ -222,21 +232,21 @@ fn describe(intent: &Intent, outcome: Option<&Result<Value, ErrorInfo>>) -> Stri
             value["now"].as_str().unwrap_or("unknown")
         ),
         Intent::History => {
+            // Only the user's own messages, each shortened: quoting earlier answers (which
+            // quoted earlier answers) doubled every answer (issue 13).
             let lines: Vec<String> = value["messages"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|m| m["role"] == "user")
                 .map(|m| {
-                    format!(
-                        "{}: \"{}\"",
-                        m["role"].as_str().unwrap_or("?"),
-                        m["content"].as_str().unwrap_or("")
-                    )
+                    let text = m["content"].as_str().unwrap_or("");
+                    format!("\"{}\"", shorten(text, QUOTE_MAX_CHARS))
                 })
                 .collect();
             match lines.is_empty() {
-                true => "This thread has no earlier messages.".into(),
-                false => format!("Earlier in this thread: {}.", lines.join("; ")),
+                true => "You have not written anything earlier in this thread.".into(),
+                false => format!("Earlier in this thread you wrote: {}.", lines.join("; ")),
             }
         }
         Intent::FailHook | Intent::SlowHook => format!("The `{tool}` tool returned {value}."),

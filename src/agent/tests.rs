@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::agent::testkit::fixed_clock;
+use crate::config::ProviderConfig;
 
 fn config(name: &str, provider: ProviderConfig, tools: &[&str], default: bool) -> AgentConfig {
     AgentConfig {
@@ -14,6 +15,7 @@ fn config(name: &str, provider: ProviderConfig, tools: &[&str], default: bool) -
         max_steps: 4,
         run_timeout: Duration::from_secs(30),
         tool_timeout: Duration::from_secs(2),
+        ..AgentConfig::default()
     }
 }
 
@@ -52,6 +54,8 @@ fn reports_every_problem_at_once() {
     let openai = ProviderConfig::OpenAi {
         service: "llm".into(),
         model: "gpt".into(),
+        max_output_tokens: None,
+        temperature: None,
     };
     let err = Registry::from_config(&[
         config(
@@ -67,19 +71,20 @@ fn reports_every_problem_at_once() {
     assert_eq!(
         err.0,
         [
+            AgentConfigError::Service {
+                agent: "b".into(),
+                service: "llm".into(),
+                reason: "no service of kind openai by that name".into(),
+            },
             AgentConfigError::UnknownTool {
                 agent: "a".into(),
                 tool: "shell".into()
             },
             AgentConfigError::Duplicate("a".into()),
-            AgentConfigError::ProviderUnavailable {
-                agent: "b".into(),
-                provider: "openai"
-            },
             AgentConfigError::Default(2),
         ]
     );
-    assert!(err.to_string().contains("not available in this build yet"));
+    assert!(err.to_string().contains("agent `b`: service `llm`"));
     assert_eq!(
         Registry::from_config(&[]).unwrap_err().0,
         [AgentConfigError::Default(0)]

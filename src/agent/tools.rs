@@ -30,6 +30,8 @@ pub const SLOW_TOOL: &str = "slow_tool";
 
 /// Most messages `thread_history` returns, whatever the provider asks for.
 const HISTORY_LIMIT_MAX: usize = 50;
+/// Longest message text `thread_history` returns, in characters (longer ones end `…`).
+const HISTORY_MESSAGE_MAX_CHARS: usize = 1_000;
 
 /// A callable tool. `call` returns a boxed future so tools can live in `Arc<dyn Tool>`.
 pub trait Tool: Send + Sync {
@@ -156,9 +158,16 @@ impl Tool for HistoryTool {
                 .recent_messages(limit)
                 .await
                 .map_err(|message| ErrorInfo::new(codes::TOOL_FAILED, message))?;
+            // Each message shortened, so the result stays small whatever the thread holds.
             let messages: Vec<Value> = messages
                 .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
+                .map(|(role, content)| {
+                    let content = match content.char_indices().nth(HISTORY_MESSAGE_MAX_CHARS) {
+                        Some((at, _)) => format!("{}…", &content[..at]),
+                        None => content,
+                    };
+                    json!({"role": role, "content": content})
+                })
                 .collect();
             Ok(json!({"messages": messages}))
         })

@@ -1,6 +1,6 @@
 //! Building the agent registry (`components.agent_registry`): every agent's provider and
-//! tools, as `serve` runs them. A provider this build cannot run is refused here with
-//! its own code, so `check` and `serve` agree.
+//! tools, as `serve` runs them (`openai` clients are built, no request is made). Whatever
+//! the registry refuses is a finding here with its own code, so `check` and `serve` agree.
 
 use crate::agent::{AgentConfigError, Registry};
 use crate::config::Config;
@@ -9,7 +9,7 @@ use crate::diagnostic::Finding;
 
 /// The registry; an empty one (with findings) when an agent cannot be built.
 pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {
-    match Registry::for_environment(&config.agents, config.kind.is_relaxed()) {
+    match Registry::for_environment(&config.agents, &config.services, config.kind.is_relaxed()) {
         Ok(r) => r,
         Err(e) => {
             findings.extend(e.0.iter().map(|e| finding(config, e)));
@@ -40,10 +40,21 @@ fn finding(config: &Config, e: &AgentConfigError) -> Finding {
                 "use a built-in tool: calculator, clock, thread_history".to_string(),
             )
         }
-        AgentConfigError::ProviderUnavailable { agent, provider } => (
-            "E_PROVIDER_UNAVAILABLE",
-            kp(&format!("agents[{}].provider", index(agent))),
-            format!("provider `{provider}` is not in this build; use provider = \"scripted\""),
+        AgentConfigError::Service { agent, .. } => (
+            "E_AGENT_SERVICE",
+            kp(&format!("agents[{}].service", index(agent))),
+            "point service at a [services] entry with kind = \"openai\" and a usable url"
+                .to_string(),
+        ),
+        AgentConfigError::UnknownFallback { agent, .. } => (
+            "E_AGENT_FALLBACK",
+            kp(&format!("agents[{}].fallback", index(agent))),
+            "name another declared agent".to_string(),
+        ),
+        AgentConfigError::FallbackCycle { agent, .. } => (
+            "E_AGENT_FALLBACK_CYCLE",
+            kp(&format!("agents[{}].fallback", index(agent))),
+            "end the chain at an agent without fallback".to_string(),
         ),
         AgentConfigError::Duplicate(agent) => (
             "E_AGENT_DUPLICATE",

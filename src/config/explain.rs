@@ -11,7 +11,7 @@ use super::path::KeyPath;
 use super::raw::RawConfig;
 
 /// Keys whose values are secrets wherever they appear.
-const SECRET_KEYS: [&str; 1] = ["secret"];
+const SECRET_KEYS: [&str; 2] = ["secret", "api_key"];
 
 /// Renders the effective configuration with provenance.
 pub fn render(loaded: &Loaded, raw: &RawConfig) -> String {

@@ -132,6 +132,11 @@ pub struct ServerSection {
     /// then the client's (bypass `from`, logs). Empty: those headers are ignored.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// How many portcullis nodes serve this environment behind the load balancer. Above 1,
+    /// a user's sockets may sit on different nodes, so the event bus must be `redis`.
+    #[serde(default = "defaults::nodes")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub nodes: u32,
 }
 
 /// `[server.tls]`: the certificate chain and private key, PEM files relative to the config
@@ -380,6 +385,25 @@ pub struct ServiceSection {
     #[serde(default = "defaults::pool_size")]
     #[schemars(range(min = 1, max = 1000))]
     pub pool_size: u32,
+    /// Environment variable holding the API key (`openai`), sent as `Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]*$"))]
+    pub api_key_env: Option<String>,
+    /// Inline API key (`openai`; development and test only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Longest wait for the next bytes of a response (ms; `openai`): a model that stalls
+    /// this long ends the run `MODEL_STREAM_BROKEN` (or is retried before its first token).
+    /// Default 60000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub read_timeout_ms: Option<u64>,
+    /// Retries of a request refused with 429/5xx or not connected, before its first
+    /// token (`openai`; jittered exponential backoff, `Retry-After` honoured).
+    /// Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_retries: Option<u32>,
 }
 
 /// Kinds of external dependency.
@@ -501,6 +525,9 @@ pub enum StoreKind {
 pub enum EventBusKind {
     /// In this process only: connections on this node.
     Local,
+    /// Across nodes through Redis pub/sub (needs the Redis service); the store fills
+    /// whatever Redis drops.
+    Redis,
 }
 
 /// Implementations of the `jwt_keys` component.
@@ -611,6 +638,45 @@ pub struct AgentSection {
     #[serde(default = "defaults::tool_timeout_ms")]
     #[schemars(range(min = 10, max = 600_000))]
     pub tool_timeout_ms: u64,
+    /// Longest answer of one run (bytes); past it the run ends `error` `ANSWER_TOO_LONG`,
+    /// the answer so far kept.
+    #[serde(default = "defaults::max_answer_bytes")]
+    #[schemars(range(min = 256, max = 4_194_304))]
+    pub max_answer_bytes: u64,
+    /// Most events one run may emit; past it the run ends `error` `TOO_MANY_EVENTS`.
+    #[serde(default = "defaults::max_run_events")]
+    #[schemars(range(min = 8, max = 1_000_000))]
+    pub max_run_events: u32,
+    /// Largest tool result (bytes of its JSON); a larger one ends the run `error`
+    /// `TOOL_RESULT_TOO_LARGE` and is never stored nor sent to the model.
+    #[serde(default = "defaults::max_tool_result_bytes")]
+    #[schemars(range(min = 256, max = 4_194_304))]
+    pub max_tool_result_bytes: u64,
+    /// Instructions sent first to the model (`openai`); a short default names the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65_536))]
+    pub system_prompt: Option<String>,
+    /// Earlier messages of the thread sent to the model as context (`openai`; default
+    /// 20; the scripted provider reads none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 500))]
+    pub history_messages: Option<u32>,
+    /// Most bytes of earlier messages sent as context; the oldest are left out first.
+    #[serde(default = "defaults::history_max_bytes")]
+    #[schemars(range(min = 256, max = 1_048_576))]
+    pub history_max_bytes: u64,
+    /// Most tokens the model may generate per step (`max_tokens`; `openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_output_tokens: Option<u32>,
+    /// Sampling temperature, 0 to 2 (`openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Another agent whose model answers when this one's is unavailable (connect errors,
+    /// 429 or 5xx after retries, before the first token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// What frontends are told.
@@ -659,6 +725,9 @@ pub mod defaults {
     }
     pub fn run_lease_ms() -> u64 {
         15_000
+    }
+    pub fn nodes() -> u32 {
+        1
     }
     pub fn max_message_bytes() -> u32 {
         65_536
@@ -720,5 +789,26 @@ pub mod defaults {
     }
     pub fn tool_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn max_answer_bytes() -> u64 {
+        65_536
+    }
+    pub fn max_run_events() -> u32 {
+        16_384
+    }
+    pub fn max_tool_result_bytes() -> u64 {
+        65_536
+    }
+    pub fn history_messages() -> u32 {
+        20
+    }
+    pub fn history_max_bytes() -> u64 {
+        32_768
+    }
+    pub fn read_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_retries() -> u32 {
+        2
     }
 }

@@ -146,6 +146,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Nodes serving this environment (`server.nodes`).
+    pub nodes: u32,
 }
 
 /// `[server.tls]` with absolute paths.
@@ -283,6 +285,12 @@ pub struct ServiceConfig {
     pub pool_size: u32,
     /// Services this one needs.
     pub needs: Vec<String>,
+    /// API key (`openai`), from `api_key_env` or inline (development/test only).
+    pub api_key: Option<Secret>,
+    /// Longest wait for the next bytes of a response (`openai`).
+    pub read_timeout: Duration,
+    /// Retries before the first token (`openai`).
+    pub max_retries: u32,
 }
 
 /// Built-in HTTP handlers.
@@ -379,7 +387,7 @@ pub struct Components {
 }
 
 /// Agent providers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderConfig {
     /// Built-in deterministic provider.
     Scripted,
@@ -389,6 +397,10 @@ pub enum ProviderConfig {
         service: String,
         /// Model.
         model: String,
+        /// `max_tokens` of each request.
+        max_output_tokens: Option<u32>,
+        /// Sampling temperature.
+        temperature: Option<f64>,
     },
 }
 
@@ -409,4 +421,58 @@ pub struct AgentConfig {
     pub run_timeout: Duration,
     /// Per-tool timeout.
     pub tool_timeout: Duration,
+    /// Bounds of one run's output.
+    pub bounds: RunBounds,
+    /// Instructions sent first to the model; `None` gives a short default.
+    pub system_prompt: Option<String>,
+    /// Earlier messages of the thread sent as context (0 for the scripted provider by
+    /// default).
+    pub history_messages: u32,
+    /// Most bytes of earlier messages sent as context.
+    pub history_max_bytes: usize,
+    /// The agent whose model answers when this one's is unavailable.
+    pub fallback: Option<String>,
+}
+
+impl Default for AgentConfig {
+    /// A scripted agent with the schema's defaults (for embedding and tests).
+    fn default() -> Self {
+        use super::raw::defaults as d;
+        Self {
+            name: String::new(),
+            provider: ProviderConfig::Scripted,
+            tools: Vec::new(),
+            default: false,
+            max_steps: d::max_steps(),
+            run_timeout: Duration::from_millis(d::run_timeout_ms()),
+            tool_timeout: Duration::from_millis(d::tool_timeout_ms()),
+            bounds: RunBounds::default(),
+            system_prompt: None,
+            history_messages: 0,
+            history_max_bytes: d::history_max_bytes() as usize,
+            fallback: None,
+        }
+    }
+}
+
+/// What one run may produce at most (issue 13: no answer can exhaust memory or disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunBounds {
+    /// Bytes of the answer.
+    pub max_answer_bytes: usize,
+    /// Events of the run, `agent_started` and `agent_completed` included.
+    pub max_run_events: u32,
+    /// Bytes of one tool result's JSON.
+    pub max_tool_result_bytes: usize,
+}
+
+impl Default for RunBounds {
+    fn default() -> Self {
+        use super::raw::defaults as d;
+        Self {
+            max_answer_bytes: d::max_answer_bytes() as usize,
+            max_run_events: d::max_run_events(),
+            max_tool_result_bytes: d::max_tool_result_bytes() as usize,
+        }
+    }
 }

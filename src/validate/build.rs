@@ -108,6 +108,7 @@ fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
             .iter()
             .filter_map(|n| parse_net(n))
             .collect(),
+        nodes: s.nodes,
     }
 }
 
@@ -226,6 +227,13 @@ fn service(s: &raw::ServiceSection, vars: &Vars, data_dir: &Path) -> ServiceConf
         connect_timeout: Duration::from_millis(s.connect_timeout_ms),
         pool_size: s.pool_size,
         needs: s.needs.clone(),
+        api_key: match (&s.api_key, &s.api_key_env) {
+            (Some(k), _) => Some(Secret::new(k.clone())),
+            (None, Some(v)) => Some(vars.secret(v)),
+            _ => None,
+        },
+        read_timeout: Duration::from_millis(s.read_timeout_ms.unwrap_or(d::read_timeout_ms())),
+        max_retries: s.max_retries.unwrap_or(d::max_retries()),
     }
 }
 
@@ -292,6 +300,8 @@ fn agents(raw: &[raw::AgentSection]) -> Vec<AgentConfig> {
                 "openai" => ProviderConfig::OpenAi {
                     service: a.service.clone().unwrap_or_default(),
                     model: a.model.clone().unwrap_or_default(),
+                    max_output_tokens: a.max_output_tokens,
+                    temperature: a.temperature,
                 },
                 _ => ProviderConfig::Scripted,
             },
@@ -300,6 +310,19 @@ fn agents(raw: &[raw::AgentSection]) -> Vec<AgentConfig> {
             max_steps: a.max_steps,
             run_timeout: ms(a.run_timeout_ms),
             tool_timeout: ms(a.tool_timeout_ms),
+            bounds: RunBounds {
+                max_answer_bytes: a.max_answer_bytes as usize,
+                max_run_events: a.max_run_events,
+                max_tool_result_bytes: a.max_tool_result_bytes as usize,
+            },
+            system_prompt: a.system_prompt.clone(),
+            // The scripted provider reads only the message it answers.
+            history_messages: a.history_messages.unwrap_or(match a.provider.as_str() {
+                "openai" => d::history_messages(),
+                _ => 0,
+            }),
+            history_max_bytes: a.history_max_bytes as usize,
+            fallback: a.fallback.clone(),
         })
         .collect()
 }
@@ -353,6 +376,7 @@ mod tests {
             run_lease: Duration::from_secs(15),
             tls: None,
             trusted_proxies: Vec::new(),
+            nodes: 1,
         };
         let mut origins = vec!["http://localhost:8080".to_string()];
         allow_own_origins(&mut origins, &server);

@@ -28,6 +28,7 @@ pub const FAKE_DATABASE_URL: &str =
 pub const FAKE_DATABASE_PASSWORD: &str = "fake-db-password-0451";
 pub const FAKE_REDIS_URL: &str = "rediss://:fake-redis-password-0451@redis.internal:6380";
 pub const FAKE_REDIS_PASSWORD: &str = "fake-redis-password-0451";
+pub const FAKE_MODEL_API_KEY: &str = "sk-fake-model-key-never-printed-0451";
 
 /// The variables staging and production read, all set to fake values.
 pub fn fake_env() -> BTreeMap<String, String> {
@@ -36,6 +37,7 @@ pub fn fake_env() -> BTreeMap<String, String> {
         ("PORTCULLIS_BYPASS_SECRET", FAKE_BYPASS_SECRET),
         ("PORTCULLIS_DATABASE_URL", FAKE_DATABASE_URL),
         ("PORTCULLIS_REDIS_URL", FAKE_REDIS_URL),
+        ("PORTCULLIS_MODEL_API_KEY", FAKE_MODEL_API_KEY),
     ])
 }
 

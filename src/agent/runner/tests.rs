@@ -2,6 +2,7 @@
 //! Time-dependent tests run on paused tokio time, so they take no real time. Failures of
 //! the provider, the step cap and the sink are in [`failures`].
 
+mod bounds;
 mod failures;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ fn scripted(tools: &[&str], run_timeout: Duration, tool_timeout: Duration) -> Ar
         max_steps: 4,
         run_timeout,
         tool_timeout,
+        ..AgentConfig::default()
     };
     Registry::with_clock(&[config], fixed_clock())
         .unwrap()
@@ -67,7 +69,7 @@ pub(super) fn assert_invariants(events: &[AgentEvent]) {
 }
 
 /// The single tool outcome of a run.
-fn tool_outcome(events: &[AgentEvent]) -> (String, Result<Value, ErrorInfo>, u64) {
+pub(super) fn tool_outcome(events: &[AgentEvent]) -> (String, Result<Value, ErrorInfo>, u64) {
     let mut outcomes = events.iter().filter_map(|e| match e {
         AgentEvent::ToolCompleted {
             tool,
@@ -190,7 +192,7 @@ async fn thread_history_run_reads_only_the_supplied_history() {
     assert_eq!(tool_outcome(&sink.events()).0, "thread_history");
     assert_eq!(
         outcome.content,
-        "Earlier in this thread: user: \"my cat is Tom\"; assistant: \"Nice.\"."
+        "Earlier in this thread you wrote: \"my cat is Tom\"."
     );
 }
 

@@ -99,7 +99,7 @@ fn json_format_parses_and_matches_the_exit_code() {
     let first = &v["environments"][0]["errors"][0];
     assert_eq!(first["code"], "E_ENV_MISSING");
     assert_eq!(first["file"], "environments/production.toml");
-    assert_eq!(first["line"], 19);
+    assert_eq!(first["line"], 20);
     assert_eq!(first["key"], "auth.jwt.secret_env");
 }
 
@@ -160,15 +160,16 @@ fn serve_refuses_production_without_secrets_with_78_and_never_binds() {
         "PORTCULLIS_JWT_SECRET",
         "PORTCULLIS_DATABASE_URL",
         "PORTCULLIS_REDIS_URL",
+        "PORTCULLIS_MODEL_API_KEY",
     ] {
         assert!(stderr.contains(var), "{var} not named:\n{stderr}");
     }
     assert_eq!(
         stderr.matches("error[E_ENV_MISSING]").count(),
-        3,
+        4,
         "{stderr}"
     );
-    assert!(stderr.contains("FAILED production: 3 errors"), "{stderr}");
+    assert!(stderr.contains("FAILED production: 4 errors"), "{stderr}");
     assert!(stderr.contains("refusing to start"), "{stderr}");
     // It never bound: the port is still free.
     TcpListener::bind(&listen).expect("serve must not have bound the port");

@@ -977,7 +977,7 @@ fn agent_duplicate_name() {
 #[test]
 fn agent_without_model() {
     invalid("agent_model", "test")
-        .errors(&["E_AGENT_MODEL", "E_PROVIDER_UNAVAILABLE"])
+        .errors(&["E_AGENT_MODEL"])
         .at("E_AGENT_MODEL", "test.toml:41", "agents[0]")
         .snapshot();
 }
@@ -985,7 +985,7 @@ fn agent_without_model() {
 #[test]
 fn agent_with_unknown_service() {
     invalid("agent_service", "test")
-        .errors(&["E_PROVIDER_UNAVAILABLE", "E_AGENT_SERVICE"])
+        .errors(&["E_AGENT_SERVICE"])
         .at("E_AGENT_SERVICE", "test.toml:41", "agents[0].service")
         .snapshot();
 }
@@ -1069,18 +1069,6 @@ fn a_need_nothing_uses_is_refused() {
 // ---- late failures: what only building the components finds ----
 
 #[test]
-fn a_provider_this_build_cannot_run_is_refused_by_check() {
-    invalid("provider_unavailable", "test")
-        .errors(&["E_PROVIDER_UNAVAILABLE"])
-        .at(
-            "E_PROVIDER_UNAVAILABLE",
-            "test.toml:80",
-            "agents[0].provider",
-        )
-        .snapshot();
-}
-
-#[test]
 fn a_pem_file_that_holds_no_key_is_refused_by_check() {
     invalid("key_parse", "test")
         .errors(&["E_KEY_PARSE"])
@@ -1109,6 +1097,94 @@ fn a_database_url_its_driver_cannot_use_is_refused_by_check() {
         .errors(&["E_SERVICE_URL"])
         .at("E_SERVICE_URL", "test.toml:27", "services.database.url")
         .says("E_SERVICE_URL", "invalid port number")
+        .snapshot();
+}
+
+// ---- model services and openai agents ----
+
+#[test]
+fn fallback_to_an_agent_that_does_not_exist() {
+    invalid("agent_fallback", "test")
+        .errors(&["E_AGENT_FALLBACK"])
+        .at("E_AGENT_FALLBACK", "test.toml:46", "agents[0].fallback")
+        .says("E_AGENT_FALLBACK", "name one of: assistant")
+        .snapshot();
+}
+
+#[test]
+fn fallbacks_that_loop() {
+    invalid("agent_fallback_cycle", "test")
+        .errors(&["E_AGENT_FALLBACK_CYCLE", "E_AGENT_FALLBACK_CYCLE"])
+        .at(
+            "E_AGENT_FALLBACK_CYCLE",
+            "test.toml:47",
+            "agents[0].fallback",
+        )
+        .says("E_AGENT_FALLBACK_CYCLE", "assistant -> second -> assistant")
+        .snapshot();
+}
+
+#[test]
+fn model_settings_on_a_scripted_agent() {
+    invalid("agent_option_unused", "test")
+        .errors(&["E_AGENT_OPTION_UNUSED", "E_AGENT_OPTION_UNUSED"])
+        .at("E_AGENT_OPTION_UNUSED", "test.toml:41", "agents[0].model")
+        .snapshot();
+}
+
+#[test]
+fn model_keys_on_a_database_service() {
+    invalid("service_option_unused", "test")
+        .errors(&["E_SERVICE_OPTION_UNUSED"])
+        .at(
+            "E_SERVICE_OPTION_UNUSED",
+            "test.toml:26",
+            "services.database.read_timeout_ms",
+        )
+        .snapshot();
+}
+
+#[test]
+fn api_key_inline_and_from_a_variable() {
+    invalid("service_key_conflict", "test")
+        .errors(&["E_SERVICE_KEY_CONFLICT"])
+        .at(
+            "E_SERVICE_KEY_CONFLICT",
+            "test.toml:30",
+            "services.model.api_key",
+        )
+        .snapshot();
+}
+
+#[test]
+fn temperature_and_answer_bound_out_of_range() {
+    invalid("range_agent", "test")
+        .errors(&["E_RANGE", "E_RANGE"])
+        .at("E_RANGE", "test.toml:48", "agents[0].temperature")
+        .snapshot();
+}
+
+#[test]
+fn plain_http_model_url_in_production() {
+    invalid_with("model_url_insecure", "production", fake_env())
+        .errors(&["E_MODEL_URL_INSECURE"])
+        .at(
+            "E_MODEL_URL_INSECURE",
+            "production.toml:31",
+            "services.model.url",
+        )
+        .snapshot();
+}
+
+#[test]
+fn inline_api_key_in_production() {
+    invalid_with("inline_secret_api_key", "production", fake_env())
+        .errors(&["E_INLINE_SECRET"])
+        .at(
+            "E_INLINE_SECRET",
+            "production.toml:33",
+            "services.model.api_key",
+        )
         .snapshot();
 }
 
@@ -1143,4 +1219,30 @@ fn every_error_code_has_a_fixture() {
         })
         .collect();
     assert!(missing.is_empty(), "codes without a fixture: {missing:?}");
+}
+
+#[test]
+fn a_redis_event_bus_needs_a_redis_service() {
+    invalid("event_bus_no_redis", "test")
+        .errors(&["E_EVENT_BUS_NO_REDIS"])
+        .at(
+            "E_EVENT_BUS_NO_REDIS",
+            "test.toml:45",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_NO_REDIS", "services.redis")
+        .snapshot();
+}
+
+#[test]
+fn several_nodes_refuse_a_local_event_bus() {
+    invalid("event_bus_local", "test")
+        .errors(&["E_EVENT_BUS_LOCAL"])
+        .at(
+            "E_EVENT_BUS_LOCAL",
+            "test.toml:46",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_LOCAL", "server.nodes = 2")
+        .snapshot();
 }

@@ -1,5 +1,5 @@
 //! Runs that end in `error`: a provider that never answers (`MAX_STEPS`), a provider
-//! failure (`PROVIDER_ERROR`) and a failing event sink (`STORAGE_UNAVAILABLE`).
+//! failure (its own code, e.g. `MODEL_UNAVAILABLE`) and a failing event sink (`STORAGE_UNAVAILABLE`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +27,10 @@ impl Provider for Stubborn {
     fn stream<'a>(&'a self, _: ProviderRequest<'a>) -> BoxStream<'a, Result<Chunk, ProviderError>> {
         let step = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
         let last = match self.fail {
-            true => Err(ProviderError("HTTP 502 from the model".into())),
+            true => Err(ProviderError::new(
+                codes::MODEL_UNAVAILABLE,
+                "HTTP 502 from the model",
+            )),
             false => Ok(Chunk::ToolCall(ToolCall {
                 call_id: format!("call_{step}"),
                 name: "calculator".into(),
@@ -68,13 +71,13 @@ async fn max_steps_ends_a_provider_that_never_answers() {
 }
 
 #[tokio::test]
-async fn a_provider_error_ends_the_run_with_provider_error() {
+async fn a_provider_error_ends_the_run_with_its_code() {
     let (_, agent) = stubborn(true, 3);
     let (outcome, events) = run_scripted(&agent, "anything").await;
     assert_eq!(events.len(), 3, "started, thinking, completed: {events:#?}");
     assert_eq!(outcome.status, RunStatus::Error);
     let error = outcome.error.unwrap();
-    assert_eq!(error.code, codes::PROVIDER_ERROR);
+    assert_eq!(error.code, codes::MODEL_UNAVAILABLE);
     assert!(error.message.contains("HTTP 502"));
 }
 
