@@ -150,7 +150,7 @@ async fn resume_is_complete_when_live_events_arrive_first() {
 /// live and again on resume, and the connection carries on after it.
 #[tokio::test]
 async fn an_event_larger_than_the_write_buffer_is_delivered_live_and_on_resume() {
-    use portcullis::hub::Outbound;
+    use portcullis::hub::EventFrame;
     use portcullis::store::{EventBody, EventRecord};
     use std::sync::Arc;
     use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -177,13 +177,13 @@ async fn an_event_larger_than_the_write_buffer_is_delivered_live_and_on_resume()
     let ev = stored.into_iter().next().unwrap();
     assert!(ev.json.len() > 590_000, "{}", ev.json.len());
     let seq = ev.seq;
-    let frame = Outbound::event(
-        Arc::from(thread),
+    let frame = Arc::new(EventFrame {
+        thread_id: Arc::from(thread),
         seq,
-        "agent_thinking",
-        Utf8Bytes::from(ev.json),
-    );
-    s.app().hub.publish("alice", frame);
+        kind: "agent_thinking",
+        json: Utf8Bytes::from(ev.json),
+    });
+    s.app().bus.publish("alice", &[frame]);
     let live = loop {
         let v = c.recv().await;
         if v["seq"].as_i64() == Some(seq) {
