@@ -170,13 +170,18 @@ async fn service(name: &str, s: &ServiceConfig, compiled: &Compiled) -> Outcome 
                 .iter()
                 .enumerate()
                 .filter_map(|(i, a)| match &a.provider {
-                    ProviderConfig::OpenAi { service, model } if service == name => {
+                    ProviderConfig::OpenAi { service, model, .. } if service == name => {
                         Some((i, model.as_str()))
                     }
                     _ => None,
                 })
                 .collect();
-            web::models(url, limit, &wanted).await
+            let key = s
+                .api_key
+                .as_ref()
+                .filter(|k| k.is_set())
+                .map(|k| k.expose());
+            web::models(url, key, limit, &wanted).await
         }
         ServiceKind::Http => web::head(url, limit).await,
     }

@@ -27,7 +27,12 @@ fn render_diag(out: &mut String, d: &Diagnostic) {
 pub fn human(report: &Report) -> String {
     let mut out = String::new();
     for c in &report.online {
-        let mark = if c.ok { "ok  " } else { "FAIL" };
+        let about = |d: &Diagnostic| d.key == c.name || d.key.starts_with(&format!("{}.", c.name));
+        let mark = match (c.ok, report.warnings.iter().any(about)) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "ok  ",
+        };
         let _ = writeln!(
             out,
             "online {mark} {} ({}) {} ms: {}",

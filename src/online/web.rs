@@ -38,14 +38,24 @@ fn reason(e: reqwest::Error) -> String {
 
 const MODEL_HINT: &str = "check the service's url (the OpenAI-compatible base, ending in /v1) and that the endpoint runs";
 
-/// `GET {url}/models`; every `(agent index, model)` must be listed.
-pub async fn models(url: &str, limit: Duration, wanted: &[(usize, &str)]) -> Outcome {
+/// `GET {url}/models` (with the service's API key); every `(agent index, model)` must
+/// be listed.
+pub async fn models(
+    url: &str,
+    api_key: Option<&str>,
+    limit: Duration,
+    wanted: &[(usize, &str)],
+) -> Outcome {
     let client = match client(limit) {
         Ok(c) => c,
         Err(e) => return unreachable(e, MODEL_HINT),
     };
     let models_url = format!("{}/models", url.trim_end_matches('/'));
-    let response = match client.get(&models_url).send().await {
+    let mut request = client.get(&models_url);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = match request.send().await {
         Ok(r) => r,
         Err(e) => return unreachable(reason(e), MODEL_HINT),
     };
@@ -57,7 +67,9 @@ pub async fn models(url: &str, limit: Duration, wanted: &[(usize, &str)]) -> Out
                 "E_SERVICE_UNHEALTHY",
                 format!("GET {{url}}/models answered {status}"),
                 match status {
-                    401 | 403 => "the endpoint wants credentials: give the service its API key",
+                    401 | 403 => {
+                        "the endpoint refused the API key (or wants one): check the service's api_key_env"
+                    }
                     404 => "no /models here: the url must be the API base (e.g. https://host/v1)",
                     _ => MODEL_HINT,
                 },
@@ -160,10 +172,10 @@ mod tests {
         )
         .await;
         let limit = Duration::from_secs(5);
-        let listed = models(&url, limit, &[(0, "gpt-4o-mini")]).await;
+        let listed = models(&url, None, limit, &[(0, "gpt-4o-mini")]).await;
         assert!(listed.problems.is_empty(), "{}", listed.detail);
         assert_eq!(listed.detail, "GET /models: 1 models listed");
-        let missing = models(&url, limit, &[(0, "gpt-4o-mini"), (2, "llama3")]).await;
+        let missing = models(&url, None, limit, &[(0, "gpt-4o-mini"), (2, "llama3")]).await;
         let codes: Vec<_> = missing
             .problems
             .iter()
@@ -175,8 +187,8 @@ mod tests {
         );
         assert!(missing.problems[0].hint.contains("gpt-4o-mini"));
 
-        let refused = models(&endpoint(401, "{}").await, limit, &[]).await;
+        let refused = models(&endpoint(401, "{}").await, None, limit, &[]).await;
         assert_eq!(refused.problems[0].code, "E_SERVICE_UNHEALTHY");
-        assert!(refused.problems[0].hint.contains("API key"));
+        assert!(refused.problems[0].hint.contains("api_key_env"));
     }
 }

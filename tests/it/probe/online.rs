@@ -19,15 +19,40 @@ fn redis_url() -> String {
     std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().port()
+}
+
+/// The production environment's variables; its model endpoint (https only in
+/// production) is a closed local port, so the checks never leave the machine.
 fn production(database: &str, redis: &str) -> BTreeMap<String, String> {
+    let model = format!("https://127.0.0.1:{}/v1", closed_port());
     [
         ("PORTCULLIS_JWT_SECRET", SECRET),
         ("PORTCULLIS_DATABASE_URL", database),
         ("PORTCULLIS_REDIS_URL", redis),
+        ("PORTCULLIS_MODEL_API_KEY", "sk-online-test"),
+        ("PORTCULLIS_SERVICES__MODEL__URL", &model),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The findings about the database and Redis only.
+fn store_and_bus(findings: Vec<(String, Severity, String)>) -> Vec<(String, Severity, String)> {
+    let model = (
+        "E_SERVICE_UNREACHABLE".to_string(),
+        Severity::Error,
+        "services.model.url".to_string(),
+    );
+    assert!(
+        findings.contains(&model),
+        "the closed model port is named: {findings:?}"
+    );
+    findings.into_iter().filter(|f| f != &model).collect()
 }
 
 /// Compiles `env` from `dir` and runs the online checks: (checks, findings as
@@ -69,7 +94,7 @@ async fn postgres_and_redis_answer_and_pending_migrations_are_a_warning_until_ap
     assert!(check(&checks, "services.database").ok, "{checks:?}");
     assert_eq!(check(&checks, "services.redis").detail, "PONG");
     assert_eq!(
-        findings,
+        store_and_bus(findings),
         vec![(
             "W_MIGRATIONS_PENDING".into(),
             Severity::Warning,
@@ -87,7 +112,7 @@ async fn postgres_and_redis_answer_and_pending_migrations_are_a_warning_until_ap
         production(&db.url, &redis_url()),
     )
     .await;
-    assert_eq!(findings, vec![]);
+    assert_eq!(store_and_bus(findings), vec![]);
     assert!(
         check(&checks, "services.database")
             .detail
@@ -98,9 +123,7 @@ async fn postgres_and_redis_answer_and_pending_migrations_are_a_warning_until_ap
 
 #[tokio::test]
 async fn unreachable_required_services_are_errors_at_their_url() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port();
     let vars = production(
         &format!("postgres://postgres@127.0.0.1:{port}/test"),
         &format!("redis://127.0.0.1:{port}"),
@@ -108,7 +131,7 @@ async fn unreachable_required_services_are_errors_at_their_url() {
     let (checks, findings) = online("environments", "production", vars).await;
     assert!(checks.iter().all(|c| !c.ok), "{checks:?}");
     assert_eq!(
-        findings,
+        store_and_bus(findings),
         vec![
             (
                 "E_SERVICE_UNREACHABLE".into(),
@@ -153,9 +176,7 @@ async fn a_jwks_without_a_usable_key_is_named() {
 
 #[test]
 fn the_binary_exits_1_and_names_file_and_line() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port();
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--env", "production", "--online"])
         .env_clear()
@@ -179,5 +200,80 @@ fn the_binary_exits_1_and_names_file_and_line() {
         said.contains("online ok   services.redis (redis)"),
         "{said}"
     );
-    assert!(!said.contains(SECRET));
+    assert!(!said.contains(SECRET) && !said.contains("sk-online-test"));
+}
+
+/// An OpenAI-compatible endpoint listing `gpt-4o-mini`; returns its base URL.
+async fn models_endpoint() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            let asked = String::from_utf8_lossy(&buf[..n]).to_string();
+            let body = r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","owned_by":"test"}]}"#;
+            let reply = match asked.starts_with("GET /v1/models ")
+                && asked.contains("authorization: Bearer sk-online-test")
+            {
+                true => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+                false => "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_string(),
+            };
+            let _ = tcp.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn an_agent_model_the_endpoint_does_not_list_is_an_error_at_the_agent() {
+    let url = models_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["base.toml", "test.toml"] {
+        std::fs::copy(format!("environments/{f}"), dir.path().join(f)).unwrap();
+    }
+    let extra = format!(
+        r#"
+[services.model]
+kind = "openai"
+url = "{url}"
+api_key = "sk-online-test"
+
+[components.agent_registry]
+kind = "agents"
+scope = "process"
+needs = ["model"]
+
+[[agents]]
+name = "mini"
+provider = "openai"
+service = "model"
+model = "gpt-4o-mini"
+
+[[agents]]
+name = "writer"
+provider = "openai"
+service = "model"
+model = "gpt-missing"
+"#
+    );
+    let file = dir.path().join("test.toml");
+    let text = std::fs::read_to_string(&file).unwrap() + &extra;
+    std::fs::write(&file, text).unwrap();
+    let (checks, findings) = online(dir.path().to_str().unwrap(), "test", BTreeMap::new()).await;
+    let model = check(&checks, "services.model");
+    assert!(!model.ok, "{checks:?}");
+    assert_eq!(model.detail, "GET /models: 1 models listed");
+    assert_eq!(
+        findings,
+        vec![(
+            "E_MODEL_NOT_FOUND".into(),
+            Severity::Error,
+            "agents[2].model".into()
+        )]
+    );
 }
