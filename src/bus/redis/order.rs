@@ -300,7 +300,7 @@ mod tests {
 
     fn setup() -> (Order, LocalBus, Arc<Outbox>, Arc<str>) {
         let local = LocalBus::default();
-        let q = Arc::new(Outbox::new(1000));
+        let q = Arc::new(Outbox::new(1 << 20, std::time::Duration::from_secs(3600)));
         local.subscribe("u", "c", Arc::clone(&q));
         (Order::default(), local, q, Arc::from("t"))
     }
