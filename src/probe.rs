@@ -241,6 +241,7 @@ async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
             token: o.token.as_deref(),
             origin: o.origin.as_deref(),
             source: *source,
+            enabled: &config.token_sources,
         };
         let mut s = r
             .stage(&format!("upgrade{suffix}"), t, socket::upgrade(h))

@@ -231,3 +231,25 @@ async fn a_healthy_wss_server_passes_tls_and_every_stage() {
     );
     assert!(report.stages.last().unwrap().detail.contains("identical"));
 }
+
+#[tokio::test]
+async fn a_token_sent_where_the_server_does_not_look_is_named() {
+    let s = TestServer::start(&[("AUTH__TOKEN_SOURCES", r#"["header"]"#)]).await;
+    let url = format!("http://{}", s.addr);
+    let mut o = options(&url);
+    o.token = Some(token("alice", 600));
+    o.sources = Sources::One(TokenSource::Subprotocol);
+    let report = probe::run(&o).await;
+    assert_failed(
+        &url,
+        &report,
+        "established",
+        &[
+            "NO_TOKEN",
+            "`subprotocol`",
+            "does not read",
+            "--token-source header",
+            "auth.token_sources",
+        ],
+    );
+}
