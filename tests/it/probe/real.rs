@@ -76,7 +76,12 @@ async fn a_wrong_path_is_named_at_http_with_the_server_paths() {
         &url,
         &report,
         "http",
-        &["404", "websocket.aliases", "client.websocket_url"],
+        &[
+            "404",
+            "websocket.aliases",
+            "client.websocket_url",
+            "the server's WebSocket paths: /websocket, /ws",
+        ],
     );
 }
 
