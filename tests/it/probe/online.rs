@@ -177,15 +177,43 @@ async fn a_jwks_without_a_usable_key_is_named() {
 #[test]
 fn the_binary_exits_1_and_names_file_and_line() {
     let port = closed_port();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--env", "production", "--online"])
-        .env_clear()
-        .envs(production(
-            &format!("postgres://postgres@127.0.0.1:{port}/test"),
-            &redis_url(),
-        ))
-        .output()
-        .expect("check runs");
+    let vars = production(
+        &format!("postgres://postgres@127.0.0.1:{port}/test"),
+        &redis_url(),
+    );
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "check",
+                "--env",
+                "production",
+                "--online",
+                "--format",
+                format,
+            ])
+            .env_clear()
+            .envs(&vars)
+            .output()
+            .expect("check runs")
+    };
+    let json: serde_json::Value = serde_json::from_slice(&run("json").stdout).expect("JSON");
+    assert_eq!(json["ok"], false);
+    let online = json["environments"][0]["online"]
+        .as_array()
+        .expect("online checks");
+    let database = online
+        .iter()
+        .find(|c| c["name"] == "services.database")
+        .expect("database");
+    assert_eq!(
+        (database["ok"].as_bool(), database["required"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert!(
+        database["ms"].is_u64() && database["kind"] == "postgres",
+        "{database}"
+    );
+    let out = run("human");
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
