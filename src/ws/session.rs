@@ -131,7 +131,13 @@ where
             "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
         );
         let body = protocol::error("USER_CONNECTION_LIMIT", &message, None, true);
-        let _: Option<()> = refuse(&mut socket, body, 4429, "user connection limit").await;
+        let _: Option<()> = refuse(
+            &mut socket,
+            body,
+            CloseCode::TooManyConnections,
+            "user connection limit",
+        )
+        .await;
         return;
     }
     let ws = &app.config.websocket;
