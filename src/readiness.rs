@@ -77,7 +77,7 @@ pub struct Clients<'a> {
     pub redis: Option<&'a deadpool_redis::Pool>,
 }
 
-async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
+pub(crate) async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     let pong: String = deadpool_redis::redis::cmd("PING")
         .query_async(&mut conn)

@@ -202,6 +202,12 @@ pub struct WebSocketSection {
     #[serde(default = "defaults::messages_per_minute")]
     #[schemars(range(min = 1, max = 100_000))]
     pub messages_per_minute: u32,
+    /// Open sockets one user may hold at once; one more is closed with 4429
+    /// (`USER_CONNECTION_LIMIT`) after authentication. Counted on this node, or across every
+    /// node with `[components.rate_limiter] kind = "redis"`. Absent: no per-user cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// How connections are authenticated.
@@ -568,6 +574,10 @@ pub enum RateLimiterKind {
     /// Token buckets in this process: with `scope = "process"` one per user (shared by
     /// their sockets on this node), with `scope = "connection"` one per socket.
     Local,
+    /// One token bucket per user in Redis, shared by every node (`scope = "process"`,
+    /// `needs` the Redis service). While Redis does not answer, each node falls back to
+    /// its local bucket and `/metrics` says so.
+    Redis,
 }
 
 /// Implementations of the `session` component.

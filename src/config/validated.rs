@@ -186,6 +186,8 @@ pub struct WebSocketConfig {
     pub send_timeout: Duration,
     /// Per-user message rate.
     pub messages_per_minute: u32,
+    /// Per-user open socket cap, when set.
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// `[auth]`.

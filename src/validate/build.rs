@@ -125,6 +125,7 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         send_queue_bytes: w.send_queue_bytes as usize,
         send_timeout: ms(w.send_timeout_ms),
         messages_per_minute: w.messages_per_minute,
+        max_connections_per_user: w.max_connections_per_user,
     }
 }
 

@@ -1066,6 +1066,28 @@ fn a_need_nothing_uses_is_refused() {
         .snapshot();
 }
 
+#[test]
+fn a_rate_limiter_shared_through_redis_needs_a_redis_service() {
+    invalid("rate_limiter_no_redis", "test")
+        .errors(&["E_RATE_LIMITER_NO_REDIS"])
+        .at(
+            "E_RATE_LIMITER_NO_REDIS",
+            "test.toml:61",
+            "components.rate_limiter.kind",
+        )
+        .says("E_RATE_LIMITER_NO_REDIS", "kind = \"local\"")
+        .snapshot();
+}
+
+#[test]
+fn several_nodes_on_a_sqlite_store_are_refused() {
+    invalid("nodes_sqlite", "test")
+        .errors(&["E_NODES_SQLITE"])
+        .at("E_NODES_SQLITE", "test.toml:12", "server.nodes")
+        .says("E_NODES_SQLITE", "postgres")
+        .snapshot();
+}
+
 // ---- late failures: what only building the components finds ----
 
 #[test]
