@@ -12,3 +12,4 @@ mod metrics;
 mod resume;
 mod tool_servers;
 mod tools;
+mod tools_model;
