@@ -59,6 +59,11 @@ fn failure_response(f: &AuthFailure) -> Response {
     Response::from_parts(parts, body.into())
 }
 
+/// Logs a refused upgrade with its reason code (never a token or secret).
+pub fn refused(reason: &str, remote: Option<SocketAddr>) {
+    tracing::info!(reason, remote = ?remote, "refused a WebSocket upgrade");
+}
+
 /// Runs the pre-upgrade checks.
 pub async fn decide(
     app: &App,
@@ -76,6 +81,8 @@ pub async fn decide(
             .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
         if !ok {
             app.metrics.auth_failure("ORIGIN_NOT_ALLOWED");
+            // An Origin is public (the browser's page), so it is safe to log.
+            tracing::info!(reason = "ORIGIN_NOT_ALLOWED", origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
             return Decision::Refuse(error_reply(
                 StatusCode::FORBIDDEN,
                 "ORIGIN_NOT_ALLOWED",
@@ -100,6 +107,7 @@ pub async fn decide(
         })
     };
     if app.is_draining() {
+        refused("SHUTTING_DOWN", remote);
         return Decision::Refuse(error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
@@ -107,6 +115,7 @@ pub async fn decide(
         ));
     }
     if app.store.get().is_none() {
+        refused("STORE_UNAVAILABLE", remote);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -121,6 +130,7 @@ pub async fn decide(
     }
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
         app.metrics.auth_failure(CONNECTION_LIMIT.0);
+        refused(CONNECTION_LIMIT.0, remote);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -133,7 +143,7 @@ pub async fn decide(
     let state = authenticate(app, headers, &extracted, remote).await;
     if let AuthState::Failed(f) = &state {
         app.metrics.auth_failure(f.code());
-        tracing::info!(code = f.code(), remote = ?remote, "authentication refused");
+        refused(f.code(), remote);
         if handshake_mode {
             return Decision::Refuse(failure_response(f));
         }
@@ -157,6 +167,16 @@ async fn authenticate(
         app.metrics.bypass_use(&rule.name);
         tracing::warn!(rule = %rule.name, user_id = %rule.user_id, remote = ?remote, "connection admitted by bypass rule");
         return AuthState::Authenticated(Identity::bypass(rule));
+    }
+    if let Some(rule) = cfg
+        .auth
+        .bypass
+        .iter()
+        .find(|r| headers.contains_key(r.header.as_str()))
+    {
+        // Not a refusal by itself (auth falls through to tokens), but the likely cause of
+        // one: say which rule's header came without its secret or from elsewhere.
+        tracing::info!(reason = "BYPASS_NOT_MATCHED", rule = %rule.name, remote = ?remote, "bypass header present but the rule did not match; trying tokens");
     }
     if cfg.auth.mode == AuthMode::None {
         return AuthState::Authenticated(Identity {

@@ -120,8 +120,14 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Linger + Unpin + Send + 'static,
     E: ReadFailure + Send + 'static,
 {
-    let PreAuth { state, permit, .. } = pre;
-    let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state)).await else {
+    let PreAuth {
+        state,
+        permit,
+        remote,
+        ..
+    } = pre;
+    let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state, remote)).await
+    else {
         return;
     };
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
@@ -193,7 +199,12 @@ where
 
 /// Finishes authentication (first-message auth or the refusal decided at the handshake)
 /// and checks the store; `None` when the connection was refused and closed.
-async fn establish<S, E>(app: &App, socket: &mut S, state: AuthState) -> Option<(Identity, Store)>
+async fn establish<S, E>(
+    app: &App,
+    socket: &mut S,
+    state: AuthState,
+    remote: Option<std::net::SocketAddr>,
+) -> Option<(Identity, Store)>
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
@@ -239,6 +250,7 @@ where
                 Ok(id) => id,
                 Err(AuthFailure::NoToken) if app.config.auth.reject_at == RejectAt::Handshake => {
                     app.metrics.auth_failure("NO_TOKEN");
+                    super::handshake::refused("POLICY_VIOLATION", remote);
                     let body = protocol::error(
                         "POLICY_VIOLATION",
                         "the first message must be {\"type\":\"auth\",\"token\":…}",
@@ -255,6 +267,7 @@ where
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
+                    super::handshake::refused(f.code(), remote);
                     return refuse_auth(socket, &f).await;
                 }
             }

@@ -9,4 +9,5 @@ mod lifecycle;
 mod limits;
 mod load;
 mod metrics;
+mod refusals;
 mod resume;
