@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::auth::{AuthFailure, AuthMethod, Identity, extract_tokens, match_bypass};
 use crate::config::{AuthMode, RejectAt, TokenSource};
 use crate::http::recover::error_reply;
+use crate::wire::ErrorCode;
 
 /// Where authentication stands when the socket opens.
 pub enum AuthState {
@@ -42,7 +43,7 @@ pub struct PreAuth {
 
 /// The code and message of a refusal at the connection cap, in both `reject_at` modes.
 pub const CONNECTION_LIMIT: (&str, &str) = (
-    "CONNECTION_LIMIT",
+    ErrorCode::ConnectionLimit.as_str(),
     "too many connections on this node; retry later",
 );
 
@@ -80,12 +81,13 @@ pub async fn decide(
             .to_str()
             .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
         if !ok {
-            app.metrics.auth_failure("ORIGIN_NOT_ALLOWED");
+            app.metrics
+                .auth_failure(ErrorCode::OriginNotAllowed.as_str());
             // An Origin is public (the browser's page), so it is safe to log.
-            tracing::info!(reason = "ORIGIN_NOT_ALLOWED", origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
+            tracing::info!(reason = ErrorCode::OriginNotAllowed.as_str(), origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
             return Decision::Refuse(error_reply(
                 StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
+                ErrorCode::OriginNotAllowed.as_str(),
                 "this Origin may not open a socket here; it must be listed in websocket.allowed_origins",
             ));
         }
@@ -107,23 +109,23 @@ pub async fn decide(
         })
     };
     if app.is_draining() {
-        refused("SHUTTING_DOWN", remote);
+        refused(ErrorCode::ShuttingDown.as_str(), remote);
         return Decision::Refuse(error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            "SHUTTING_DOWN",
+            ErrorCode::ShuttingDown.as_str(),
             "the server is shutting down; reconnect to another node",
         ));
     }
     if app.store.get().is_none() {
-        refused("STORE_UNAVAILABLE", remote);
+        refused(ErrorCode::StoreUnavailable.as_str(), remote);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable yet; retry shortly",
             )),
             false => accept(AuthState::Unavailable(
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable yet; retry shortly",
             )),
         };
