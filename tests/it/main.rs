@@ -10,4 +10,5 @@ mod proxy;
 mod serve;
 mod store;
 mod tls;
+mod wire;
 mod ws;
