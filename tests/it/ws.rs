@@ -9,6 +9,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod metrics;
+mod refusals;
 mod resume;
 mod tool_servers;
 mod tools;
