@@ -200,6 +200,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the shared rate limit's `portcullis_rate_limiter_*` metrics (before `Metrics`
+    /// is shared).
+    pub fn register_shared_limits(&mut self, limits: &crate::ratelimit::SharedLimitMetrics) {
+        limits.register(&mut self.registry);
+    }
+
     /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
     pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
         source.register(&mut self.registry);

@@ -1,5 +1,6 @@
 //! The single integration test binary (one link for the whole suite).
 
+mod agents;
 mod auth;
 mod browser;
 mod cluster;

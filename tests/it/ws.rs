@@ -10,3 +10,6 @@ mod limits;
 mod load;
 mod metrics;
 mod resume;
+mod tool_servers;
+mod tools;
+mod tools_model;
