@@ -90,12 +90,14 @@ impl App {
         }
     }
 
-    /// Starts what fetches in the background until `shutdown`: a remote JWT key source.
+    /// Starts what works in the background until `shutdown`: a remote JWT key source, the
+    /// event bus's links.
     /// The server listens meanwhile; `ready` reports the key source's state.
     pub fn start(&self, shutdown: CancellationToken) {
         if let Some(verifier) = &self.verifier {
-            verifier.start(shutdown);
+            verifier.start(shutdown.clone());
         }
+        self.bus.start(Arc::clone(&self.store), shutdown);
     }
 
     /// Connects the store, retrying with backoff until it answers or shutdown begins.

@@ -8,10 +8,36 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::path::kp;
 use crate::config::{Config, EventBusKind};
+use crate::diagnostic::Finding;
 use crate::hub::{EventFrame, Outbound, Outbox};
+use crate::store::Store;
 
 pub mod local;
+pub mod redis;
+
+/// A bus's state for `/ready` (the `local` bus has none to report).
+#[derive(Debug, Clone, Serialize)]
+pub struct BusStatus {
+    /// Its kind.
+    pub kind: &'static str,
+    /// Events of other nodes arrive (the subscription is up).
+    pub subscribed: bool,
+    /// This node's last publish succeeded.
+    pub publishing: bool,
+    /// Threads whose events could not be published yet (announced when Redis is back).
+    pub unsent_threads: usize,
+    /// The last Redis error (never contains the URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// This node's id on the bus.
+    pub node: String,
+}
 
 /// Routes stored events to the connections of their user.
 pub trait EventBus: Send + Sync {
@@ -31,11 +57,50 @@ pub trait EventBus: Send + Sync {
 
     /// Open connections of a user on this node (for tests and metrics).
     fn connections_of(&self, user: &str) -> usize;
+
+    /// Starts background work (the Redis bus's links), until `shutdown`.
+    fn start(&self, _store: Arc<OnceCell<Store>>, _shutdown: CancellationToken) {}
+
+    /// Its state for `/ready`, when it has one.
+    fn status(&self) -> Option<BusStatus> {
+        None
+    }
 }
 
-/// The bus `components.event_bus.kind` names.
-pub fn build(config: &Config) -> Arc<dyn EventBus> {
+/// The bus `components.event_bus.kind` names, and its metrics registered. Offline: the
+/// Redis bus's clients connect when [`EventBus::start`] runs.
+pub fn build(
+    config: &Config,
+    pool: Option<&deadpool_redis::Pool>,
+    metrics: &mut crate::metrics::Metrics,
+    findings: &mut Vec<Finding>,
+) -> Arc<dyn EventBus> {
     match config.components.event_bus.kind {
         EventBusKind::Local => Arc::new(local::LocalBus::default()),
+        EventBusKind::Redis => {
+            let target = config.redis().and_then(|(name, svc)| {
+                let url = svc.url.as_ref().filter(|u| u.is_set())?;
+                let client = match deadpool_redis::redis::Client::open(url.expose()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        findings.push(Finding::error(
+                            "E_SERVICE_URL",
+                            kp(&format!("services.{name}.url")),
+                            format!("service `{name}`: the Redis client cannot use this URL: {e}"),
+                            "write redis://host:6379 (or rediss:// for TLS), credentials in url_env",
+                        ));
+                        return None;
+                    }
+                };
+                Some(redis::RedisTarget {
+                    pool: pool?.clone(),
+                    client,
+                    timeout: svc.connect_timeout,
+                })
+            });
+            let bus = redis::RedisBus::new(&config.name, target);
+            metrics.register_bus(bus.metrics());
+            Arc::new(bus)
+        }
     }
 }

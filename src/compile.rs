@@ -128,6 +128,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         (RateLimiterKind::Local, _) => Per::User,
     };
     let mut metrics = Metrics::new();
+    let bus = crate::bus::build(&config, redis.as_ref(), &mut metrics, findings);
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
         metrics.register_key_source(source);
     }
@@ -137,7 +138,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
         verifier,
         agents: Arc::new(agents),
         redis,
-        bus: crate::bus::build(&config),
+        bus,
         config: Arc::new(config),
     }
 }

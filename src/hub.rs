@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+mod coalesce;
 mod outbox;
+pub use coalesce::Deltas;
 pub use outbox::{Outbox, Pushed};
 
 /// What a connection sends. Kept to two words plus a tag: queued items cost memory per
@@ -19,6 +21,8 @@ pub enum Outbound {
     Event(Arc<EventFrame>),
     /// Replay stored events of a thread (a `resume`).
     Replay(Box<ReplayRequest>),
+    /// Consecutive `agent_response` deltas of one run, merged while they waited.
+    Deltas(Box<Deltas>),
 }
 
 /// A stored event on its way to the user's connections.

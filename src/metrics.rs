@@ -79,10 +79,10 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// HTTP request durations by handler and status.
     pub http_requests: Family<HttpLabel, Histogram>,
-    /// Model tokens by agent, model and kind.
-    pub model_tokens: Family<TokenLabel, Counter>,
     /// Store call durations by op, handed to the store when it connects.
     pub store_calls: StoreCalls,
+    /// Model tokens by agent, model and kind.
+    pub model_tokens: Family<TokenLabel, Counter>,
     /// `events_sent` counters of the [`SENT_KINDS`], looked up once each: `sent` runs for
     /// every frame, and a family lookup allocates the label and hashes it.
     sent_cache: [OnceLock<Counter>; SENT_KINDS.len()],
@@ -194,8 +194,8 @@ impl Metrics {
             run_seconds,
             slow_consumers,
             http_requests,
-            model_tokens,
             store_calls,
+            model_tokens,
             sent_cache: Default::default(),
         }
     }
@@ -203,6 +203,28 @@ impl Metrics {
     /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
     pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
         source.register(&mut self.registry);
+    }
+
+    /// Adds the Redis event bus's `portcullis_bus_*` metrics (before `Metrics` is shared).
+    pub fn register_bus(&mut self, bus: &crate::bus::redis::BusMetrics) {
+        let r = &mut self.registry;
+        r.register("bus_redis_up", "1 while this node's Redis subscription is up (0: events of other nodes wait for Redis; this node's own still reach its sockets)", bus.redis_up.clone());
+        r.register(
+            "bus_published",
+            "Event batches published to Redis",
+            bus.published.clone(),
+        );
+        r.register("bus_publish_failures", "Event batches whose publish to Redis failed (other nodes fetch them from the store once Redis is back)", bus.publish_failures.clone());
+        r.register(
+            "bus_received",
+            "Event batches received from other nodes for users with sockets here",
+            bus.received.clone(),
+        );
+        r.register(
+            "bus_subscriptions",
+            "Redis subscriptions established (more than 1: reconnects)",
+            bus.subscriptions.clone(),
+        );
     }
 
     /// Counts a refused authentication.

@@ -562,7 +562,7 @@ mod tests {
                 .await
                 .expect("store");
             let bus = Arc::new(LocalBus::default());
-            let outbox = Arc::new(Outbox::new(64));
+            let outbox = Arc::new(Outbox::new(1 << 20, std::time::Duration::from_secs(3600)));
             bus.subscribe("alice", "c1", Arc::clone(&outbox));
             let limits = Limits {
                 max_steps: 4,
@@ -628,11 +628,15 @@ mod tests {
 
         /// What the connection got so far: `ack …` or the event type.
         fn received(&self) -> Vec<String> {
+            // Merged deltas count as the events they stand for.
             std::iter::from_fn(|| self.outbox.pop())
-                .map(|item| match item {
-                    Outbound::Reply(text) => text.to_string(),
-                    Outbound::Event(ev) => ev.kind.to_string(),
-                    Outbound::Replay(_) => "replay".into(),
+                .flat_map(|item| match item {
+                    Outbound::Reply(text) => vec![text.to_string()],
+                    Outbound::Event(ev) => vec![ev.kind.to_string()],
+                    Outbound::Replay(_) => vec!["replay".into()],
+                    Outbound::Deltas(d) => {
+                        vec!["agent_response".into(); (d.seq_to - d.seq + 1) as usize]
+                    }
                 })
                 .collect()
         }
@@ -811,7 +815,7 @@ mod tests {
     /// Dropped unreleased (a run task that never ran), the ack is still queued.
     #[test]
     fn a_dropped_held_ack_is_queued() {
-        let outbox = Arc::new(Outbox::new(4));
+        let outbox = Arc::new(Outbox::new(1 << 20, std::time::Duration::from_secs(3600)));
         let ack = HeldAck::new(Arc::clone(&outbox), Arc::from("ack"));
         assert!(outbox.is_empty());
         drop(ack);

@@ -19,6 +19,9 @@
 //! - `[[slow]]` / `[[slow:<ms>]]`: sleep before every streamed chunk, for the provider's
 //!   default delay (250 ms) or `<ms>`, so a run can be cancelled or time out mid-stream.
 //!   It uses `tokio::time::sleep`, so paused-time tests do not wait.
+//! - `[[deltas:<n>]]`: answer with exactly `n` deltas (`"w1 "`, `"w2 "`, …) and nothing
+//!   else, as a model streaming a long answer token by token does; `[[pad:<bytes>]]`
+//!   pads each of them with that many `.` (to fill a socket with few events).
 
 mod plan;
 
@@ -107,6 +110,11 @@ fn respond(
     };
     let since_user = &messages[user_at.map_or(0, |i| i + 1)..];
     let plan = plan(content, slow);
+    if let Some(n) = plan.deltas {
+        let pad = ".".repeat(plan.pad);
+        let words = (1..=n).map(|i| Chunk::Delta(format!("w{i}{pad} ")));
+        return (words.chain([Chunk::Finished]).collect(), plan.slow);
+    }
     let enabled =
         |tool: &str| tool == FAIL_TOOL || tool == SLOW_TOOL || tools.iter().any(|t| t.name == tool);
     let calls: Vec<ToolCall> = plan

@@ -96,20 +96,25 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_every_tab_of_the_user_only_and_flags_full_queues() {
         let bus = LocalBus::default();
-        let a1 = Arc::new(Outbox::new(4));
-        let a2 = Arc::new(Outbox::new(1));
-        let b1 = Arc::new(Outbox::new(4));
+        let hour = std::time::Duration::from_secs(3600);
+        let a1 = Arc::new(Outbox::new(64, hour));
+        let a2 = Arc::new(Outbox::new(1, hour));
+        let b1 = Arc::new(Outbox::new(64, hour));
         bus.subscribe("alice", "c1", Arc::clone(&a1));
         bus.subscribe("alice", "c2", Arc::clone(&a2));
         bus.subscribe("bob", "c3", Arc::clone(&b1));
         assert_eq!(bus.notify("alice", Outbound::Reply("x".into())), 2);
         assert!(a1.pop().is_some() && a2.pop().is_some());
         assert!(b1.is_empty(), "bob sees nothing of alice's");
-        let batch = [Outbound::Reply("y".into()), Outbound::Reply("z".into())];
-        assert_eq!(bus.publish_all("alice", batch), 3, "c2 took only y");
-        assert!(a2.is_slow(), "a full queue marks the connection slow");
+        a2.push(Outbound::Reply("w".into()));
+        let batch = [Outbound::Reply("yyy".into()), Outbound::Reply("z".into())];
+        assert_eq!(bus.publish_all("alice", batch), 3, "c2 took only yyy");
         assert!(
-            matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "y"),
+            a2.is_slow(),
+            "a queue far over budget marks the connection slow"
+        );
+        assert!(
+            matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "yyy"),
             "in order"
         );
         assert!(matches!(a1.pop(), Some(Outbound::Reply(t)) if &*t == "z"));

@@ -132,6 +132,11 @@ pub struct ServerSection {
     /// then the client's (bypass `from`, logs). Empty: those headers are ignored.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// How many portcullis nodes serve this environment behind the load balancer. Above 1,
+    /// a user's sockets may sit on different nodes, so the event bus must be `redis`.
+    #[serde(default = "defaults::nodes")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub nodes: u32,
 }
 
 /// `[server.tls]`: the certificate chain and private key, PEM files relative to the config
@@ -174,10 +179,18 @@ pub struct WebSocketSection {
     #[serde(default = "defaults::pong_timeout_ms")]
     #[schemars(range(min = 500, max = 600_000))]
     pub pong_timeout_ms: u64,
-    /// Outbound messages queued per connection; a client that keeps it full is closed with 4509.
-    #[serde(default = "defaults::send_queue")]
-    #[schemars(range(min = 8, max = 65_536))]
-    pub send_queue: u32,
+    /// Outbound bytes one connection may have waiting (default 1 MiB).
+    /// A client whose queue stays over this for `send_timeout_ms` is closed with 4509, one
+    /// over twice this at once; waiting `agent_response` deltas of a run are coalesced.
+    #[serde(default = "defaults::send_queue_bytes")]
+    #[schemars(range(min = 16_384, max = 268_435_456))]
+    pub send_queue_bytes: u32,
+    /// How long (ms) a client may leave its queue over budget or undrained (default 10 s).
+    /// Over `send_queue_bytes`, or holding messages while nothing is written to the socket,
+    /// for this long, the client is closed with 4509.
+    #[serde(default = "defaults::send_timeout_ms")]
+    #[schemars(range(min = 100, max = 600_000))]
+    pub send_timeout_ms: u64,
     /// Per-user chat messages per minute; more get `RATE_LIMITED` (connection kept).
     #[serde(default = "defaults::messages_per_minute")]
     #[schemars(range(min = 1, max = 100_000))]
@@ -512,6 +525,9 @@ pub enum StoreKind {
 pub enum EventBusKind {
     /// In this process only: connections on this node.
     Local,
+    /// Across nodes through Redis pub/sub (needs the Redis service); the store fills
+    /// whatever Redis drops.
+    Redis,
 }
 
 /// Implementations of the `jwt_keys` component.
@@ -710,6 +726,9 @@ pub mod defaults {
     pub fn run_lease_ms() -> u64 {
         15_000
     }
+    pub fn nodes() -> u32 {
+        1
+    }
     pub fn max_message_bytes() -> u32 {
         65_536
     }
@@ -719,8 +738,11 @@ pub mod defaults {
     pub fn pong_timeout_ms() -> u64 {
         10_000
     }
-    pub fn send_queue() -> u32 {
-        256
+    pub fn send_queue_bytes() -> u32 {
+        1_048_576
+    }
+    pub fn send_timeout_ms() -> u64 {
+        10_000
     }
     pub fn messages_per_minute() -> u32 {
         120

@@ -146,6 +146,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Nodes serving this environment (`server.nodes`).
+    pub nodes: u32,
 }
 
 /// `[server.tls]` with absolute paths.
@@ -172,8 +174,10 @@ pub struct WebSocketConfig {
     pub heartbeat: Duration,
     /// Pong wait.
     pub pong_timeout: Duration,
-    /// Outbound queue length per connection.
-    pub send_queue: usize,
+    /// Outbound queue budget per connection, in bytes.
+    pub send_queue_bytes: usize,
+    /// How long the queue may stay over budget or undrained before the client is closed.
+    pub send_timeout: Duration,
     /// Per-user message rate.
     pub messages_per_minute: u32,
 }

@@ -48,10 +48,20 @@ async fn ready(app: &App) -> Response {
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
         deps.push(crate::readiness::key_source(&status));
     }
+    let bus_degraded = app
+        .bus
+        .status()
+        .is_some_and(|bus| bus_entry(bus, &mut deps));
     let draining = app.is_draining();
     let ok = !draining && deps.iter().all(|d| d.ok || !d.required);
+    let status = match (ok, draining) {
+        (true, _) if bus_degraded => "degraded",
+        (true, _) => "ready",
+        (false, true) => "draining",
+        (false, false) => "not_ready",
+    };
     let body = serde_json::json!({
-        "status": if ok { "ready" } else if draining { "draining" } else { "not_ready" },
+        "status": status,
         "node_id": app.node.id,
         "dependencies": deps,
     });
@@ -61,6 +71,29 @@ async fn ready(app: &App) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Adds the event bus to `ready`'s dependencies; true when it is degraded. With a Redis
+/// bus, Redis being away does not fail readiness: the node still serves its own sockets
+/// (its runs' events reach them without Redis) and fills other nodes' events from the
+/// store when Redis is back.
+fn bus_entry(bus: crate::bus::BusStatus, deps: &mut Vec<crate::readiness::ProbeResult>) -> bool {
+    let mut redis_ok = true;
+    for d in deps.iter_mut().filter(|d| d.kind == "redis") {
+        d.required = false;
+        redis_ok &= d.ok;
+    }
+    let ok = bus.subscribed && bus.publishing;
+    deps.push(crate::readiness::ProbeResult {
+        name: "event_bus".into(),
+        kind: bus.kind.into(),
+        required: false,
+        ok,
+        latency_ms: 0,
+        error: if ok { None } else { bus.last_error.clone() },
+        detail: serde_json::to_value(&bus).ok(),
+    });
+    !(ok && redis_ok)
 }
 
 /// The caller of an API route: `Authorization: Bearer <jwt>` verified like a socket's.

@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 /// Everything a store call can fail with.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The thread does not exist or belongs to someone else. The two cases are
     /// deliberately indistinguishable so a caller cannot probe for other users' threads.

@@ -11,11 +11,15 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
 use super::lease::Node;
 use super::migrations;
+use super::model::{Accepted, EventRecord, NewMessage, StoredEvent};
 
+mod batch;
+mod group;
 mod lease;
 mod read;
 mod write;
@@ -26,10 +30,11 @@ mod write;
 /// of those was one round trip in four of a chat run.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// A connection pool to one Postgres database.
+/// A connection pool to one Postgres database and the queue of its group writer.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    queue: mpsc::Sender<group::Request>,
 }
 
 impl PgStore {
@@ -67,7 +72,65 @@ impl PgStore {
             .connect_with(options)
             .await?;
         migrations::postgres().run(&pool).await?;
-        Ok(Self { pool })
+        let (queue, requests) = mpsc::channel(group::QUEUE);
+        // Ends when the last clone of the store (the last sender) is dropped.
+        tokio::spawn(group::run(pool.clone(), requests));
+        Ok(Self { pool, queue })
+    }
+
+    /// Queues a write for the group writer and waits for its answer.
+    async fn submit<T>(
+        &self,
+        request: impl FnOnce(group::Reply<T>) -> group::Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Unavailable("the store's writer has stopped".into());
+        self.queue.send(request(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
+        let accept = group::Accept {
+            user_id: msg.user_id.to_string(),
+            client_id: msg.client_id.to_string(),
+            thread_id: msg.thread_id.map(str::to_string),
+            content: msg.content.to_string(),
+            agent: msg.agent.to_string(),
+        };
+        self.submit(|reply| group::Request::Accept(accept, reply))
+            .await
+    }
+
+    pub(crate) async fn append_events(
+        &self,
+        thread_id: &str,
+        events: Vec<EventRecord>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let thread_id = thread_id.to_string();
+        self.submit(|reply| group::Request::Append(group::Append { thread_id, events }, reply))
+            .await
+    }
+
+    pub(crate) async fn finish_run(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        status: &str,
+        assistant_content: &str,
+        event: EventRecord,
+    ) -> Result<StoredEvent, StoreError> {
+        let finish = group::Finish {
+            thread_id: thread_id.to_string(),
+            run_id: run_id.to_string(),
+            status: status.to_string(),
+            content: assistant_content.to_string(),
+            event,
+        };
+        self.submit(|reply| group::Request::Finish(finish, reply))
+            .await
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {

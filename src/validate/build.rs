@@ -108,6 +108,7 @@ fn server(s: &raw::ServerSection, config_dir: &Path) -> ServerConfig {
             .iter()
             .filter_map(|n| parse_net(n))
             .collect(),
+        nodes: s.nodes,
     }
 }
 
@@ -120,7 +121,8 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         max_message_bytes: w.max_message_bytes as usize,
         heartbeat: ms(w.heartbeat_ms),
         pong_timeout: ms(w.pong_timeout_ms),
-        send_queue: w.send_queue as usize,
+        send_queue_bytes: w.send_queue_bytes as usize,
+        send_timeout: ms(w.send_timeout_ms),
         messages_per_minute: w.messages_per_minute,
     }
 }
@@ -374,6 +376,7 @@ mod tests {
             run_lease: Duration::from_secs(15),
             tls: None,
             trusted_proxies: Vec::new(),
+            nodes: 1,
         };
         let mut origins = vec!["http://localhost:8080".to_string()];
         allow_own_origins(&mut origins, &server);

@@ -120,12 +120,22 @@ fn databases(raw: &RawConfig) -> Vec<String> {
         .collect()
 }
 
+/// The Redis services (`E_MULTIPLE_REDIS` refuses more than one).
+fn redis_services(raw: &RawConfig) -> Vec<String> {
+    raw.services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Redis)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 /// What a component of this role and kind is built from: exactly what `needs` must list
 /// (for the store: one of the database services).
-fn uses(raw: &RawConfig, role: &str) -> Vec<String> {
+fn uses(raw: &RawConfig, role: &str, kind: &str) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match role {
         "store" => databases(raw),
+        "event_bus" if kind == "redis" => redis_services(raw),
         "agent_registry" => {
             let mut services: Vec<String> = raw
                 .agents
@@ -193,7 +203,10 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
             format!("set scope = \"{}\"", allowed.join("\" or \"")),
         );
     }
-    let used = uses(cx.raw, name);
+    if name == "event_bus" && !bus_fits(cx, d, at) {
+        return;
+    }
+    let used = uses(cx.raw, name, &d.kind);
     let before = cx.findings.len();
     for (i, need) in d.needs.iter().enumerate() {
         check_need(cx, role, d, at.key("needs").index(i), need, &used);
@@ -224,6 +237,34 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
             ),
             format!("add \"{missing}\" to components.{name}.needs"),
         );
+    }
+}
+
+/// The event bus matches the deployment: `redis` has a Redis service to run on, and
+/// several nodes do not share a `local` bus (each would deliver only its own runs' events).
+/// False when the bus cannot be built at all (its needs are then not checked).
+fn bus_fits(cx: &mut Ctx, d: &Declared, at: &KeyPath) -> bool {
+    let nodes = cx.raw.server.nodes;
+    match d.kind.as_str() {
+        "redis" if redis_services(cx.raw).is_empty() => {
+            cx.error(
+                "E_EVENT_BUS_NO_REDIS",
+                at.key("kind"),
+                "the event bus is kind = \"redis\" but no service has kind = \"redis\": there is nothing to publish events through",
+                "declare [services.redis] kind = \"redis\" with url_env, and list it in components.event_bus.needs; or use kind = \"local\" on a single node",
+            );
+            false
+        }
+        "local" if nodes > 1 => {
+            cx.error(
+                "E_EVENT_BUS_LOCAL",
+                at.key("kind"),
+                format!("server.nodes = {nodes} but the event bus is kind = \"local\": a user's socket on one node would never see the events of runs on another"),
+                "set kind = \"redis\" and needs = [\"<your redis service>\"] in [components.event_bus], or server.nodes = 1",
+            );
+            true
+        }
+        _ => true,
     }
 }
 

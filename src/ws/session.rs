@@ -117,7 +117,8 @@ where
         return;
     };
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
-    let outbox = Arc::new(Outbox::new(app.config.websocket.send_queue));
+    let ws = &app.config.websocket;
+    let outbox = Arc::new(Outbox::new(ws.send_queue_bytes, ws.send_timeout));
     let auth_label = if app.config.auth.mode == AuthMode::None {
         "none".to_string()
     } else {
@@ -350,6 +351,11 @@ impl Session {
             if let Some(d) = pong_deadline {
                 next = next.min(d);
             }
+            // The slow-consumer deadline moves with every push and write: the timer
+            // branch checks it again when it fires.
+            if let Some(d) = outbox.slow_deadline() {
+                next = next.min(Instant::from_std(d));
+            }
             if next != due {
                 due = next;
                 timer.as_mut().reset(due);
@@ -360,9 +366,7 @@ impl Session {
                 () = outbox.pushed() => {
                     // The writes themselves happen in the I/O branch below.
                     if outbox.is_slow() {
-                        self.app.metrics.slow_consumers.inc();
-                        tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
-                        return close(4509, "slow consumer: outbound queue stayed full");
+                        return self.slow_consumer();
                     }
                 }
                 () = close_sessions.cancelled() => {
@@ -370,6 +374,9 @@ impl Session {
                 }
                 () = &mut timer => {
                     let now = Instant::now();
+                    if outbox.is_slow() {
+                        return self.slow_consumer();
+                    }
                     if expire_at <= now {
                         self.reply(AuthFailure::TokenExpired.error_message().to_string());
                         return Some(Close { code: 4401, reason: "token expired", flush_first: true });
@@ -432,6 +439,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Closes a client that let its queue stay over budget, or undrained, too long.
+    fn slow_consumer(&self) -> Option<Close> {
+        self.app.metrics.slow_consumers.inc();
+        tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
+        close(4509, "slow consumer: outbound queue did not drain")
     }
 
     /// The `token_expiring` and expiry deadlines of the current identity.

@@ -3,7 +3,8 @@
 //! flushes once per burst (not per message), sends due pings, serves `resume` replays
 //! page by page, and reads the next client message, all in one poll. A client that stops
 //! reading therefore cannot stall its connection's task: reading, timers and the slow-
-//! consumer check go on while the socket is full, and the queue overflowing ends it.
+//! consumer check go on while the socket is full, and the queue staying over budget or
+//! undrained for the send timeout ends it.
 //!
 //! Events the client already got are dropped, so each thread's events reach the client
 //! exactly once. They arrive in `seq` order except when live events of a thread reach a
@@ -20,6 +21,8 @@ use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::protocol;
@@ -29,6 +32,10 @@ use crate::store::{Store, StoreError, StoredEvent};
 
 /// Most events fetched per replay query.
 const REPLAY_PAGE: u32 = 500;
+/// Largest frame written: a longer message goes out as a text frame and continuation
+/// frames of this size (RFC 6455 §5.4), so any stored event can be sent, whatever its
+/// size, through a socket buffer that stays small (docs/PROTOCOL.md, "Frames").
+pub const FRAGMENT: usize = 16 * 1024;
 /// Most messages written before the task gives other work a turn.
 const BURST: usize = 64;
 
@@ -98,6 +105,33 @@ pub struct Pump {
     /// A ping is due.
     ping: bool,
     replay: Option<Box<Replay>>,
+    /// The rest of a message being sent in fragments (boxed: rare, and every idle
+    /// connection would pay for it inline).
+    rest: Option<Box<Fragments>>,
+}
+
+/// A text message larger than [`FRAGMENT`] on its way out, one frame at a time.
+struct Fragments {
+    data: bytes::Bytes,
+    at: usize,
+}
+
+impl Fragments {
+    /// The next continuation frame; `None` after the last.
+    fn next(&mut self) -> Option<Message> {
+        if self.at >= self.data.len() {
+            return None;
+        }
+        let end = (self.at + FRAGMENT).min(self.data.len());
+        let chunk = self.data.slice(self.at..end);
+        self.at = end;
+        let last = end == self.data.len();
+        Some(Message::Frame(Frame::message(
+            chunk,
+            OpCode::Data(Data::Continue),
+            last,
+        )))
+    }
 }
 
 impl Pump {
@@ -142,7 +176,8 @@ impl Pump {
         S: Sink<Message> + Unpin,
     {
         self.poll_write(cx, socket, outbox, w)?;
-        if self.dirty || self.ping || self.replay.is_some() || !outbox.is_empty() {
+        let busy = self.dirty || self.ping || self.replay.is_some() || self.rest.is_some();
+        if busy || !outbox.is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(Ok(()))
@@ -167,14 +202,20 @@ impl Pump {
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Pending => break,
             }
-            let Some((text, kind)) = self.next_frame(cx, outbox, w) else {
-                break;
-            };
-            let frame = match kind {
-                "ping" => Message::Ping(bytes::Bytes::new()),
-                _ => {
-                    w.metrics.sent(kind);
-                    Message::Text(text)
+            let frame = match self.rest.as_mut().and_then(|r| r.next()) {
+                Some(frame) => frame,
+                None => {
+                    self.rest = None;
+                    let Some((text, kind)) = self.next_frame(cx, outbox, w) else {
+                        break;
+                    };
+                    match kind {
+                        "ping" => Message::Ping(bytes::Bytes::new()),
+                        _ => {
+                            w.metrics.sent(kind);
+                            self.text_frame(text)
+                        }
+                    }
                 }
             };
             if Pin::new(&mut *socket).start_send(frame).is_err() {
@@ -187,6 +228,7 @@ impl Pump {
             // More may be queued: come back after the other branches had their turn.
             outbox.rewake();
         }
+        let was_dirty = self.dirty;
         if self.dirty {
             match Pin::new(&mut *socket).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.dirty = false,
@@ -194,7 +236,22 @@ impl Pump {
                 Poll::Pending => {}
             }
         }
+        // Only passes that wrote or flushed: an idle poll costs no lock.
+        if written > 0 || was_dirty {
+            outbox.wrote(written > 0, self.dirty);
+        }
         Ok(())
+    }
+
+    /// A text message, or the first of its fragments when it is longer than [`FRAGMENT`].
+    fn text_frame(&mut self, text: Utf8Bytes) -> Message {
+        if text.len() <= FRAGMENT {
+            return Message::Text(text);
+        }
+        let data = bytes::Bytes::from(text);
+        let first = data.slice(..FRAGMENT);
+        self.rest = Some(Box::new(Fragments { data, at: FRAGMENT }));
+        Message::Frame(Frame::message(first, OpCode::Data(Data::Text), false))
     }
 
     /// The next frame to write, or `None` when nothing can be written now.
@@ -240,6 +297,19 @@ impl Pump {
                     }
                     // A reference to the stored JSON, not a copy of it.
                     return Some((frame.json.clone(), frame.kind));
+                }
+                Outbound::Deltas(mut d) => {
+                    match self.sent.get_mut(&d.thread_id) {
+                        // Cut off what a replay already sent; nothing left, nothing to send.
+                        Some(range) if !d.skip_through(range.last) => continue,
+                        Some(range) => range.last = d.seq_to,
+                        None => {
+                            let (first, last) = (d.seq, d.seq_to);
+                            self.sent
+                                .insert(Arc::clone(&d.thread_id), Sent { first, last });
+                        }
+                    }
+                    return Some((d.to_json().into(), "agent_response"));
                 }
                 Outbound::Replay(request) => {
                     self.replay = Some(Box::new(Replay::start(*request, &self.sent)));

@@ -11,10 +11,12 @@ use serde_json::{Value, json};
 
 use crate::agent::tools::{FAIL_TOOL, SLOW_TOOL};
 
-/// `[[fail_tool]]`, `[[slow_tool]]`, `[[slow]]` and `[[slow:<ms>]]`. A static, but a
+/// `[[fail_tool]]`, `[[slow_tool]]`, `[[slow]]`, `[[slow:<ms>]]`, `[[deltas:<n>]]` and `[[pad:<bytes>]]`.
+/// A static, but a
 /// compiled pattern only: nothing per user.
 static HOOK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\[\[(fail_tool|slow_tool|slow)(?::(\d{1,7}))?\]\]").expect("valid hook pattern")
+    Regex::new(r"\[\[(fail_tool|slow_tool|slow|deltas|pad)(?::(\d{1,7}))?\]\]")
+        .expect("valid hook pattern")
 });
 
 /// One thing the message asks for that needs a tool.
@@ -74,11 +76,17 @@ pub struct Plan {
     pub slow: Option<Duration>,
     /// The message with the hooks removed, trimmed.
     pub text: String,
+    /// Test hook `[[deltas:<n>]]`: answer with exactly this many deltas, nothing else.
+    pub deltas: Option<u32>,
+    /// Test hook `[[pad:<bytes>]]`: pad each of those deltas with this many `.`.
+    pub pad: usize,
 }
 
 /// Reads `content`; `default_slow` is the delay of a bare `[[slow]]`.
 pub fn plan(content: &str, default_slow: Duration) -> Plan {
     let mut slow = None;
+    let mut deltas = None;
+    let mut pad = 0;
     let mut hooks = Vec::new();
     // Every hook starts with `[[`: most messages skip the pattern (it ran twice a run,
     // about a tenth of the scripted agent's instructions).
@@ -87,6 +95,13 @@ pub fn plan(content: &str, default_slow: Duration) -> Plan {
             match &found[1] {
                 "fail_tool" => hooks.push(Intent::FailHook),
                 "slow_tool" => hooks.push(Intent::SlowHook),
+                "deltas" => deltas = found.get(2).and_then(|m| m.as_str().parse().ok()),
+                "pad" => {
+                    pad = found
+                        .get(2)
+                        .and_then(|m| m.as_str().parse().ok())
+                        .unwrap_or(0)
+                }
                 _ => {
                     let ms = found.get(2).and_then(|m| m.as_str().parse().ok());
                     slow = Some(ms.map_or(default_slow, Duration::from_millis));
@@ -119,6 +134,8 @@ pub fn plan(content: &str, default_slow: Duration) -> Plan {
         intents,
         slow,
         text,
+        deltas,
+        pad,
     }
 }
 

@@ -87,20 +87,18 @@ impl PgStore {
     }
 
     /// Whether a run of the thread accepted before `run_id` is still running (on any
-    /// node): `run_id` must wait for its turn.
+    /// node): `run_id` must wait for its turn. Every run asks once, so the group writer
+    /// asks for many at once (`group.rs`, `batch::TURNS`).
     pub(crate) async fn earlier_run_running(
         &self,
         thread_id: &str,
         run_id: &str,
     ) -> Result<bool, StoreError> {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE thread_id = $1 AND status = 'running' \
-             AND turn < (SELECT turn FROM runs WHERE id = $2))",
-        )
-        .bind(thread_id)
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(waiting)
+        let turn = super::group::Turn {
+            thread_id: thread_id.to_string(),
+            run_id: run_id.to_string(),
+        };
+        self.submit(|reply| super::group::Request::Turn(turn, reply))
+            .await
     }
 }

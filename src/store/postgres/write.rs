@@ -1,4 +1,5 @@
-//! Postgres writes, each one statement: data-modifying CTEs do a call's checks, seq
+//! Postgres writes of one request, each one statement (the group writer's batches of
+//! several are `batch.rs`): data-modifying CTEs do a call's checks, seq
 //! reservation and inserts together, and the statement commits on its own (no
 //! `BEGIN`/`COMMIT` round trips). A chat run's accept, appends and finish were ~26
 //! round trips as separate statements in transactions, and on loopback each round trip's
@@ -10,8 +11,9 @@
 //!   commit; a waiting appender re-reads the row's newest version, so seqs stay gap-free.
 //! - Events of an ended run: an append locks its runs `FOR SHARE` before it bumps the
 //!   thread; a finish that committed meanwhile is seen (a locking read re-checks the
-//!   newest row version), so it drops the run and the append stores nothing. Appends and
-//!   finishes both lock the run before the thread, so they cannot deadlock.
+//!   newest row version), so it drops the run and the append stores nothing. Every
+//!   statement locks runs (sorted by id) before threads, so none can deadlock another
+//!   (`batch.rs` keeps the same order with many of each).
 //! - Event text: the body is stored as text around its seq (`model::seal_around`), and
 //!   the statement puts the seq in, so stored text is sent text.
 //! - Duplicate client ids: a concurrent duplicate fails the unique index, which aborts the
@@ -19,10 +21,12 @@
 //! - Reported means committed: sqlx reads every reply up to `ReadyForQuery`, which
 //!   follows the implicit commit, before it returns.
 
-use super::PgStore;
+use sqlx::postgres::PgPool;
+
+use super::group::{Accept, Finish};
 use crate::store::error::{StoreError, is_unique_violation};
 use crate::store::model::{
-    Accepted, EventRecord, NewMessage, StoredEvent, completed_body, new_id, now, seal_around,
+    Accepted, EventRecord, SealedAround, StoredEvent, completed_body, new_id, now, seal_around,
     title_from,
 };
 
@@ -58,7 +62,7 @@ SELECT thread_id, $7, $9, FALSE FROM message";
 const APPEND: &str = "\
 WITH live AS (
     SELECT id FROM runs WHERE thread_id = $1 AND status = 'running' AND id = ANY($2::TEXT[])
-    FOR SHARE
+    ORDER BY id FOR SHARE
 ), bumped AS (
     UPDATE threads SET last_seq = last_seq + $3, updated_at = $4
     WHERE id = $1 AND (SELECT count(*) FROM live) = cardinality($2::TEXT[])
@@ -91,132 +95,142 @@ WITH closed AS (
 )
 SELECT last_seq FROM bumped";
 
-impl PgStore {
-    async fn find_client_message(
-        &self,
-        user_id: &str,
-        client_id: &str,
-    ) -> Result<Option<Accepted>, StoreError> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT thread_id, id, run_id FROM messages WHERE user_id = $1 AND client_id = $2",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(thread_id, message_id, run_id)| Accepted {
+async fn find_client_message(
+    pool: &PgPool,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<Accepted>, StoreError> {
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT thread_id, id, run_id FROM messages WHERE user_id = $1 AND client_id = $2",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(thread_id, message_id, run_id)| Accepted {
+        thread_id,
+        message_id,
+        run_id,
+        duplicate: true,
+    }))
+}
+
+/// Stores a user message (see [`crate::store::Store::accept_message`]).
+pub(super) async fn accept(pool: &PgPool, msg: &Accept) -> Result<Accepted, StoreError> {
+    let (message_id, run_id) = (new_id("m"), new_id("r"));
+    let title = msg.thread_id.is_none().then(|| title_from(&msg.content));
+    let row: Result<Option<(String, String, String, bool)>, _> = sqlx::query_as(ACCEPT)
+        .bind(&msg.user_id)
+        .bind(&msg.client_id)
+        .bind(&msg.thread_id)
+        .bind(new_id("t"))
+        .bind(title.as_deref().unwrap_or(""))
+        .bind(now())
+        .bind(&message_id)
+        .bind(&msg.content)
+        .bind(&run_id)
+        .bind(&msg.agent)
+        .fetch_optional(pool)
+        .await;
+    match row {
+        Ok(Some((thread_id, message_id, run_id, duplicate))) => Ok(Accepted {
             thread_id,
             message_id,
             run_id,
-            duplicate: true,
-        }))
-    }
-
-    pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
-        let (message_id, run_id) = (new_id("m"), new_id("r"));
-        let title = msg.thread_id.is_none().then(|| title_from(msg.content));
-        let row: Result<Option<(String, String, String, bool)>, _> = sqlx::query_as(ACCEPT)
-            .bind(msg.user_id)
-            .bind(msg.client_id)
-            .bind(msg.thread_id)
-            .bind(new_id("t"))
-            .bind(title.as_deref().unwrap_or(""))
-            .bind(now())
-            .bind(&message_id)
-            .bind(msg.content)
-            .bind(&run_id)
-            .bind(msg.agent)
-            .fetch_optional(&self.pool)
-            .await;
-        match row {
-            Ok(Some((thread_id, message_id, run_id, duplicate))) => Ok(Accepted {
-                thread_id,
-                message_id,
-                run_id,
-                duplicate,
-            }),
-            Ok(None) => Err(StoreError::ThreadNotFound),
-            // Lost a race with the same client id: nothing of this statement was stored,
-            // and the winner has committed, so its ids are visible now.
-            Err(e) if is_unique_violation(&e) => self
-                .find_client_message(msg.user_id, msg.client_id)
+            duplicate,
+        }),
+        Ok(None) => Err(StoreError::ThreadNotFound),
+        // Lost a race with the same client id: nothing of this statement was stored,
+        // and the winner has committed, so its ids are visible now.
+        Err(e) if is_unique_violation(&e) => {
+            find_client_message(pool, &msg.user_id, &msg.client_id)
                 .await?
-                .ok_or(StoreError::Database(e.to_string())),
-            Err(e) => Err(e.into()),
+                .ok_or(StoreError::Database(e.to_string()))
         }
+        Err(e) => Err(e.into()),
     }
+}
 
-    pub(crate) async fn append_events(
-        &self,
-        thread_id: &str,
-        events: Vec<EventRecord>,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut run_ids: Vec<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
-        run_ids.sort_unstable();
-        run_ids.dedup();
-        let around: Vec<_> = events.iter().map(|e| seal_around(thread_id, e)).collect();
-        let (first, thread_exists): (Option<i64>, bool) = sqlx::query_as(APPEND)
-            .bind(thread_id)
-            .bind(&run_ids)
-            .bind(events.len() as i64)
-            .bind(now())
-            .bind(events.iter().map(|e| e.run_id.as_str()).collect::<Vec<_>>())
-            .bind(around.iter().map(|a| a.prefix.as_str()).collect::<Vec<_>>())
-            .bind(around.iter().map(|a| a.suffix.as_str()).collect::<Vec<_>>())
-            .fetch_one(&self.pool)
-            .await?;
-        match first {
-            Some(first) => Ok((first..)
-                .zip(events.into_iter().zip(around))
-                .map(|(seq, (record, around))| StoredEvent {
-                    seq,
-                    json: around.with_seq(seq),
-                    run_id: record.run_id,
-                })
-                .collect()),
-            None if !thread_exists => Err(StoreError::ThreadNotFound),
-            // Only running runs of this thread take events (as on SQLite, which finds a
-            // thread's events through its runs): nothing of a run follows its completion.
-            None => Err(StoreError::RunNotActive),
-        }
+/// Appends events to a thread (see [`crate::store::Store::append_events`]).
+pub(super) async fn append(
+    pool: &PgPool,
+    thread_id: &str,
+    events: &[EventRecord],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut run_ids: Vec<&str> = events.iter().map(|e| e.run_id.as_str()).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    let around: Vec<_> = events.iter().map(|e| seal_around(thread_id, e)).collect();
+    let (first, thread_exists): (Option<i64>, bool) = sqlx::query_as(APPEND)
+        .bind(thread_id)
+        .bind(&run_ids)
+        .bind(events.len() as i64)
+        .bind(now())
+        .bind(events.iter().map(|e| e.run_id.as_str()).collect::<Vec<_>>())
+        .bind(around.iter().map(|a| a.prefix.as_str()).collect::<Vec<_>>())
+        .bind(around.iter().map(|a| a.suffix.as_str()).collect::<Vec<_>>())
+        .fetch_one(pool)
+        .await?;
+    match first {
+        Some(first) => Ok(numbered(first, events, &around)),
+        None if !thread_exists => Err(StoreError::ThreadNotFound),
+        // Only running runs of this thread take events (as on SQLite, which finds a
+        // thread's events through its runs): nothing of a run follows its completion.
+        None => Err(StoreError::RunNotActive),
+    }
+}
 
-    pub(crate) async fn finish_run(
-        &self,
-        thread_id: &str,
-        run_id: &str,
-        status: &str,
-        assistant_content: &str,
-        event: EventRecord,
-    ) -> Result<StoredEvent, StoreError> {
-        let message_id = new_id("m");
-        let body = completed_body(event.body, status, &message_id, assistant_content);
-        let record = EventRecord {
-            run_id: run_id.to_string(),
-            body,
-        };
-        let around = seal_around(thread_id, &record);
-        let seq: Option<i64> = sqlx::query_scalar(FINISH)
-            .bind(status)
-            .bind(now())
-            .bind(run_id)
-            .bind(thread_id)
-            .bind(&message_id)
-            .bind(assistant_content)
-            .bind(&around.prefix)
-            .bind(&around.suffix)
-            .fetch_optional(&self.pool)
-            .await?;
-        // `status = 'running'` makes a second finish (or a finish racing recovery) a
-        // no-op that reports RunNotActive instead of a second agent_completed.
-        let seq = seq.ok_or(StoreError::RunNotActive)?;
-        Ok(StoredEvent {
+/// Events as stored from `first` on: the text the statement stored, rebuilt here.
+pub(super) fn numbered(
+    first: i64,
+    events: &[EventRecord],
+    around: &[SealedAround],
+) -> Vec<StoredEvent> {
+    (first..)
+        .zip(events.iter().zip(around))
+        .map(|(seq, (record, around))| StoredEvent {
             seq,
             json: around.with_seq(seq),
-            run_id: record.run_id,
+            run_id: record.run_id.clone(),
         })
-    }
+        .collect()
+}
+
+/// The `agent_completed` record of a finish, with its assistant message id.
+pub(super) fn completion(f: &Finish) -> (String, SealedAround) {
+    let message_id = new_id("m");
+    let body = completed_body(f.event.body.clone(), &f.status, &message_id, &f.content);
+    let record = EventRecord {
+        run_id: f.run_id.clone(),
+        body,
+    };
+    let around = seal_around(&f.thread_id, &record);
+    (message_id, around)
+}
+
+/// Ends a run (see [`crate::store::Store::finish_run`]).
+pub(super) async fn finish(pool: &PgPool, f: &Finish) -> Result<StoredEvent, StoreError> {
+    let (message_id, around) = completion(f);
+    let seq: Option<i64> = sqlx::query_scalar(FINISH)
+        .bind(&f.status)
+        .bind(now())
+        .bind(&f.run_id)
+        .bind(&f.thread_id)
+        .bind(&message_id)
+        .bind(&f.content)
+        .bind(&around.prefix)
+        .bind(&around.suffix)
+        .fetch_optional(pool)
+        .await?;
+    // `status = 'running'` makes a second finish (or a finish racing recovery) a
+    // no-op that reports RunNotActive instead of a second agent_completed.
+    let seq = seq.ok_or(StoreError::RunNotActive)?;
+    Ok(StoredEvent {
+        seq,
+        json: around.with_seq(seq),
+        run_id: f.run_id.clone(),
+    })
 }

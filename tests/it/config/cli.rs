@@ -99,7 +99,7 @@ fn json_format_parses_and_matches_the_exit_code() {
     let first = &v["environments"][0]["errors"][0];
     assert_eq!(first["code"], "E_ENV_MISSING");
     assert_eq!(first["file"], "environments/production.toml");
-    assert_eq!(first["line"], 19);
+    assert_eq!(first["line"], 20);
     assert_eq!(first["key"], "auth.jwt.secret_env");
 }
 

@@ -418,6 +418,15 @@ fn out_of_range() {
 }
 
 #[test]
+fn send_queue_limits_out_of_range() {
+    invalid("send_queue_range", "test")
+        .errors(&["E_RANGE", "E_RANGE"])
+        .at("E_RANGE", "test.toml:17", "websocket.send_queue_bytes")
+        .says("E_RANGE", "16384 to 268435456")
+        .snapshot();
+}
+
+#[test]
 fn not_an_accepted_value() {
     invalid("enum", "test")
         .errors(&["E_ENUM"])
@@ -1210,4 +1219,30 @@ fn every_error_code_has_a_fixture() {
         })
         .collect();
     assert!(missing.is_empty(), "codes without a fixture: {missing:?}");
+}
+
+#[test]
+fn a_redis_event_bus_needs_a_redis_service() {
+    invalid("event_bus_no_redis", "test")
+        .errors(&["E_EVENT_BUS_NO_REDIS"])
+        .at(
+            "E_EVENT_BUS_NO_REDIS",
+            "test.toml:45",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_NO_REDIS", "services.redis")
+        .snapshot();
+}
+
+#[test]
+fn several_nodes_refuse_a_local_event_bus() {
+    invalid("event_bus_local", "test")
+        .errors(&["E_EVENT_BUS_LOCAL"])
+        .at(
+            "E_EVENT_BUS_LOCAL",
+            "test.toml:46",
+            "components.event_bus.kind",
+        )
+        .says("E_EVENT_BUS_LOCAL", "server.nodes = 2")
+        .snapshot();
 }

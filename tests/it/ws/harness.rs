@@ -41,8 +41,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the `test` environment with `overrides` (`("WEBSOCKET__SEND_QUEUE", "8")`
-    /// becomes `PORTCULLIS_WEBSOCKET__SEND_QUEUE=8`) and waits until the store is connected.
+    /// Starts the `test` environment with `overrides` (`("WEBSOCKET__SEND_TIMEOUT_MS", "500")`
+    /// becomes `PORTCULLIS_WEBSOCKET__SEND_TIMEOUT_MS=500`) and waits until the store is connected.
     pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
         let s = TestServer::start_unready(overrides).await;
         let app = s.app();
@@ -478,9 +478,10 @@ impl Client {
             let v = self.recv().await;
             assert_eq!(v["run_id"], run_id, "an event of another run: {v}");
             if let Some(prev) = events.last() {
+                // Merged deltas cover `seq..=seq_to` (docs/PROTOCOL.md, delta coalescing).
                 assert_eq!(
                     v["seq"].as_i64().expect("seq"),
-                    prev["seq"].as_i64().expect("seq") + 1,
+                    last_seq(prev) + 1,
                     "seq must increase by one: {prev} then {v}"
                 );
                 assert_eq!(v["thread_id"], prev["thread_id"]);
@@ -506,6 +507,14 @@ impl Client {
     pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
         self.ws
     }
+}
+
+/// The last seq a frame covers: `seq_to` of merged deltas, else `seq`.
+pub fn last_seq(event: &Value) -> i64 {
+    event["seq_to"]
+        .as_i64()
+        .or_else(|| event["seq"].as_i64())
+        .expect("seq")
 }
 
 /// Types of a run's events, in order.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::harness::*;
 
@@ -128,7 +130,11 @@ async fn a_connection_scoped_rate_limiter_limits_each_socket() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_4509() {
-    let s = TestServer::start(&[("WEBSOCKET__SEND_QUEUE", "8")]).await;
+    let s = TestServer::start(&[
+        ("WEBSOCKET__SEND_QUEUE_BYTES", "16384"),
+        ("WEBSOCKET__SEND_TIMEOUT_MS", "500"),
+    ])
+    .await;
     let app = s.app().clone();
     let c = s.user("alice").await;
     let mut ws = c.into_inner();
@@ -164,4 +170,104 @@ async fn a_client_that_stops_reading_is_closed_4509() {
     // Other users are unaffected.
     let mut bob = s.user("bob").await;
     bob.ping_pong().await;
+}
+
+/// A 5 000-delta answer (a model streaming token by token) reaches a client that reads
+/// promptly whole: no 4509, every seq once, the text intact (merged deltas included).
+#[tokio::test]
+async fn a_long_streamed_answer_reaches_a_prompt_reader_whole() {
+    let s = TestServer::start(&[]).await;
+    let mut c = s.user("alice").await;
+    let ack = c.ask_acked("m1", "[[deltas:5000]]", None).await;
+    let events = c.run_events(ack["run_id"].as_str().unwrap()).await;
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "agent_response")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    let want: String = (1..=5000).map(|i| format!("w{i} ")).collect();
+    assert!(text == want, "the deltas concatenate to the answer");
+    let done = events.last().unwrap();
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(done["message"]["content"], want.as_str());
+    assert_eq!(last_seq(done), 5002, "started, 5000 deltas, completed");
+    c.ping_pong().await;
+    assert_eq!(s.app().metrics.slow_consumers.get(), 0);
+}
+
+/// A client that never reads while a long answer streams is closed with 4509 once its
+/// queue has not drained for `send_timeout_ms`; the events stay stored, so a new
+/// connection resumes after the last one it got and receives the rest of the run.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
+    // 1.5 MB of answer, more than the kernel's socket buffers take; the default budget
+    // holds it (merged), so it is the drain timeout that closes the connection.
+    let s = TestServer::start(&[("WEBSOCKET__SEND_TIMEOUT_MS", "500")]).await;
+    let app = s.app().clone();
+    // A small receive window, so the kernel cannot absorb the whole answer for us.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(s.addr).await.unwrap();
+    let mut req = s.url("/websocket").into_client_request().unwrap();
+    let bearer = format!("Bearer {}", token("alice", 600));
+    req.headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut c = Client::from_stream(ws);
+    c.ask("m1", "[[deltas:1500]] [[pad:1000]]", None).await;
+    let started = tokio::time::Instant::now();
+    while app.metrics.slow_consumers.get() == 0 {
+        assert!(
+            started.elapsed() < FRAME_TIMEOUT,
+            "never detected as a slow consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (msgs, code) = c.until_close().await;
+    assert_eq!(code, 4509, "after {} messages", msgs.len());
+    let ack = msgs
+        .iter()
+        .find(|m| m["type"] == "ack")
+        .unwrap_or_else(|| panic!("no ack in {:?}", &msgs[..msgs.len().min(5)]));
+    let thread = ack["thread_id"].as_str().unwrap();
+    let last = msgs
+        .iter()
+        .filter(|m| m["thread_id"] == thread && m["seq"].is_i64())
+        .map(last_seq)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        msgs.iter().all(|m| m["type"] != "agent_completed"),
+        "closed mid-run"
+    );
+    // The run goes on without the client and stores the rest. Resume once it ended, so
+    // no live event of it reaches the new connection ahead of the replay.
+    let store = app.store.get().unwrap().clone();
+    let started = tokio::time::Instant::now();
+    while store
+        .events_after("alice", thread, 1501, 1)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(started.elapsed() < FRAME_TIMEOUT * 3, "the run never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = s.user("alice").await;
+    again
+        .send(json!({ "type": "resume", "thread_id": thread, "after_seq": last }))
+        .await;
+    let mut next = last + 1;
+    loop {
+        let v = again.recv().await;
+        assert_eq!(v["seq"].as_i64(), Some(next), "{v}");
+        next = last_seq(&v) + 1;
+        if v["type"] == "agent_completed" {
+            assert_eq!(v["status"], "ok", "{v}");
+            break;
+        }
+    }
+    assert_eq!(next, 1503);
 }

@@ -144,3 +144,72 @@ async fn resume_is_complete_when_live_events_arrive_first() {
     let want: Vec<i64> = (seen + 1..=seen + n as i64).collect();
     assert_eq!(s_got, want, "every event after after_seq, none missing");
 }
+
+/// Any event the store accepted can be sent: a ~600 KB event (more than the socket's write
+/// buffer, sent as continuation frames, split inside multi-byte characters) arrives whole
+/// live and again on resume, and the connection carries on after it.
+#[tokio::test]
+async fn an_event_larger_than_the_write_buffer_is_delivered_live_and_on_resume() {
+    use portcullis::hub::EventFrame;
+    use portcullis::store::{EventBody, EventRecord};
+    use std::sync::Arc;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    let s = TestServer::start(&[]).await;
+    let mut c = s.user("alice").await;
+    // A slow run stays active while the test appends its large event to it.
+    let ack = c.ask_acked("m1", "[[slow:200]] hello", None).await;
+    let (thread, run) = (
+        ack["thread_id"].as_str().unwrap(),
+        ack["run_id"].as_str().unwrap(),
+    );
+    c.recv_type("agent_started").await;
+    let big: String = "é-".repeat(200_000);
+    let mut body = serde_json::Map::new();
+    body.insert("type".into(), json!("agent_thinking"));
+    body.insert("text".into(), json!(big));
+    let record = EventRecord {
+        run_id: run.to_string(),
+        body: EventBody::Map(body),
+    };
+    let store = s.app().store.get().unwrap().clone();
+    let stored = store.append_events(thread, vec![record]).await.unwrap();
+    let ev = stored.into_iter().next().unwrap();
+    assert!(ev.json.len() > 590_000, "{}", ev.json.len());
+    let seq = ev.seq;
+    let frame = Arc::new(EventFrame {
+        thread_id: Arc::from(thread),
+        seq,
+        kind: "agent_thinking",
+        json: Utf8Bytes::from(ev.json),
+    });
+    s.app().bus.publish("alice", &[frame]);
+    let live = loop {
+        let v = c.recv().await;
+        if v["seq"].as_i64() == Some(seq) {
+            break v;
+        }
+    };
+    assert_eq!(live["text"].as_str(), Some(big.as_str()), "live");
+    // The run goes on on the same connection.
+    loop {
+        if c.recv().await["type"] == "agent_completed" {
+            break;
+        }
+    }
+    c.close().await;
+    let mut again = s.user("alice").await;
+    again
+        .send(json!({ "type": "resume", "thread_id": thread, "after_seq": seq - 1 }))
+        .await;
+    let replayed = again.recv().await;
+    assert_eq!(replayed["seq"].as_i64(), Some(seq));
+    assert_eq!(replayed["text"].as_str(), Some(big.as_str()), "replayed");
+    // The rest of the run follows it.
+    loop {
+        if again.recv().await["type"] == "agent_completed" {
+            break;
+        }
+    }
+    again.ping_pong().await;
+}
