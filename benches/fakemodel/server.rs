@@ -57,6 +57,8 @@ pub struct FakeModel {
     pub addr: SocketAddr,
     /// What it saw.
     pub seen: Arc<Seen>,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl FakeModel {
@@ -77,12 +79,39 @@ impl FakeModel {
                 tokio::spawn(connection(socket, Arc::clone(&shared)));
             }
         });
-        FakeModel { addr, seen }
+        FakeModel {
+            addr,
+            seen,
+            scheme: "http",
+        }
     }
 
-    /// The base URL agents use (`http://addr/v1`).
+    /// Serves HTTPS on `listener` (TLS by `acceptor`) from a spawned task.
+    pub fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> FakeModel {
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let seen = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        connection(tls, seen).await;
+                    }
+                });
+            }
+        });
+        FakeModel {
+            addr,
+            seen,
+            scheme: "https",
+        }
+    }
+
+    /// The base URL agents use (`http://addr/v1`, or `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     /// Every request so far.
