@@ -1,8 +1,7 @@
 //! Model rules: `openai` services (https outside development/test, a readable `ca_file`,
-//! the API key from a
-//! variable outside development/test, model-only keys on other kinds), agents' fallback
-//! chains (known agents, no cycles), and model-only agent keys on scripted agents (which
-//! would be accepted and silently ignored otherwise).
+//! the API key from a variable outside development/test, model-only keys on other kinds),
+//! agents' fallback chains (known agents, no cycles), and model-only agent keys on
+//! scripted agents (which would be accepted and silently ignored otherwise).
 
 use super::ctx::Ctx;
 use crate::config::path::{KeyPath, kp};
