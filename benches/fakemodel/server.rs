@@ -4,7 +4,8 @@
 //!
 //! What it does is chosen by the request's `model`, so one server serves every scenario:
 //! - `echo` (or any other name): with a `calculator` tool and digits in the last user
-//!   message, it calls the calculator (arguments split over three fragments, a second call
+//!   message, it reasons one line and calls the calculator (arguments split over three
+//!   fragments, a second call
 //!   to `clock` beside it when the message says "time"); after tool messages it answers
 //!   with their contents; otherwise it streams a `reasoning_content` delta and then
 //!   "You said: <message>" word by word. Always a usage chunk before `[DONE]`.
@@ -300,10 +301,16 @@ fn echo(body: &Value) -> Vec<Event> {
         let args = json!({"expression": expression}).to_string();
         let (a, rest) = args.split_at(args.len() / 3);
         let (b, c) = rest.split_at(rest.len() / 2);
-        let mut events = vec![Event::Delta(
-            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_calc", "type": "function", "function": {"name": "calculator", "arguments": ""}}]}),
-            None,
-        )];
+        let mut events = vec![
+            Event::Delta(
+                json!({"role": "assistant", "reasoning_content": "I will use the calculator."}),
+                None,
+            ),
+            Event::Delta(
+                json!({"content": null, "tool_calls": [{"index": 0, "id": "call_calc", "type": "function", "function": {"name": "calculator", "arguments": ""}}]}),
+                None,
+            ),
+        ];
         if user.contains("time") && has_tool("clock") {
             events.push(Event::Delta(
                 json!({"tool_calls": [{"index": 1, "id": "call_clock", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}),
