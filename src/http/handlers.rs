@@ -48,6 +48,12 @@ async fn ready(app: &App) -> Response {
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
         deps.push(crate::readiness::key_source(&status));
     }
+    deps.extend(
+        app.agents
+            .mcp_status()
+            .iter()
+            .map(crate::readiness::mcp_server),
+    );
     let bus_degraded = app
         .bus
         .status()

@@ -60,7 +60,9 @@ pub fn close_hint(code: u16) -> &'static str {
         4403 => "authenticated but forbidden here",
         4408 => "no auth message within auth.first_message_timeout_ms",
         4429 => "rate or connection limit: server.max_connections, websocket.messages_per_minute",
-        4509 => "the client read too slowly (websocket.send_queue)",
+        4509 => {
+            "the client read too slowly: its queue stayed over websocket.send_queue_bytes, or did not drain, for websocket.send_timeout_ms"
+        }
         _ => "an unexpected close code: check the server's log",
     }
 }

@@ -6,6 +6,7 @@ mod browser;
 mod cluster;
 mod config;
 mod deploy;
+mod nodes;
 mod probe;
 mod proxy;
 mod serve;

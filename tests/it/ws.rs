@@ -3,9 +3,12 @@
 
 mod auth;
 mod conversation;
+mod frames;
 pub mod harness;
 mod lifecycle;
 mod limits;
 mod load;
 mod metrics;
 mod resume;
+mod tool_servers;
+mod tools;

@@ -44,7 +44,12 @@ impl TestServer {
     /// Starts the `test` environment with `overrides` (`("WEBSOCKET__SEND_TIMEOUT_MS", "500")`
     /// becomes `PORTCULLIS_WEBSOCKET__SEND_TIMEOUT_MS=500`) and waits until the store is connected.
     pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
-        let s = TestServer::start_unready(overrides).await;
+        TestServer::start_in("environments", overrides).await
+    }
+
+    /// Like [`TestServer::start`], with the `test` environment of another config directory.
+    pub async fn start_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
+        let s = TestServer::start_unready_in(config_dir, overrides).await;
         let app = s.app();
         let started = tokio::time::Instant::now();
         while app.store.get().is_none() {
@@ -56,11 +61,10 @@ impl TestServer {
 
     /// Like [`TestServer::start`], without waiting for the store.
     pub async fn start_unready(overrides: &[(&str, &str)]) -> TestServer {
-        TestServer::start_in("environments", overrides).await
+        TestServer::start_unready_in("environments", overrides).await
     }
 
-    /// Starts the `test` environment of `config_dir` (not waiting for the store).
-    pub async fn start_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
+    async fn start_unready_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = BTreeMap::new();
         env.insert(
