@@ -117,21 +117,43 @@ fn route(app: App, r: &Route) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// A plain GET on a WebSocket path: 426 with a JSON hint, never 200.
+/// A plain GET on a WebSocket path, or an upgrade this server cannot take (a
+/// `Sec-WebSocket-Version` other than 13, a missing key): 426 with a JSON hint, never 200,
+/// and `Sec-WebSocket-Version: 13` naming the version it speaks (RFC 6455 §4.4).
 fn upgrade_required(
     path: String,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::get().map(move || {
-        let body = serde_json::json!({
-            "error_code": "UPGRADE_REQUIRED",
-            "message": format!("{path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket), subprotocol portcullis.v1"),
-            "path": path,
-            "protocol": "portcullis.v1",
-        });
-        let mut resp = warp::reply::with_status(warp::reply::json(&body), StatusCode::UPGRADE_REQUIRED).into_response();
-        resp.headers_mut().insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
-        resp
-    })
+    warp::get()
+        .and(warp::header::headers_cloned())
+        .map(move |headers: warp::http::HeaderMap| {
+            let version = headers
+                .get("sec-websocket-version")
+                .and_then(|v| v.to_str().ok());
+            let message = match version {
+                Some(v) if v != "13" => format!(
+                    "{path} speaks WebSocket version 13, not {v}: upgrade with Sec-WebSocket-Version: 13, subprotocol portcullis.v1"
+                ),
+                _ => format!(
+                    "{path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket), subprotocol portcullis.v1"
+                ),
+            };
+            if headers.contains_key("upgrade") {
+                // An attempted upgrade refused: operators see why (never a header value
+                // beyond the version, which is no secret).
+                tracing::info!(reason = "UPGRADE_REQUIRED", path = %path, version = version.unwrap_or("-"), "refused a WebSocket upgrade");
+            }
+            let body = serde_json::json!({
+                "error_code": "UPGRADE_REQUIRED",
+                "message": message,
+                "path": path,
+                "protocol": "portcullis.v1",
+            });
+            let mut resp = warp::reply::with_status(warp::reply::json(&body), StatusCode::UPGRADE_REQUIRED).into_response();
+            let h = resp.headers_mut();
+            h.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
+            h.insert("sec-websocket-version", warp::http::HeaderValue::from_static("13"));
+            resp
+        })
 }
 
 /// Every WebSocket path: an upgrade goes to the socket handler, anything else gets 426.

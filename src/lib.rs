@@ -32,4 +32,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod validate;
+pub mod wire;
 pub mod ws;

@@ -231,6 +231,22 @@ impl Metrics {
             "Redis subscriptions established (more than 1: reconnects)",
             bus.subscriptions.clone(),
         );
+        let order = &bus.order;
+        r.register(
+            "bus_delivered",
+            "Events this node's bus handed to its sockets (once per event, not per socket)",
+            order.delivered.clone(),
+        );
+        r.register(
+            "bus_duplicates",
+            "Events dropped because this node's sockets already had them",
+            order.duplicates.clone(),
+        );
+        r.register(
+            "bus_store_fills",
+            "Store reads that filled a gap or resynchronised a thread (what Redis dropped)",
+            order.fills.clone(),
+        );
     }
 
     /// Counts a refused authentication.

@@ -7,6 +7,7 @@
 
 mod frames;
 pub mod handshake;
+mod linger;
 pub mod protocol;
 pub mod session;
 pub mod upgrade;

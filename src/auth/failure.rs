@@ -7,6 +7,8 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::wire::CloseCode;
+
 /// What exactly was wrong with a token that is refused as `INVALID_TOKEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidReason {
@@ -95,27 +97,27 @@ impl AuthFailure {
         }
     }
 
-    /// The WebSocket close code (PROTOCOL.md §3).
-    pub fn close_code(&self) -> u16 {
+    /// The WebSocket close code (docs/PROTOCOL.md §3).
+    pub fn close_code(&self) -> CloseCode {
         match self {
             AuthFailure::NoToken
             | AuthFailure::InvalidToken(_)
             | AuthFailure::TokenExpired
             | AuthFailure::TokenTooLarge { .. }
-            | AuthFailure::ConflictingTokens => 4401,
-            AuthFailure::Forbidden(_) => 4403,
-            AuthFailure::AuthTimeout => 4408,
-            AuthFailure::RateLimited => 4429,
-            AuthFailure::AuthUnavailable(_) => 1013,
+            | AuthFailure::ConflictingTokens => CloseCode::Unauthorized,
+            AuthFailure::Forbidden(_) => CloseCode::Forbidden,
+            AuthFailure::AuthTimeout => CloseCode::AuthTimeout,
+            AuthFailure::RateLimited => CloseCode::TooManyConnections,
+            AuthFailure::AuthUnavailable(_) => CloseCode::TryAgainLater,
         }
     }
 
     /// The HTTP status when `auth.reject_at = "handshake"`.
     pub fn http_status(&self) -> StatusCode {
         match self.close_code() {
-            4403 => StatusCode::FORBIDDEN,
-            4429 => StatusCode::TOO_MANY_REQUESTS,
-            1013 => StatusCode::SERVICE_UNAVAILABLE,
+            CloseCode::Forbidden => StatusCode::FORBIDDEN,
+            CloseCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            CloseCode::TryAgainLater => StatusCode::SERVICE_UNAVAILABLE,
             // 4401 and 4408 (the latter cannot happen before the upgrade).
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -199,7 +201,7 @@ mod tests {
         ];
         for (failure, code, close, status) in cases {
             assert_eq!(failure.code(), code);
-            assert_eq!(failure.close_code(), close, "{code}");
+            assert_eq!(failure.close_code().code(), close, "{code}");
             assert_eq!(failure.http_status().as_u16(), status, "{code}");
             assert_eq!(failure.retryable(), matches!(status, 429 | 503), "{code}");
         }

@@ -19,12 +19,18 @@ pub fn code_hint(code: &str, origin: Option<&str>) -> Option<String> {
         "FORBIDDEN" => "the token is valid, but this user is not allowed here (not a token or Origin problem)".into(),
         "AUTH_TIMEOUT" => "no auth message arrived within auth.first_message_timeout_ms: first-message clients must send {\"type\":\"auth\",\"token\":…} at once".into(),
         "CONNECTION_LIMIT" | "RATE_LIMITED" => "too many connections or attempts: server.max_connections, websocket.messages_per_minute; retry later".into(),
+        "USER_CONNECTION_LIMIT" => "this user already holds websocket.max_connections_per_user open sockets (counted on every node with [components.rate_limiter] kind = \"redis\"): close one, or raise the cap".into(),
+        "RUN_INTERRUPTED" | "INTERRUPTED" => "the node running the run stopped before it ended (a crash or kill; on Postgres its lease, server.run_lease_ms, expired): send the message again".into(),
         "AUTH_UNAVAILABLE" => "the JWT key source cannot be fetched (auth.jwt.jwks_url / oidc_issuer): GET the ready route for its last error".into(),
         "STORE_UNAVAILABLE" => "the database is not reachable yet: GET the ready route, and check services.<database>.url and that the database runs".into(),
         "SHUTTING_DOWN" => "the server is draining for a restart: retry shortly".into(),
         "UPGRADE_REQUIRED" => "the Upgrade header did not reach portcullis: the proxy must pass it (nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")".into(),
         codes::STORAGE_UNAVAILABLE => "the run's events could not be stored: check the database (services.<database>)".into(),
         codes::PROVIDER_ERROR => "the agent's model endpoint failed: check the agent's service URL and model (check --online)".into(),
+        codes::MODEL_UNAVAILABLE | codes::MODEL_RATE_LIMITED => "the agent's model endpoint was unreachable, failing or rate limiting after the retries: check services.<model>.url, max_retries, and declare a fallback agent".into(),
+        codes::MODEL_REQUEST_REFUSED => "the model endpoint refused the request: check services.<model>.api_key_env and the agent's model name (the error message quotes the endpoint)".into(),
+        codes::MODEL_STREAM_BROKEN | codes::MODEL_BAD_RESPONSE => "the model's stream broke off or was not the chat-completions format: check the endpoint (and services.<model>.read_timeout_ms)".into(),
+        codes::ANSWER_TOO_LONG | codes::TOO_MANY_EVENTS | codes::TOOL_RESULT_TOO_LARGE | codes::MODEL_OUTPUT_LIMIT => "the run reached one of its bounds: the agent's max_answer_bytes, max_run_events, max_tool_result_bytes or max_output_tokens".into(),
         codes::RUN_TIMEOUT => "the run took longer than the agent's run_timeout_ms".into(),
         codes::MAX_STEPS => "the agent hit max_steps".into(),
         _ => return None,
@@ -56,7 +62,9 @@ pub fn close_hint(code: u16) -> &'static str {
         4403 => "authenticated but forbidden here",
         4408 => "no auth message within auth.first_message_timeout_ms",
         4429 => "rate or connection limit: server.max_connections, websocket.messages_per_minute",
-        4509 => "the client read too slowly (websocket.send_queue)",
+        4509 => {
+            "the client read too slowly: its queue stayed over websocket.send_queue_bytes, or did not drain, for websocket.send_timeout_ms"
+        }
         _ => "an unexpected close code: check the server's log",
     }
 }

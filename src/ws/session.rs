@@ -23,23 +23,31 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::frames;
+use super::linger::Linger;
 
 use super::handshake::{AuthState, PreAuth};
 use super::protocol::{self, ClientMessage, ParseError};
-use super::writer::{Close, Io, Pump, WriterCtx};
+use super::writer::{AfterClose, Close, Io, Pump, WriterCtx};
 use crate::app::App;
 use crate::auth::{AuthFailure, Identity, first_message_token};
 use crate::config::{AuthMode, RejectAt};
 use crate::hub::{Outbound, Outbox, Pushed};
 use crate::runs::HeldAck;
 use crate::store::Store;
+use crate::wire::CloseCode;
+use crate::wire::close::ReadFailure;
 
 /// A message handler still waiting for the store.
 type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Sends one message and a close frame before the session proper exists, then waits
 /// (bounded) for the client's close frame, as in [`run`].
-async fn refuse<S, E, T>(socket: &mut S, body: String, code: u16, reason: &'static str) -> Option<T>
+async fn refuse<S, E, T>(
+    socket: &mut S,
+    body: String,
+    code: CloseCode,
+    reason: &'static str,
+) -> Option<T>
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
@@ -69,7 +77,7 @@ where
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The close code for a client that did not answer a ping in time.
-const NO_PONG: u16 = 1002;
+const NO_PONG: CloseCode = CloseCode::ProtocolError;
 
 /// Reads and discards until the client's close frame (or the end of the stream).
 async fn discard_until_close<St, E>(stream: &mut St)
@@ -109,8 +117,8 @@ where
 /// connection needs, since that is memory every idle connection pays for.
 pub async fn run<S, E>(app: App, mut socket: S, pre: PreAuth)
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send + 'static,
-    E: std::fmt::Display + Send + 'static,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Linger + Unpin + Send + 'static,
+    E: ReadFailure + Send + 'static,
 {
     let PreAuth { state, permit, .. } = pre;
     let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state)).await else {
@@ -123,7 +131,13 @@ where
             "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
         );
         let body = protocol::error("USER_CONNECTION_LIMIT", &message, None, true);
-        let _: Option<()> = refuse(&mut socket, body, 4429, "user connection limit").await;
+        let _: Option<()> = refuse(
+            &mut socket,
+            body,
+            CloseCode::TooManyConnections,
+            "user connection limit",
+        )
+        .await;
         return;
     }
     let ws = &app.config.websocket;
@@ -176,8 +190,8 @@ where
 #[allow(clippy::manual_async_fn)]
 fn live<S, E>(mut session: Session, mut socket: S) -> impl Future<Output = ()> + Send
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
-    E: std::fmt::Display + Send,
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Linger + Unpin + Send,
+    E: ReadFailure + Send,
 {
     async move {
         let close = session.serve(&mut socket).await;
@@ -213,7 +227,7 @@ where
             return refuse(
                 socket,
                 protocol::error(code, msg, None, true),
-                4429,
+                CloseCode::TooManyConnections,
                 "connection limit",
             )
             .await;
@@ -222,7 +236,7 @@ where
             return refuse(
                 socket,
                 protocol::error(code, msg, None, true),
-                1013,
+                CloseCode::TryAgainLater,
                 "try again later",
             )
             .await;
@@ -251,7 +265,13 @@ where
                         None,
                         false,
                     );
-                    return refuse(socket, body, 1008, "message before auth").await;
+                    return refuse(
+                        socket,
+                        body,
+                        CloseCode::PolicyViolation,
+                        "message before auth",
+                    )
+                    .await;
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
@@ -269,7 +289,7 @@ where
                 None,
                 true,
             ),
-            1013,
+            CloseCode::TryAgainLater,
             "try again later",
         )
         .await;
@@ -289,11 +309,12 @@ struct Session {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-fn close(code: u16, reason: &'static str) -> Option<Close> {
+fn close(code: CloseCode, reason: &'static str) -> Option<Close> {
     Some(Close {
         code,
         reason,
         flush_first: false,
+        then: AfterClose::ClientClose,
     })
 }
 
@@ -342,7 +363,7 @@ impl Session {
     async fn serve<S, E>(&mut self, socket: &mut S) -> Option<Close>
     where
         S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
-        E: std::fmt::Display,
+        E: ReadFailure,
     {
         let ws = &self.app.config.websocket;
         let (heartbeat, pong_timeout, max) = (ws.heartbeat, ws.pong_timeout, ws.max_message_bytes);
@@ -384,7 +405,7 @@ impl Session {
                     }
                 }
                 () = close_sessions.cancelled() => {
-                    return Some(Close { code: 1001, reason: "server shutting down", flush_first: true });
+                    return Some(Close { code: CloseCode::GoingAway, reason: "server shutting down", flush_first: true, then: AfterClose::ClientClose });
                 }
                 () = &mut timer => {
                     let now = Instant::now();
@@ -393,7 +414,7 @@ impl Session {
                     }
                     if expire_at <= now {
                         self.reply(AuthFailure::TokenExpired.error_message().to_string());
-                        return Some(Close { code: 4401, reason: "token expired", flush_first: true });
+                        return Some(Close { code: CloseCode::Unauthorized, reason: "token expired", flush_first: true, then: AfterClose::ClientClose });
                     }
                     if !self.warned_expiry && warn_at <= now {
                         if let Some(exp) = self.identity.expires_at {
@@ -403,7 +424,7 @@ impl Session {
                     }
                     if pong_deadline.is_some_and(|d| d <= now) {
                         if !pong_seen {
-                            return close(NO_PONG, "no pong within the pong timeout");
+                            return Some(Close { code: NO_PONG, reason: "no pong within the pong timeout", flush_first: false, then: AfterClose::Nothing });
                         }
                         pong_deadline = None;
                     }
@@ -423,13 +444,7 @@ impl Session {
                 }) => {
                     let msg = match io {
                         Io::Failed | Io::Read(None) => return None,
-                        Io::Read(Some(Err(e))) => {
-                            let text = e.to_string();
-                            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
-                                return close(1009, "message too large");
-                            }
-                            return None;
-                        }
+                        Io::Read(Some(Err(e))) => return self.broken(&e, max),
                         Io::Read(Some(Ok(m))) => m,
                     };
                     if msg.is_pong() {
@@ -437,8 +452,7 @@ impl Session {
                     } else if msg.is_close() {
                         return None;
                     } else if msg.len() > max {
-                        self.reply(protocol::error("MESSAGE_TOO_LARGE", &format!("messages are limited to {max} bytes"), None, false));
-                        return Some(Close { code: 1009, reason: "message too large", flush_first: true });
+                        return self.too_large(max);
                     } else if msg.is_binary() {
                         self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false));
                     } else if msg.is_text() {
@@ -459,7 +473,44 @@ impl Session {
     fn slow_consumer(&self) -> Option<Close> {
         self.app.metrics.slow_consumers.inc();
         tracing::info!(user_id = %self.identity.user_id, "closing slow consumer");
-        close(4509, "slow consumer: outbound queue did not drain")
+        close(
+            CloseCode::SlowConsumer,
+            "slow consumer: outbound queue did not drain",
+        )
+    }
+
+    /// A read failed: the close code the client earned (RFC 6455 §7.4.1), or `None` when
+    /// the connection is simply gone.
+    fn broken(&self, e: &impl ReadFailure, max: usize) -> Option<Close> {
+        let code = e.close_code()?;
+        tracing::debug!(user_id = %self.identity.user_id, error = %e, code = code.code(), "closing a connection that broke the protocol");
+        let reason = match code {
+            CloseCode::MessageTooBig => return self.too_large(max),
+            CloseCode::InvalidPayload => "text frame is not valid UTF-8",
+            _ => "frame violates RFC 6455",
+        };
+        Some(Close {
+            code,
+            reason,
+            flush_first: false,
+            then: AfterClose::Drain,
+        })
+    }
+
+    /// A message over the size limit: an `error` first, then 1009.
+    fn too_large(&self, max: usize) -> Option<Close> {
+        self.reply(protocol::error(
+            "MESSAGE_TOO_LARGE",
+            &format!("messages are limited to {max} bytes"),
+            None,
+            false,
+        ));
+        Some(Close {
+            code: CloseCode::MessageTooBig,
+            reason: "message too large",
+            flush_first: true,
+            then: AfterClose::Drain,
+        })
     }
 
     /// The `token_expiring` and expiry deadlines of the current identity.
@@ -476,7 +527,7 @@ impl Session {
     /// the client reads it, so a close we start waits for the client's close frame.
     async fn finish<S, E>(&mut self, socket: &mut S, close: Option<Close>)
     where
-        S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+        S: Stream<Item = Result<Message, E>> + Sink<Message> + Linger + Unpin,
     {
         let ending = async {
             if let Some(c) = close {
@@ -497,9 +548,12 @@ impl Session {
                 if socket.send(frames::close(c.code, c.reason)).await.is_err() {
                     return;
                 }
-                // A client that stopped answering pings will not answer this either.
-                if c.code != NO_PONG {
-                    discard_until_close(socket).await;
+                match c.then {
+                    AfterClose::ClientClose => discard_until_close(socket).await,
+                    // Its frames cannot be parsed any more: drain below them.
+                    AfterClose::Drain => return socket.linger().await,
+                    // A client that stopped answering pings will not answer this either.
+                    AfterClose::Nothing => {}
                 }
             }
             let _ = socket.close().await;
@@ -776,9 +830,10 @@ impl Session {
                 self.app.metrics.auth_failure(f.code());
                 self.reply(f.error_message().to_string());
                 Some(Close {
-                    code: 4403,
+                    code: CloseCode::Forbidden,
                     reason: "refresh for another user",
                     flush_first: true,
+                    then: AfterClose::ClientClose,
                 })
             }
             Err(f) => {

@@ -29,6 +29,7 @@ use super::protocol;
 use crate::hub::{Outbound, Outbox, ReplayRequest};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
+use crate::wire::CloseCode;
 
 /// Most events fetched per replay query.
 const REPLAY_PAGE: u32 = 500;
@@ -43,11 +44,24 @@ const BURST: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Close {
     /// Close code.
-    pub code: u16,
+    pub code: CloseCode,
     /// Reason text.
     pub reason: &'static str,
     /// Send what is queued first (shutdown) or close at once (slow consumer, violations).
     pub flush_first: bool,
+    /// What to wait for after the close frame.
+    pub then: AfterClose,
+}
+
+/// What a closing connection waits for after its close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterClose {
+    /// The client's close frame (the closing handshake).
+    ClientClose,
+    /// The client's end of the stream, discarding raw input: its frames cannot be parsed.
+    Drain,
+    /// Nothing: the client stopped answering.
+    Nothing,
 }
 
 /// What writing needs from the connection.

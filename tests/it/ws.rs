@@ -3,6 +3,7 @@
 
 mod auth;
 mod conversation;
+mod frames;
 pub mod harness;
 mod lifecycle;
 mod limits;

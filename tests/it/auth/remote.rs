@@ -196,7 +196,7 @@ async fn idp_down_at_boot_is_unavailable_not_invalid() {
     );
     let failure = refused.unwrap_err();
     assert_eq!(
-        (failure.close_code(), failure.http_status().as_u16()),
+        (failure.close_code().code(), failure.http_status().as_u16()),
         (1013, 503)
     );
     // A garbage token is still INVALID_TOKEN: no key source is needed to refuse it.

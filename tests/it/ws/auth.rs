@@ -351,7 +351,34 @@ async fn plain_get_on_websocket_paths_is_426_json() {
         assert_eq!(body["path"], path, "{body}");
         assert_eq!(body["protocol"], "portcullis.v1", "{body}");
         assert!(body["error_code"].is_string(), "{body}");
+        assert_eq!(reply.header("sec-websocket-version"), Some("13"), "{path}");
     }
+    // An upgrade in a version this server does not speak: 426 naming version 13.
+    let reply = s
+        .http(
+            "GET",
+            "/websocket",
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "8"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 426, "{reply:?}");
+    assert_eq!(
+        reply.header("sec-websocket-version"),
+        Some("13"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.json()["error_code"], "UPGRADE_REQUIRED");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 13, not 8")
+    );
     // The alias serves the same socket handler.
     let (mut c, _) = Connect::new(s.url("/ws"))
         .bearer(&token("alice", 600))

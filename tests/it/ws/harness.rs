@@ -56,6 +56,11 @@ impl TestServer {
 
     /// Like [`TestServer::start`], without waiting for the store.
     pub async fn start_unready(overrides: &[(&str, &str)]) -> TestServer {
+        TestServer::start_in("environments", overrides).await
+    }
+
+    /// Starts the `test` environment of `config_dir` (not waiting for the store).
+    pub async fn start_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = BTreeMap::new();
         env.insert(
@@ -69,7 +74,7 @@ impl TestServer {
         for (k, v) in overrides {
             env.insert(format!("PORTCULLIS_{k}"), (*v).to_string());
         }
-        let opts = LoadOptions::new("environments", env);
+        let opts = LoadOptions::new(config_dir, env);
         let outcome = portcullis::compile::compile(&opts, "test");
         let compiled = outcome
             .compiled
@@ -83,6 +88,11 @@ impl TestServer {
             addr,
             _dir: dir,
         }
+    }
+
+    /// The directory holding the server's SQLite database (`ws.db`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn app(&self) -> &portcullis::app::App {

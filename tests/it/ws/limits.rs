@@ -200,11 +200,12 @@ async fn a_long_streamed_answer_reaches_a_prompt_reader_whole() {
 /// connection resumes after the last one it got and receives the rest of the run.
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
-    // 1.5 MB of answer, more than the kernel's socket buffers take; the default budget
-    // holds it (merged), so it is the drain timeout that closes the connection.
+    // 24 answers of ~60 KB (each under the agent's max_answer_bytes), ~1.4 MB in all:
+    // more than the kernel's socket buffers take, less than twice the default budget, so
+    // it is the drain timeout that closes the connection.
     let s = TestServer::start(&[("WEBSOCKET__SEND_TIMEOUT_MS", "500")]).await;
     let app = s.app().clone();
-    // A small receive window, so the kernel cannot absorb the whole answer for us.
+    // A small receive window, so the kernel cannot absorb the answers for us.
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(4096).unwrap();
     let tcp = tcp.connect(s.addr).await.unwrap();
@@ -216,7 +217,11 @@ async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
         .await
         .unwrap();
     let mut c = Client::from_stream(ws);
-    c.ask("m1", "[[deltas:1500]] [[pad:1000]]", None).await;
+    const RUNS: usize = 24;
+    for i in 0..RUNS {
+        c.ask(&format!("m{i}"), "[[deltas:60]] [[pad:1000]]", None)
+            .await;
+    }
     let started = tokio::time::Instant::now();
     while app.metrics.slow_consumers.get() == 0 {
         assert!(
@@ -227,47 +232,66 @@ async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
     }
     let (msgs, code) = c.until_close().await;
     assert_eq!(code, 4509, "after {} messages", msgs.len());
-    let ack = msgs
+    let got = msgs
         .iter()
-        .find(|m| m["type"] == "ack")
-        .unwrap_or_else(|| panic!("no ack in {:?}", &msgs[..msgs.len().min(5)]));
-    let thread = ack["thread_id"].as_str().unwrap();
-    let last = msgs
-        .iter()
-        .filter(|m| m["thread_id"] == thread && m["seq"].is_i64())
-        .map(last_seq)
-        .max()
-        .unwrap_or(0);
-    assert!(
-        msgs.iter().all(|m| m["type"] != "agent_completed"),
-        "closed mid-run"
-    );
-    // The run goes on without the client and stores the rest. Resume once it ended, so
-    // no live event of it reaches the new connection ahead of the replay.
+        .filter(|m| m["type"] == "agent_completed")
+        .count();
+    assert!(got < RUNS, "closed before everything was read");
+    // The runs go on without the client and store everything. Once they ended (so no
+    // live event reaches the new connection ahead of its replays), a client recovers as
+    // documented: resend each message (same id: the same ack, no second run), then
+    // resume each thread after the last event it got.
     let store = app.store.get().unwrap().clone();
     let started = tokio::time::Instant::now();
-    while store
-        .events_after("alice", thread, 1501, 1)
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(started.elapsed() < FRAME_TIMEOUT * 3, "the run never ended");
+    loop {
+        let threads = store.list_threads("alice").await.unwrap();
+        let mut done = 0;
+        for t in &threads {
+            done += usize::from(
+                !store
+                    .events_after("alice", &t.thread_id, 61, 1)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+            );
+        }
+        if done == RUNS {
+            break;
+        }
+        assert!(
+            started.elapsed() < FRAME_TIMEOUT * 3,
+            "the runs never ended"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut again = s.user("alice").await;
-    again
-        .send(json!({ "type": "resume", "thread_id": thread, "after_seq": last }))
-        .await;
-    let mut next = last + 1;
-    loop {
-        let v = again.recv().await;
-        assert_eq!(v["seq"].as_i64(), Some(next), "{v}");
-        next = last_seq(&v) + 1;
-        if v["type"] == "agent_completed" {
-            assert_eq!(v["status"], "ok", "{v}");
-            break;
+    for i in 0..RUNS {
+        let ack = again
+            .ask_acked(&format!("m{i}"), "[[deltas:60]] [[pad:1000]]", None)
+            .await;
+        let thread = ack["thread_id"].as_str().unwrap();
+        let last = msgs
+            .iter()
+            .filter(|m| m["thread_id"] == thread && m["seq"].is_i64())
+            .map(last_seq)
+            .max()
+            .unwrap_or(0);
+        if last == 62 {
+            continue;
         }
+        again
+            .send(json!({ "type": "resume", "thread_id": thread, "after_seq": last }))
+            .await;
+        let mut next = last + 1;
+        loop {
+            let v = again.recv().await;
+            assert_eq!(v["seq"].as_i64(), Some(next), "{v}");
+            next = last_seq(&v) + 1;
+            if v["type"] == "agent_completed" {
+                assert_eq!(v["status"], "ok", "{v}");
+                break;
+            }
+        }
+        assert_eq!(next, 63, "started, 60 deltas, completed");
     }
-    assert_eq!(next, 1503);
 }
