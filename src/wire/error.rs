@@ -100,6 +100,8 @@ error_codes! {
     Interrupted = "INTERRUPTED", retryable = true;
     /// The node running the run died; another node closed it (`agent_completed.error`).
     RunInterrupted = "RUN_INTERRUPTED", retryable = true;
+    /// The user already holds `websocket.max_connections_per_user` sockets (close 4429).
+    UserConnectionLimit = "USER_CONNECTION_LIMIT", retryable = true;
     /// The provider (model) failed.
     ProviderError = "PROVIDER_ERROR", retryable = true;
     /// The model still asked for tools after `max_steps` steps.

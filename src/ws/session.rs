@@ -137,7 +137,12 @@ where
         let message = format!(
             "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
         );
-        let body = protocol::error("USER_CONNECTION_LIMIT", &message, None, true);
+        let body = protocol::error(
+            ErrorCode::UserConnectionLimit.as_str(),
+            &message,
+            None,
+            true,
+        );
         let _: Option<()> = refuse(
             &mut socket,
             body,
