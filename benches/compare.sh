@@ -22,6 +22,10 @@
 #   PORTCULLIS_CMD []              command starting portcullis in the foreground; skipped if empty
 #   PORTCULLIS_URL [ws://127.0.0.1:8080/ws]
 #   PORTCULLIS_LOADGEN_ARGS []     extra loadgen flags for portcullis, e.g. "--issuer x --audience y"
+#   OPENAI [0]                     1: also run portcullis with its agent on the openai provider
+#                                  (OPENAI_CMD, default `portcullis serve --env bench-openai`),
+#                                  the local fake model answering at once on FAKEMODEL_PORT
+#                                  [9499] (pinned to LOADGEN_CPU), on PORTCULLIS_URL
 #   PORTCULLIS_BENCH_SECRET        HS256 secret for both servers and the loadgen (a built-in
 #                                  benchmark secret when unset)
 #   OUT_DIR [mktemp]               where logs and SUMMARY lines are kept
@@ -47,6 +51,8 @@ BASELINE_ARGS="${BASELINE_ARGS:-}"
 PORTCULLIS_CMD="${PORTCULLIS_CMD:-}"
 PORTCULLIS_URL="${PORTCULLIS_URL:-ws://127.0.0.1:8080/ws}"
 PORTCULLIS_LOADGEN_ARGS="${PORTCULLIS_LOADGEN_ARGS:-}"
+OPENAI="${OPENAI:-0}"
+FAKEMODEL_PORT="${FAKEMODEL_PORT:-9499}"
 OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/portcullis-bench.XXXXXX)}"
 mkdir -p "$OUT_DIR"
 
@@ -56,15 +62,22 @@ source benches/lib.sh
 raise_fd_limit compare.sh "$need_fds" "IDLE_N=$IDLE_N"
 
 echo "== building (release)"
-cargo build --release --bin portcullis-loadgen --bin portcullis-baseline --bin portcullis
+cargo build --release --bin portcullis-loadgen --bin portcullis-baseline --bin portcullis \
+    --bin portcullis-fakemodel
 BIN="$CARGO_TARGET_DIR/release"
+OPENAI_CMD="${OPENAI_CMD:-$BIN/portcullis serve --config-dir benches/environments --env bench-openai}"
 LOADGEN="$BIN/portcullis-loadgen"
 
 SERVER_PID=""
+FAKEMODEL_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$FAKEMODEL_PID" ]]; then
+        kill "$FAKEMODEL_PID" 2>/dev/null || true
+        wait "$FAKEMODEL_PID" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
@@ -129,6 +142,13 @@ if [[ -z "$PORTCULLIS_CMD" ]]; then
          "PORTCULLIS_URL to its WebSocket URL, to compare it against the baseline)"
 else
     run_target portcullis "$PORTCULLIS_URL" "$PORTCULLIS_CMD" "$PORTCULLIS_LOADGEN_ARGS"
+    if [[ "$OPENAI" == 1 ]]; then
+        taskset -c "$LOADGEN_CPU" "$BIN/portcullis-fakemodel" --listen "127.0.0.1:$FAKEMODEL_PORT" \
+            >"$OUT_DIR/fakemodel.log" 2>&1 &
+        FAKEMODEL_PID=$!
+        wait_port 127.0.0.1 "$FAKEMODEL_PORT"
+        run_target openai "$PORTCULLIS_URL" "$OPENAI_CMD" "$PORTCULLIS_LOADGEN_ARGS"
+    fi
 fi
 
 # Key figures side by side (medians).
@@ -148,11 +168,12 @@ lookup() { # file workload path
 }
 echo
 echo "== key figures (median of $REPS; breakdowns of errors and violations in the logs in $OUT_DIR)"
-printf '%-44s %16s %16s\n' "workload figure" baseline portcullis
+printf '%-44s %16s %16s %16s\n' "workload figure" baseline portcullis openai
 for k in "${keys[@]}"; do
     w=${k%% *}; p=${k#* }
     b=$(lookup "$OUT_DIR/baseline.medians.txt" "$w" "$p"); b=${b:--}
     c=$(lookup "$OUT_DIR/portcullis.medians.txt" "$w" "$p"); c=${c:--}
-    printf '%-44s %16s %16s\n' "$w $p" "$b" "$c"
+    o=$(lookup "$OUT_DIR/openai.medians.txt" "$w" "$p"); o=${o:--}
+    printf '%-44s %16s %16s %16s\n' "$w $p" "$b" "$c" "$o"
 done
 echo "logs: $OUT_DIR"

@@ -29,6 +29,7 @@ mod tools;
 #[cfg(test)]
 pub(crate) mod testkit;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,10 @@ pub use provider::{
 };
 pub use runner::{RunOutcome, run};
 pub use scripted::ScriptedProvider;
-pub use tools::{BUILTIN_TOOLS, CalcError, Tool, evaluate};
+pub use tools::{
+    BUILTIN_TOOLS, CalcError, Declared, McpStatus, Tool, USER_HEADER, evaluate,
+    from_config as tools_from_config, tool_codes,
+};
 
 /// Step and time limits of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub struct Agent {
     /// Callable but never described to the provider (the scripted test hooks).
     hidden: Vec<Arc<dyn Tool>>,
     specs: Vec<ToolSpec>,
+    /// Some tool's spec can change after boot (MCP): specs are asked per step.
+    dynamic: bool,
     max_steps: u32,
     run_timeout: Duration,
     tool_timeout: Duration,
@@ -87,12 +93,14 @@ impl Agent {
         limits: Limits,
     ) -> Self {
         let specs = tools.iter().map(|tool| tool.spec()).collect();
+        let dynamic = tools.iter().any(|tool| tool.dynamic());
         Self {
             name: name.into(),
             provider,
             tools,
             hidden: Vec::new(),
             specs,
+            dynamic,
             max_steps: limits.max_steps,
             run_timeout: limits.run_timeout,
             tool_timeout: limits.tool_timeout,
@@ -136,6 +144,21 @@ impl Agent {
     /// Names of the enabled tools, in configuration order.
     pub fn tool_names(&self) -> Vec<&'static str> {
         self.specs.iter().map(|spec| spec.name).collect()
+    }
+
+    /// The tools the provider is told about for this step: those built at boot, or, when
+    /// some are MCP tools, the ones available now with their listed specs.
+    pub fn specs(&self) -> Cow<'_, [ToolSpec]> {
+        match self.dynamic {
+            false => Cow::Borrowed(&self.specs),
+            true => Cow::Owned(
+                self.tools
+                    .iter()
+                    .filter(|tool| tool.available())
+                    .map(|tool| tool.spec())
+                    .collect(),
+            ),
+        }
     }
 
     fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
@@ -224,6 +247,8 @@ fn list(errors: &[AgentConfigError]) -> String {
 pub struct Registry {
     agents: Vec<Arc<Agent>>,
     default: usize,
+    /// The `[tools.NAME]` declarations the agents' tools come from.
+    declared: Declared,
 }
 
 impl Registry {
@@ -245,6 +270,33 @@ impl Registry {
         Self::build(configs, services, Arc::new(chrono::Utc::now), test_hooks)
     }
 
+    /// Like [`Registry::for_environment`], with the `[tools.NAME]` declarations agents may
+    /// list beside the built-in tools (see [`tools::from_config`]).
+    pub fn with_declared(
+        configs: &[AgentConfig],
+        services: &Services,
+        test_hooks: bool,
+        declared: Declared,
+    ) -> Result<Self, RegistryError> {
+        Self::build_with(
+            configs,
+            services,
+            Arc::new(chrono::Utc::now),
+            test_hooks,
+            declared,
+        )
+    }
+
+    /// Starts what connects in the background until `shutdown` (MCP servers).
+    pub fn start(&self, shutdown: &tokio_util::sync::CancellationToken) {
+        self.declared.start(shutdown);
+    }
+
+    /// Each MCP server's state, for `/ready`.
+    pub fn mcp_status(&self) -> Vec<McpStatus> {
+        self.declared.mcp_status()
+    }
+
     /// Builds every agent; the `clock` tool reads `clock` (no model services).
     pub fn with_clock(
         configs: &[AgentConfig],
@@ -259,6 +311,16 @@ impl Registry {
         clock: Arc<dyn Clock>,
         test_hooks: bool,
     ) -> Result<Self, RegistryError> {
+        Self::build_with(configs, services, clock, test_hooks, Declared::default())
+    }
+
+    fn build_with(
+        configs: &[AgentConfig],
+        services: &Services,
+        clock: Arc<dyn Clock>,
+        test_hooks: bool,
+        declared: Declared,
+    ) -> Result<Self, RegistryError> {
         let mut errors = Vec::new();
         let mut agents = Vec::new();
         let providers = build::providers(configs, services, &mut errors);
@@ -270,6 +332,9 @@ impl Registry {
             for name in &config.tools {
                 match tools::builtin(name, &clock) {
                     Some(tool) => tools.push(tool),
+                    None if declared.get(name).is_some() => {
+                        tools.extend(declared.get(name).into_iter().flatten().cloned())
+                    }
                     None => errors.push(AgentConfigError::UnknownTool {
                         agent: config.name.clone(),
                         tool: name.clone(),
@@ -309,6 +374,7 @@ impl Registry {
         Ok(Self {
             agents,
             default: defaults[0],
+            declared,
         })
     }
 
@@ -318,6 +384,7 @@ impl Registry {
         Self {
             agents: Vec::new(),
             default: 0,
+            declared: Declared::default(),
         }
     }
 

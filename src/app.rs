@@ -91,13 +91,17 @@ impl App {
     }
 
     /// Starts what works in the background until `shutdown`: a remote JWT key source, the
-    /// event bus's links.
-    /// The server listens meanwhile; `ready` reports the key source's state.
+    /// event bus's links, the MCP tool servers, and the refresh of this node's connection
+    /// entries in Redis (shared per-user cap).
+    /// The server listens meanwhile; `ready` reports their state.
     pub fn start(&self, shutdown: CancellationToken) {
+        self.agents.start(&shutdown);
         if let Some(verifier) = &self.verifier {
             verifier.start(shutdown.clone());
         }
-        self.bus.start(Arc::clone(&self.store), shutdown);
+        self.bus.start(Arc::clone(&self.store), shutdown.clone());
+        // Keeps this node's per-user connection entries alive in Redis (shared limits).
+        self.limiter.start(shutdown);
     }
 
     /// Connects the store, retrying with backoff until it answers or shutdown begins.
@@ -159,8 +163,9 @@ impl App {
             store: s.clone(),
             bus: Arc::clone(&self.bus),
             metrics: Arc::clone(&self.metrics),
-            // Only a store shared by nodes (Postgres) can hold another node's runs.
-            shared_turns: s.node().is_some(),
+            // Only a store shared by several nodes can hold another node's runs (one
+            // node's runs take turns in memory; the check would cost a round trip).
+            shared_turns: s.node().is_some() && self.config.server.nodes > 1,
         })
     }
 

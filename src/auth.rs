@@ -40,7 +40,7 @@ pub use extract::{
 pub use failure::{AuthFailure, InvalidReason};
 pub use keys::{AuthSetupError, KeySet};
 pub use mint::{MintError, MintRequest, mint_for_config, mint_token};
-pub use remote::{KeySourceMetrics, KeySourceState, KeySourceStatus, check_key_url};
+pub use remote::{KeyCheckError, KeySourceMetrics, KeySourceState, KeySourceStatus, check_key_url};
 pub use verify::Verifier;
 
 /// How an identity was established; `connection_established.auth` is its [`label`].

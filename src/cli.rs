@@ -67,6 +67,10 @@ pub enum Command {
         /// Check everything except that `*_env` variables are set (CI without secrets).
         #[arg(long)]
         no_env: bool,
+        /// Then connect to every declared service (database and migrations, Redis, model
+        /// endpoints, HTTP services, the JWT key source) and report each.
+        #[arg(long)]
+        online: bool,
     },
     /// Print the resolved HTTP routes and WebSocket paths, with the auth guarding each.
     Routes {
@@ -154,12 +158,16 @@ pub fn main() -> ExitCode {
             format,
             deny_warnings,
             no_env,
+            online,
         } => check::run(
             &cli.load_options(*no_env),
             env.as_deref(),
-            *all,
-            *format,
-            *deny_warnings,
+            check::Flags {
+                all: *all,
+                format: *format,
+                deny_warnings: *deny_warnings,
+                online: *online,
+            },
         ),
         Command::Routes { env, no_env } => routes::run(&cli.load_options(*no_env), env),
         Command::Explain { env, no_env } => explain::run(&cli.load_options(*no_env), env),

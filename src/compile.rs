@@ -14,6 +14,7 @@ mod keys;
 mod services;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::agent::Registry;
 use crate::auth::Verifier;
@@ -24,7 +25,7 @@ use crate::config::raw::RawConfig;
 use crate::config::{Config, RateLimiterKind, Scope};
 use crate::diagnostic::{Diagnostic, Finding, Report, Severity};
 use crate::metrics::Metrics;
-use crate::ratelimit::{Per, RateLimiter};
+use crate::ratelimit::{Per, RateLimiter, Shared, SharedLimitMetrics};
 
 /// Every process-scope component of a valid environment, built and ready for
 /// [`crate::app::App`]; nothing in it has touched the network yet.
@@ -116,24 +117,47 @@ fn already_reported(late: &Finding, findings: &[Finding], reported: &[KeyPath]) 
         })
 }
 
+/// The message rate limiter `[components.rate_limiter]` declares. A `redis` one without a
+/// pool (its service has no URL, refused by the rules) is local, and never served.
+fn rate_limiter(
+    config: &Config,
+    redis: Option<&deadpool_redis::Pool>,
+    metrics: &mut Metrics,
+) -> RateLimiter {
+    let limiter = &config.components.rate_limiter;
+    let per_minute = config.websocket.messages_per_minute;
+    match (limiter.kind, limiter.scope, redis) {
+        (RateLimiterKind::Redis, _, Some(pool)) => {
+            let timeout = config
+                .redis()
+                .map_or(Duration::from_secs(1), |(_, s)| s.connect_timeout);
+            let shared_metrics = SharedLimitMetrics::default();
+            metrics.register_shared_limits(&shared_metrics);
+            RateLimiter::shared(
+                per_minute,
+                Shared::new(pool.clone(), timeout, shared_metrics),
+            )
+        }
+        (_, Scope::Connection, _) => RateLimiter::new(per_minute, Per::Connection),
+        _ => RateLimiter::new(per_minute, Per::User),
+    }
+}
+
 /// Builds every component, collecting each failure as a finding.
 fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
     let verifier = keys::build(&config, findings);
     let agents = agents::build(&config, findings);
     services::check_store(&config, findings);
     let redis = services::redis_pool(&config, findings);
-    let limiter = &config.components.rate_limiter;
-    let per = match (limiter.kind, limiter.scope) {
-        (RateLimiterKind::Local, Scope::Connection) => Per::Connection,
-        (RateLimiterKind::Local, _) => Per::User,
-    };
     let mut metrics = Metrics::new();
     let bus = crate::bus::build(&config, redis.as_ref(), &mut metrics, findings);
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
         metrics.register_key_source(source);
     }
+    let limiter = rate_limiter(&config, redis.as_ref(), &mut metrics)
+        .with_connection_cap(config.websocket.max_connections_per_user);
     Compiled {
-        limiter: Arc::new(RateLimiter::new(config.websocket.messages_per_minute, per)),
+        limiter: Arc::new(limiter),
         metrics: Arc::new(metrics),
         verifier,
         agents: Arc::new(agents),

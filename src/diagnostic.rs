@@ -107,6 +107,26 @@ pub struct Report {
     pub errors: Vec<Diagnostic>,
     /// Problems that do not, unless `--deny-warnings`.
     pub warnings: Vec<Diagnostic>,
+    /// `check --online`: every service asked, with its timing (findings are above).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<OnlineCheck>,
+}
+
+/// One dependency `check --online` connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnlineCheck {
+    /// What was asked: `services.<name>` or the key source's key.
+    pub name: String,
+    /// Service kind (`postgres`, `redis`, `openai`, `jwks_url`, …).
+    pub kind: String,
+    /// Its failure refuses readiness (an error finding rather than a warning).
+    pub required: bool,
+    /// It answered as it should.
+    pub ok: bool,
+    /// How long it took.
+    pub ms: u64,
+    /// What was seen (never a URL's credentials).
+    pub detail: String,
 }
 
 impl Report {

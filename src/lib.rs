@@ -21,6 +21,7 @@ pub mod http;
 pub mod hub;
 mod json_out;
 pub mod metrics;
+pub mod online;
 pub mod probe;
 pub mod proxy;
 pub mod ratelimit;

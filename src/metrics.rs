@@ -200,6 +200,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the shared rate limit's `portcullis_rate_limiter_*` metrics (before `Metrics`
+    /// is shared).
+    pub fn register_shared_limits(&mut self, limits: &crate::ratelimit::SharedLimitMetrics) {
+        limits.register(&mut self.registry);
+    }
+
     /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
     pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
         source.register(&mut self.registry);
@@ -224,6 +230,22 @@ impl Metrics {
             "bus_subscriptions",
             "Redis subscriptions established (more than 1: reconnects)",
             bus.subscriptions.clone(),
+        );
+        let order = &bus.order;
+        r.register(
+            "bus_delivered",
+            "Events this node's bus handed to its sockets (once per event, not per socket)",
+            order.delivered.clone(),
+        );
+        r.register(
+            "bus_duplicates",
+            "Events dropped because this node's sockets already had them",
+            order.duplicates.clone(),
+        );
+        r.register(
+            "bus_store_fills",
+            "Store reads that filled a gap or resynchronised a thread (what Redis dropped)",
+            order.fills.clone(),
         );
     }
 

@@ -223,7 +223,11 @@ async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
         let config = r.stage("client_config", t, work).await?;
         (target.with_ws_path(&config.path), config)
     } else {
-        (target.clone(), http_stages::ClientConfig::default())
+        // Not a stage: what the server's client_config says (if it has the usual route)
+        // only sharpens later hints (its WebSocket paths, where it reads tokens).
+        let ask = http_stages::client_config(&dialer, target, &o.client_config_path);
+        let config = tokio::time::timeout(t, ask).await.ok().and_then(Result::ok);
+        (target.clone(), config.map(|(c, _)| c).unwrap_or_default())
     };
     let work = async { unit(http_stages::plain_get(&dialer, &ws_target, &config.paths).await) };
     r.stage("http", t, work).await?;
@@ -241,6 +245,7 @@ async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
             token: o.token.as_deref(),
             origin: o.origin.as_deref(),
             source: *source,
+            enabled: &config.token_sources,
         };
         let mut s = r
             .stage(&format!("upgrade{suffix}"), t, socket::upgrade(h))

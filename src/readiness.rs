@@ -45,6 +45,29 @@ pub fn key_source(status: &crate::auth::KeySourceStatus) -> ProbeResult {
     }
 }
 
+/// An MCP tool server (`[tools.NAME] kind = "mcp"`) as a dependency: not required (its
+/// tools fail with `TOOL_UNAVAILABLE` while it is down), ok while its session is open;
+/// allowed tools it does not list are named in `error` and `detail.missing`.
+pub fn mcp_server(status: &crate::agent::McpStatus) -> ProbeResult {
+    let error = match (&status.error, status.missing.is_empty()) {
+        (Some(error), _) if !status.connected => Some(error.clone()),
+        (_, false) => Some(format!(
+            "allowed tools the server does not list: {}",
+            status.missing.join(", ")
+        )),
+        _ => None,
+    };
+    ProbeResult {
+        name: format!("tools.{}", status.name),
+        kind: "mcp".into(),
+        required: false,
+        ok: status.connected,
+        latency_ms: 0,
+        error,
+        detail: serde_json::to_value(status).ok(),
+    }
+}
+
 /// The process-scope clients `ready` asks.
 #[derive(Clone, Copy)]
 pub struct Clients<'a> {
@@ -54,7 +77,7 @@ pub struct Clients<'a> {
     pub redis: Option<&'a deadpool_redis::Pool>,
 }
 
-async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
+pub(crate) async fn ping_redis(pool: &deadpool_redis::Pool) -> Result<(), String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     let pong: String = deadpool_redis::redis::cmd("PING")
         .query_async(&mut conn)

@@ -26,6 +26,19 @@ fn render_diag(out: &mut String, d: &Diagnostic) {
 /// The human rendering of one report, ending in a one-line verdict.
 pub fn human(report: &Report) -> String {
     let mut out = String::new();
+    for c in &report.online {
+        let about = |d: &Diagnostic| d.key == c.name || d.key.starts_with(&format!("{}.", c.name));
+        let mark = match (c.ok, report.warnings.iter().any(about)) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "ok  ",
+        };
+        let _ = writeln!(
+            out,
+            "online {mark} {} ({}) {} ms: {}",
+            c.name, c.kind, c.ms, c.detail
+        );
+    }
     for d in report.errors.iter().chain(&report.warnings) {
         render_diag(&mut out, d);
     }

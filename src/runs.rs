@@ -658,13 +658,17 @@ mod tests {
         let bench = Bench::new().await;
         bench.start("m1", None).await;
         // The first time anything is queued, the ack and the first event are there together.
+        // Waits for the first commit (generously: a loaded machine can take a while); the
+        // ack and the events are queued in the same commit callback, so polling cannot
+        // land between them.
         let mut got = Vec::new();
-        for _ in 0..10_000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
             if !bench.outbox.is_empty() {
                 got = bench.received();
                 break;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(got.first().map(String::as_str), Some("ack m1"), "{got:?}");
         assert_eq!(
@@ -699,8 +703,9 @@ mod tests {
         let turn = bench.manager.turn_of(&first.thread_id);
         let guard = Arc::clone(&turn).lock_owned().await;
         bench.start("m2", Some(&first.thread_id)).await;
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bench.outbox.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(bench.received(), vec!["ack m2".to_string()]);
         drop(guard);

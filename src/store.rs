@@ -19,6 +19,7 @@ mod migrations;
 mod model;
 mod postgres;
 mod sqlite;
+mod status;
 mod sweep;
 mod text;
 
@@ -35,6 +36,7 @@ pub use model::{
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use status::{MigrationStatus, migration_status};
 pub use sweep::SWEEP_INTERVAL;
 
 /// The store, on one of the two supported databases; clones share it. The databases'

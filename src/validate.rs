@@ -4,7 +4,7 @@
 //! (`crate::compile`) runs this, then builds every component, and is the one gate both
 //! `check` and `serve` go through.
 
-mod agents;
+pub mod agents;
 pub mod auth;
 pub mod build;
 pub mod components;
@@ -19,6 +19,7 @@ mod schema_check;
 pub mod schema_walk;
 mod tls;
 mod tolerant;
+pub mod tools;
 
 use crate::config::Config;
 use crate::config::load::Loaded;
@@ -65,6 +66,7 @@ pub fn validate(loaded: &Loaded) -> Validated {
         proxies::check(&mut cx);
         agents::check(&mut cx);
         models::check(&mut cx);
+        tools::check(&mut cx);
         findings.extend(
             cx.findings
                 .into_iter()

@@ -155,7 +155,7 @@ pub trait Provider: Send + Sync {
         ""
     }
 
-    /// Streams one step. An `Err` item ends the run with `PROVIDER_ERROR`.
+    /// Streams one step. An `Err` item ends the run with the error's code.
     fn stream<'a>(
         &'a self,
         request: ProviderRequest<'a>,

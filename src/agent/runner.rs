@@ -280,10 +280,11 @@ async fn one_step<S: EventSink>(
     sink: &Gate<'_, S>,
     progress: &mut Progress,
 ) -> Result<(String, Vec<ToolCall>), StepError> {
+    let specs = agent.specs();
     let max = agent.bounds.max_answer_bytes;
     let request = ProviderRequest {
         messages: conversation,
-        tools: &agent.specs,
+        tools: &specs,
     };
     sink.check()?;
     let mut stream = agent.provider.stream(request);

@@ -22,6 +22,9 @@
 //! - `[[deltas:<n>]]`: answer with exactly `n` deltas (`"w1 "`, `"w2 "`, …) and nothing
 //!   else, as a model streaming a long answer token by token does; `[[pad:<bytes>]]`
 //!   pads each of them with that many `.` (to fill a socket with few events).
+//! - `[[call:NAME]]` / `[[call:NAME {"json": "arguments"}]]`: call the tool `NAME` (any
+//!   name: a declared `[tools.NAME]` tool, an MCP server's tool; the runner refuses one the
+//!   agent does not have with `TOOL_NOT_ENABLED`) and report what it returned.
 
 mod plan;
 
@@ -115,8 +118,20 @@ fn respond(
         let words = (1..=n).map(|i| Chunk::Delta(format!("w{i}{pad} ")));
         return (words.chain([Chunk::Finished]).collect(), plan.slow);
     }
-    let enabled =
-        |tool: &str| tool == FAIL_TOOL || tool == SLOW_TOOL || tools.iter().any(|t| t.name == tool);
+    let called: Vec<&str> = plan
+        .intents
+        .iter()
+        .filter_map(|intent| match intent {
+            Intent::Call(tool, _) => Some(tool.as_str()),
+            _ => None,
+        })
+        .collect();
+    let enabled = |tool: &str| {
+        tool == FAIL_TOOL
+            || tool == SLOW_TOOL
+            || called.contains(&tool)
+            || tools.iter().any(|t| t.name == tool)
+    };
     let calls: Vec<ToolCall> = plan
         .intents
         .iter()
@@ -249,7 +264,9 @@ fn describe(intent: &Intent, outcome: Option<&Result<Value, ErrorInfo>>) -> Stri
                 false => format!("Earlier in this thread you wrote: {}.", lines.join("; ")),
             }
         }
-        Intent::FailHook | Intent::SlowHook => format!("The `{tool}` tool returned {value}."),
+        Intent::FailHook | Intent::SlowHook | Intent::Call(..) => {
+            format!("The `{tool}` tool returned {value}.")
+        }
     }
 }
 

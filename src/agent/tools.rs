@@ -1,11 +1,16 @@
 //! Tools an agent can call: the built-ins named in configuration (`calculator`, `clock`,
-//! `thread_history`) and the scripted provider's test-hook tools.
+//! `thread_history`), the declared ones (`[tools.NAME]`, kinds `http` and `mcp`, in
+//! `declared.rs`) and the scripted provider's test-hook tools.
 //!
 //! Tools are built once per agent (process scope) and receive the [`RunContext`] on every
 //! call, so anything user-specific (the thread history) comes from the run, never from the
 //! tool itself.
 
 mod calc;
+mod declared;
+mod http;
+mod mcp;
+pub mod tool_codes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +24,9 @@ use super::event::{ErrorInfo, codes};
 use super::provider::ToolSpec;
 
 pub use calc::{CalcError, evaluate};
+pub use declared::{Declared, from_config};
+pub use http::USER_HEADER;
+pub use mcp::McpStatus;
 
 /// Names accepted in `agents.tools`.
 pub const BUILTIN_TOOLS: [&str; 3] = ["calculator", "clock", "thread_history"];
@@ -45,6 +53,18 @@ pub trait Tool: Send + Sync {
         arguments: Value,
         ctx: &'a RunContext,
     ) -> BoxFuture<'a, Result<Value, ErrorInfo>>;
+
+    /// Whether the provider is told about it now (an MCP tool only once its server
+    /// listed it).
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// Whether `spec` and `available` can change after boot (MCP tools), so an agent
+    /// asks again per step instead of keeping the specs it was built with.
+    fn dynamic(&self) -> bool {
+        false
+    }
 }
 
 /// The built-in tool called `name`, if there is one.

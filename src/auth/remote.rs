@@ -105,6 +105,17 @@ pub struct KeySourceStatus {
     pub next_fetch_in_s: u64,
 }
 
+/// Why a one-off fetch (`check --online`) found no usable key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyCheckError {
+    /// No answer, a transport failure or an HTTP error status.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A document came back, but not one with a key for the configured algorithms.
+    #[error("{0}")]
+    NoUsableKey(String),
+}
+
 impl KeySourceStatus {
     /// Verification works (fresh or stale keys).
     pub fn has_keys(&self) -> bool {
@@ -140,6 +151,28 @@ impl RemoteKeys {
                 metrics: KeySourceMetrics::default(),
             }),
         })
+    }
+
+    /// One fetch and parse outside the schedule, touching no state (`check --online`).
+    pub async fn fetch_once(&self) -> Result<usize, KeyCheckError> {
+        let inner = &self.inner;
+        let fetched = inner.fetcher.fetch().await.map_err(|e| match e {
+            FetchError::Document { .. } | FetchError::TooLarge { .. } => {
+                KeyCheckError::NoUsableKey(e.to_string())
+            }
+            _ => KeyCheckError::Unreachable(e.to_string()),
+        })?;
+        let parsed = super::jwk::parse(&fetched.body, &inner.algorithms)
+            .map_err(|e| KeyCheckError::NoUsableKey(format!("not a JWKS document: {e}")))?;
+        if parsed.keys.is_empty() {
+            return Err(KeyCheckError::NoUsableKey(format!(
+                "{}: no signing key for algorithms {:?} ({} entries skipped)",
+                inner.fetcher.configured_url(),
+                inner.algorithms,
+                parsed.skipped.len()
+            )));
+        }
+        Ok(parsed.keys.len())
     }
 
     /// Spawns the fetch task (one per key source), which runs until `shutdown`.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::extract::FoundToken;
 use super::failure::{AuthFailure, InvalidReason};
 use super::keys::{AuthSetupError, KeySet};
-use super::remote::{KeySourceMetrics, KeySourceStatus, RemoteKeys};
+use super::remote::{KeyCheckError, KeySourceMetrics, KeySourceStatus, RemoteKeys};
 use super::{AuthMethod, Identity};
 use crate::config::{JwtConfig, KeySource};
 
@@ -98,6 +98,15 @@ impl Verifier {
         match &self.keys {
             Keys::Local(_) => None,
             Keys::Remote(remote) => Some(remote.start(shutdown)),
+        }
+    }
+
+    /// One fetch of the remote key source outside its schedule, for `check --online`:
+    /// the number of usable keys, or why there are none (`None` for local keys).
+    pub async fn check_key_source(&self) -> Option<Result<usize, KeyCheckError>> {
+        match &self.keys {
+            Keys::Local(_) => None,
+            Keys::Remote(remote) => Some(remote.fetch_once().await),
         }
     }
 

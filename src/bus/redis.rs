@@ -68,6 +68,8 @@ pub struct BusMetrics {
     pub received: Counter,
     /// Subscriptions (re)established.
     pub subscriptions: Counter,
+    /// What the delivery order did.
+    pub order: order::OrderStats,
 }
 
 struct Inner {
@@ -99,12 +101,13 @@ impl RedisBus {
     /// URL), publishing on the environment's channel.
     pub fn new(env: &str, target: Option<RedisTarget>) -> Self {
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let metrics = BusMetrics::default();
         Self {
             inner: Arc::new(Inner {
                 node: rand::random(),
                 channel: format!("portcullis:{env}:events"),
                 local: LocalBus::default(),
-                order: order::Order::default(),
+                order: order::Order::new(metrics.order.clone()),
                 target,
                 store: OnceCell::new(),
                 queue: tx,
@@ -112,7 +115,7 @@ impl RedisBus {
                 subscribed: AtomicBool::new(false),
                 publishing: AtomicBool::new(true),
                 last_error: Mutex::new(None),
-                metrics: BusMetrics::default(),
+                metrics,
             }),
             queue: Mutex::new(Some(rx)),
         }
@@ -167,7 +170,7 @@ impl EventBus for RedisBus {
             return 0;
         };
         let inner = &self.inner;
-        let before = inner.order.stats.delivered.load(Relaxed);
+        let before = inner.order.stats.delivered.get();
         if inner.local.has_user(user)
             && let Some(fill) = inner
                 .order
@@ -196,7 +199,7 @@ impl EventBus for RedisBus {
             };
             inner.mark_unsent(&out.user, &out.thread, out.first_seq - 1);
         }
-        let delivered = inner.order.stats.delivered.load(Relaxed) - before;
+        let delivered = inner.order.stats.delivered.get() - before;
         delivered as usize * inner.local.connections_of(user)
     }
 

@@ -9,7 +9,20 @@ use crate::diagnostic::Finding;
 
 /// The registry; an empty one (with findings) when an agent cannot be built.
 pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {
-    match Registry::for_environment(&config.agents, &config.services, config.kind.is_relaxed()) {
+    let relaxed = config.kind.is_relaxed();
+    let declared = match crate::agent::tools_from_config(&config.tools, relaxed) {
+        Ok(declared) => declared,
+        Err(e) => {
+            findings.push(Finding::error(
+                "E_TOOL_SETUP",
+                kp("tools"),
+                e,
+                "fix the [tools] declarations (the system CA store must be readable)",
+            ));
+            Default::default()
+        }
+    };
+    match Registry::with_declared(&config.agents, &config.services, relaxed, declared) {
         Ok(r) => r,
         Err(e) => {
             findings.extend(e.0.iter().map(|e| finding(config, e)));

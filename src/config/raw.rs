@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod tools;
+
+pub use tools::{MAX_RESULT_BYTES, ToolKind, ToolSection};
+
 /// One environment of a portcullis deployment (development, test, staging, production).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +46,9 @@ pub struct RawConfig {
     /// Agent pipelines a chat message can be sent to.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
+    /// Tools declared once and referenced by name in `agents.tools` (kinds `http`, `mcp`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolSection>,
     /// What frontends are told (served by the `client_config` handler).
     pub client: ClientSection,
     /// Logging output.
@@ -195,6 +202,12 @@ pub struct WebSocketSection {
     #[serde(default = "defaults::messages_per_minute")]
     #[schemars(range(min = 1, max = 100_000))]
     pub messages_per_minute: u32,
+    /// Open sockets one user may hold at once; one more is closed with 4429
+    /// (`USER_CONNECTION_LIMIT`) after authentication. Counted on this node, or across every
+    /// node with `[components.rate_limiter] kind = "redis"`. Absent: no per-user cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// How connections are authenticated.
@@ -203,7 +216,7 @@ pub struct WebSocketSection {
 pub struct AuthSection {
     /// `jwt` verifies tokens; `none` lets everyone in as `anonymous` (development only).
     pub mode: AuthMode,
-    /// Where tokens are read from, tried in the order of PROTOCOL.md §1.
+    /// Where tokens are read from, tried in the order of docs/PROTOCOL.md §1.
     #[serde(default = "defaults::token_sources")]
     #[schemars(length(min = 1))]
     pub token_sources: Vec<TokenSource>,
@@ -561,6 +574,10 @@ pub enum RateLimiterKind {
     /// Token buckets in this process: with `scope = "process"` one per user (shared by
     /// their sockets on this node), with `scope = "connection"` one per socket.
     Local,
+    /// One token bucket per user in Redis, shared by every node (`scope = "process"`,
+    /// `needs` the Redis service). While Redis does not answer, each node falls back to
+    /// its local bucket and `/metrics` says so.
+    Redis,
 }
 
 /// Implementations of the `session` component.
@@ -620,7 +637,8 @@ pub struct AgentSection {
     /// Model name passed to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Tools the agent may call: `clock`, `calculator`, `thread_history`.
+    /// Tools the agent may call: the built-in `clock`, `calculator`, `thread_history`, or
+    /// the name of a `[tools.NAME]` declaration.
     #[serde(default)]
     pub tools: Vec<String>,
     /// The agent used when a message names none. Exactly one agent is the default.

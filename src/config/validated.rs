@@ -13,6 +13,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
+mod tools;
+
+pub use tools::{ToolConfig, ToolKindConfig, tools};
+
 pub use super::raw::{
     AgentRegistryKind, AuthMode, EnvironmentKind, EventBusKind, HttpMethod, JwtKeysKind, LogFormat,
     MetricsKind, RateLimiterKind, RejectAt, RunContextKind, Scope, ServiceKind, SessionKind,
@@ -86,6 +90,8 @@ pub struct Config {
     pub components: Components,
     /// Agents, in declaration order; exactly one has `default = true`.
     pub agents: Vec<AgentConfig>,
+    /// Declared tools (`[tools.NAME]`), by name.
+    pub tools: BTreeMap<String, ToolConfig>,
     /// The URL frontends dial.
     pub client_websocket_url: String,
     /// Log output format (resolved from the kind when not set).
@@ -180,6 +186,8 @@ pub struct WebSocketConfig {
     pub send_timeout: Duration,
     /// Per-user message rate.
     pub messages_per_minute: u32,
+    /// Per-user open socket cap, when set.
+    pub max_connections_per_user: Option<u32>,
 }
 
 /// `[auth]`.

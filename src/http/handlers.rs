@@ -1,4 +1,4 @@
-//! The built-in HTTP handlers named in `[[routes]]` (PROTOCOL.md §4). Each returns a
+//! The built-in HTTP handlers named in `[[routes]]` (docs/PROTOCOL.md §5). Each returns a
 //! response or an [`ApiError`]; `recover` is the one place errors become JSON.
 
 use std::time::Duration;
@@ -49,6 +49,12 @@ async fn ready(app: &App) -> Response {
     if let Some(status) = app.verifier.as_ref().and_then(|v| v.key_source_status()) {
         deps.push(crate::readiness::key_source(&status));
     }
+    deps.extend(
+        app.agents
+            .mcp_status()
+            .iter()
+            .map(crate::readiness::mcp_server),
+    );
     let bus_degraded = app
         .bus
         .status()

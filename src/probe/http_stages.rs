@@ -95,7 +95,7 @@ fn compare(base: &Target, given: &Target, config: &ClientConfig) -> Pass {
         config.websocket_url
     );
     let mut warnings = Vec::new();
-    if (given.host.as_str(), given.port) != (base.host.as_str(), base.port) {
+    if !same_place(given, base) {
         warnings.push(format!(
             "client.websocket_url names {}:{}, not the {}:{} probed: clients that reach this server at {} dial elsewhere (set client.websocket_url, and server.public_url, to the address clients reach)",
             given.host, given.port, base.host, base.port, base.authority()
@@ -115,6 +115,13 @@ fn compare(base: &Target, given: &Target, config: &ClientConfig) -> Pass {
     } else {
         Pass::warn(detail, warnings.join("; "))
     }
+}
+
+/// The same host and port; the loopback names count as one (a client told `localhost`
+/// reaches the server probed at `127.0.0.1`).
+fn same_place(a: &Target, b: &Target) -> bool {
+    let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1");
+    a.port == b.port && (a.host == b.host || (loopback(&a.host) && loopback(&b.host)))
 }
 
 /// `http`: a plain GET (no `Upgrade`) on the WebSocket path must answer 426.
@@ -190,3 +197,34 @@ fn redirect(path: &str, reply: &Reply) -> Fail {
 }
 
 const RECONNECT: &str = "the connection the earlier stages opened could not be opened again: the server is flapping or limits connections (server.max_connections)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compared(base: &str, given: &str, paths: &[&str]) -> Option<String> {
+        let (base, given) = (Target::parse(base).unwrap(), Target::parse(given).unwrap());
+        let config = ClientConfig {
+            websocket_url: given.ws_url(&given.path),
+            path: given.path.clone(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            token_sources: Vec::new(),
+        };
+        compare(&base, &given, &config).warning
+    }
+
+    #[test]
+    fn the_url_clients_are_given_is_compared_with_the_one_probed() {
+        let ws = "ws://localhost:8080/websocket";
+        assert_eq!(compared("http://127.0.0.1:8080", ws, &["/websocket"]), None);
+        let other_port = compared("http://127.0.0.1:9000", ws, &[]).unwrap();
+        assert!(other_port.contains("client.websocket_url"), "{other_port}");
+        let mixed = compared("https://chat.example.com", "ws://chat.example.com/ws", &[]).unwrap();
+        assert!(
+            mixed.contains("mixed content") && mixed.contains("443"),
+            "{mixed}"
+        );
+        let path = compared("http://h", "ws://h/wss", &["/websocket", "/ws"]).unwrap();
+        assert!(path.contains("websocket.aliases"), "{path}");
+    }
+}

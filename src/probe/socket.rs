@@ -34,6 +34,21 @@ pub struct Handshake<'a> {
     pub origin: Option<&'a str>,
     /// Where the token goes.
     pub source: TokenSource,
+    /// The server's `token_sources`, when `client_config` said (else empty).
+    pub enabled: &'a [String],
+}
+
+impl Handshake<'_> {
+    /// When a token was sent where the server does not look: the hint saying so.
+    fn source_not_enabled(&self) -> Option<String> {
+        let name = self.source.as_str();
+        (self.token.is_some() && !self.enabled.is_empty() && !self.enabled.iter().any(|e| e == name)).then(|| {
+            format!(
+                "the token was sent as `{name}`, which this server does not read (auth.token_sources = {:?}): use --token-source {}, or enable `{name}` in auth.token_sources",
+                self.enabled, self.enabled[0]
+            )
+        })
+    }
 }
 
 /// An open socket and what the upgrade answered.
@@ -140,7 +155,7 @@ pub async fn upgrade(h: Handshake<'_>) -> Result<(Socket, Pass), Fail> {
     let head = http1::read_head(&mut io).await.map_err(fail)?;
     if head.status != 101 {
         let reply = http1::read_body(&mut io, head).await.map_err(fail)?;
-        return Err(refusal(&reply, h.origin));
+        return Err(refusal(&reply, h));
     }
     if head.header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err(Fail::new(
@@ -168,7 +183,8 @@ fn source_label(h: Handshake<'_>) -> &'static str {
 }
 
 /// A refused upgrade: the status and the body's `error_code`, explained.
-fn refusal(reply: &http1::Reply, origin: Option<&str>) -> Fail {
+fn refusal(reply: &http1::Reply, h: Handshake<'_>) -> Fail {
+    let origin = h.origin;
     let status = reply.status();
     let body = reply.json().unwrap_or(Value::Null);
     let code = body["error_code"].as_str().or(body["code"].as_str());
@@ -177,7 +193,10 @@ fn refusal(reply: &http1::Reply, origin: Option<&str>) -> Fail {
         Some(c) => format!("the upgrade was refused: {status} {c}: {message}"),
         None => format!("the upgrade was refused: {status}: {}", reply.snippet()),
     };
-    let hint = code.and_then(|c| code_hint(c, origin)).unwrap_or_else(|| match status {
+    let misplaced = (code == Some(ErrorCode::NoToken.as_str()))
+        .then(|| h.source_not_enabled())
+        .flatten();
+    let hint = misplaced.or_else(|| code.and_then(|c| code_hint(c, origin))).unwrap_or_else(|| match status {
         401 => "the token was refused: check auth.token_sources and auth.jwt".into(),
         403 if origin.is_some() => "403 without a code: an Origin refusal (websocket.allowed_origins) or a proxy's access rule; probe again without --origin to tell them apart".into(),
         403 => "403 without a code: a proxy's or firewall's access rule, not portcullis".into(),
@@ -198,7 +217,7 @@ pub fn subprotocol(socket: &Socket, source: TokenSource) -> Result<Pass, Fail> {
         Some(p) if p.starts_with("jwt.") => Err(Fail::new(
             "the server selected the jwt.<token> entry: the token is echoed back in a response header (not printed here)",
             format!(
-                "PROTOCOL.md §1: the server must select {PROTOCOL} and never echo the token; whatever answers this path (a proxy or an older server) picks the wrong entry"
+                "docs/PROTOCOL.md §1: the server must select {PROTOCOL} and never echo the token; whatever answers this path (a proxy or an older server) picks the wrong entry"
             ),
         )),
         Some(other) => Err(Fail::new(
@@ -305,6 +324,9 @@ fn closed_early(ended: &Ended, error: Option<(&str, &str)>, h: Handshake<'_>) ->
             .contains(&c)
         });
     let no_token = h.token.is_none() && token_refusal;
+    if let Some(hint) = h.source_not_enabled().filter(|_| token_refusal) {
+        return Fail::new(detail, hint);
+    }
     if no_token {
         return Fail::new(
             detail,

@@ -116,10 +116,8 @@ pub fn check(cx: &mut Ctx) {
             }
         }
         for (j, t) in a.tools.iter().enumerate() {
-            if !TOOLS.contains(&t.as_str()) {
-                let hint = closest(t, TOOLS)
-                    .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| format!("available tools: {}", TOOLS.join(", ")));
+            if !TOOLS.contains(&t.as_str()) && !cx.raw.tools.contains_key(t) {
+                let hint = super::tools::unknown_hint(cx, t);
                 cx.error(
                     "E_UNKNOWN_TOOL",
                     at.key("tools").index(j),

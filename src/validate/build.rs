@@ -76,6 +76,7 @@ pub fn build(raw: &RawConfig, loaded: &Loaded) -> Config {
             .collect(),
         components: components(&raw.components),
         agents: agents(&raw.agents),
+        tools: crate::config::tools(&raw.tools),
         client_websocket_url: raw.client.websocket_url.clone(),
         log_format: raw.logging.format.unwrap_or(if strict {
             LogFormat::Json
@@ -124,6 +125,7 @@ fn websocket(w: &raw::WebSocketSection) -> WebSocketConfig {
         send_queue_bytes: w.send_queue_bytes as usize,
         send_timeout: ms(w.send_timeout_ms),
         messages_per_minute: w.messages_per_minute,
+        max_connections_per_user: w.max_connections_per_user,
     }
 }
 

@@ -134,6 +134,7 @@ fn redis_services(raw: &RawConfig) -> Vec<String> {
 fn uses(raw: &RawConfig, role: &str, kind: &str) -> Vec<String> {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match role {
+        "rate_limiter" if kind == "redis" => redis_services(raw),
         "store" => databases(raw),
         "event_bus" if kind == "redis" => redis_services(raw),
         "agent_registry" => {
@@ -203,6 +204,12 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
             format!("set scope = \"{}\"", allowed.join("\" or \"")),
         );
     }
+    if name == "rate_limiter" && d.kind == "redis" {
+        shared_limiter(cx, d, at);
+    }
+    if name == "store" {
+        one_node_on_sqlite(cx, d);
+    }
     if name == "event_bus" && !bus_fits(cx, d, at) {
         return;
     }
@@ -236,6 +243,49 @@ fn check_one(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath) {
                 d.kind
             ),
             format!("add \"{missing}\" to components.{name}.needs"),
+        );
+    }
+}
+
+/// A `redis` rate limiter is shared by nodes: it needs a Redis service to be built on,
+/// and limits users (a connection lives on one node, where a local bucket already holds).
+fn shared_limiter(cx: &mut Ctx, d: &Declared, at: &KeyPath) {
+    if redis_services(cx.raw).is_empty() {
+        cx.error(
+            "E_RATE_LIMITER_NO_REDIS",
+            at.key("kind"),
+            "component `rate_limiter` (kind redis) keeps its buckets in Redis, and no service has kind = \"redis\"",
+            "declare [services.redis] with kind = \"redis\" and url_env, and list it in components.rate_limiter.needs; or set kind = \"local\"",
+        );
+    }
+    if d.scope == Scope::Connection {
+        cx.error(
+            "E_SCOPE",
+            at.key("scope"),
+            "component `rate_limiter` (kind redis) cannot have scope = \"connection\": a connection lives on one node, so only per-user limits need sharing",
+            "set scope = \"process\" (per user across nodes), or kind = \"local\" for a per-socket limit",
+        );
+    }
+}
+
+/// A SQLite file has one node by construction (only its group writer's connection writes,
+/// and runs take turns in that process's memory): several nodes need a database they can
+/// share.
+fn one_node_on_sqlite(cx: &mut Ctx, d: &Declared) {
+    let nodes = cx.raw.server.nodes;
+    let sqlite = cx
+        .raw
+        .services
+        .iter()
+        .find(|(name, s)| s.kind == ServiceKind::Sqlite && d.needs.contains(name));
+    if let Some((name, _)) = sqlite
+        && nodes > 1
+    {
+        cx.error(
+            "E_NODES_SQLITE",
+            kp("server.nodes"),
+            format!("server.nodes = {nodes} but the store is on the SQLite service `{name}`: a SQLite file belongs to one process, so several nodes would not share threads, runs or their order"),
+            "use a Postgres service for the store (kind = \"postgres\"), or server.nodes = 1",
         );
     }
 }

@@ -76,6 +76,8 @@ error_codes! {
     AuthTimeout = "AUTH_TIMEOUT", retryable = false;
     /// The node holds `server.max_connections` sockets.
     ConnectionLimit = "CONNECTION_LIMIT", retryable = true;
+    /// The user already holds `websocket.max_connections_per_user` sockets (then 4429).
+    UserConnectionLimit = "USER_CONNECTION_LIMIT", retryable = true;
     /// The key source (JWKS) is not reachable yet.
     AuthUnavailable = "AUTH_UNAVAILABLE", retryable = true;
     /// The `Origin` is not in `websocket.allowed_origins` (HTTP 403).

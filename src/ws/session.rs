@@ -132,6 +132,26 @@ where
         return;
     };
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
+    if !Box::pin(app.limiter.connection_opened(&identity.user_id, &conn_id)).await {
+        let cap = app.config.websocket.max_connections_per_user.unwrap_or(0);
+        let message = format!(
+            "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
+        );
+        let body = protocol::error(
+            ErrorCode::UserConnectionLimit.as_str(),
+            &message,
+            None,
+            true,
+        );
+        let _: Option<()> = refuse(
+            &mut socket,
+            body,
+            CloseCode::TooManyConnections,
+            "user connection limit",
+        )
+        .await;
+        return;
+    }
     let ws = &app.config.websocket;
     let outbox = Arc::new(Outbox::new(ws.send_queue_bytes, ws.send_timeout));
     let auth_label = if app.config.auth.mode == AuthMode::None {
@@ -193,6 +213,11 @@ where
             .app
             .bus
             .unsubscribe(&session.identity.user_id, &session.conn_id);
+        let closed = session
+            .app
+            .limiter
+            .connection_closed(&session.identity.user_id, &session.conn_id);
+        Box::pin(closed).await;
         session.outbox.close();
         session.app.metrics.connections_open.dec();
     }
@@ -570,7 +595,7 @@ impl Session {
             Err(ParseError::UnknownType(t)) => {
                 self.reply(protocol::error(
                     ErrorCode::UnknownType.as_str(),
-                    &format!("unknown message type `{t}`; see PROTOCOL.md §2"),
+                    &format!("unknown message type `{t}`; see docs/PROTOCOL.md §2"),
                     None,
                     false,
                 ));
@@ -651,20 +676,25 @@ impl Session {
                 false,
             );
         };
-        if !self
-            .app
-            .limiter
-            .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
+        let rate_limited = || {
+            let per_minute = self.app.config.websocket.messages_per_minute;
+            format!("at most {per_minute} messages per minute")
+        };
+        // A shared (Redis) limit is asked in the wait below, before the message is stored.
+        let shared_limit = self.app.limiter.is_shared().then(|| {
+            (
+                Arc::clone(&self.app.limiter),
+                self.conn_id.clone(),
+                rate_limited(),
+            )
+        });
+        if shared_limit.is_none()
+            && !self
+                .app
+                .limiter
+                .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
         {
-            return reply_err(
-                self,
-                ErrorCode::RateLimited.as_str(),
-                &format!(
-                    "at most {} messages per minute",
-                    self.app.config.websocket.messages_per_minute
-                ),
-                true,
-            );
+            return reply_err(self, ErrorCode::RateLimited.as_str(), &rate_limited(), true);
         }
         let Some(deps) = self.app.run_deps() else {
             return reply_err(
@@ -681,6 +711,19 @@ impl Session {
             let reply = |text: String| {
                 outbox.push(Outbound::Reply(Arc::from(text)));
             };
+            if let Some((limiter, conn_id, limited)) = shared_limit
+                && !limiter
+                    .allow_shared(&user_id, &conn_id, StdInstant::now())
+                    .await
+            {
+                reply(protocol::error(
+                    ErrorCode::RateLimited.as_str(),
+                    &limited,
+                    Some(&id),
+                    true,
+                ));
+                return;
+            }
             let new = crate::store::NewMessage {
                 user_id: &user_id,
                 client_id: &id,

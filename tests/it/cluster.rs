@@ -1,8 +1,10 @@
-//! Several nodes on one Postgres database: in-process servers on port 0 (each with its
-//! own node id, as separate processes have) and, where a node must die with `kill -9`,
-//! a process of the built binary. A fresh database per test (`TestDb::postgres`).
+//! Several nodes on one Postgres database and the test Redis (`server.nodes = 2`, the
+//! Redis event bus): in-process servers on port 0 (each with its own node id, as separate
+//! processes have) and, where a node must die with `kill -9`, a process of the built
+//! binary. A fresh database per test (`TestDb::postgres`).
 
 mod leases;
+mod limits;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +15,18 @@ use portcullis::config::load::LoadOptions;
 use serde_json::{Value, json};
 
 use crate::ws::harness::{Client, Connect, FRAME_TIMEOUT, http_request, token};
+
+/// The test Redis (`PORTCULLIS_TEST_REDIS_URL`). Nodes of different tests share it, so
+/// each test uses users of its own ([`fresh_user`]).
+pub fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A user no other test (or earlier run of this one) has used: the bus channels and the
+/// shared limits live in the shared Redis.
+pub fn fresh_user() -> String {
+    format!("u-{:016x}", rand::random::<u64>())
+}
 
 /// The lease the cluster tests give runs: short, so a dead node's runs close quickly.
 pub const LEASE_MS: u64 = 2000;
@@ -25,6 +39,12 @@ fn environment(db_url: &str, listen: &str, overrides: &[(&str, &str)]) -> BTreeM
     set("SERVICES__DATABASE__URL", db_url);
     set("SERVER__LISTEN", listen);
     set("SERVER__RUN_LEASE_MS", &LEASE_MS.to_string());
+    // Two nodes, as `server.nodes` declares them: events cross nodes on the Redis bus.
+    set("SERVER__NODES", "2");
+    set("SERVICES__REDIS__KIND", "redis");
+    set("SERVICES__REDIS__URL", &redis_url());
+    set("COMPONENTS__EVENT_BUS__KIND", "redis");
+    set("COMPONENTS__EVENT_BUS__NEEDS", "[\"redis\"]");
     for (k, v) in overrides {
         set(k, v);
     }
@@ -40,7 +60,12 @@ pub struct Node {
 impl Node {
     /// Starts a node on `db_url` and waits until its store is connected.
     pub async fn start(db_url: &str) -> Node {
-        let env = environment(db_url, "127.0.0.1:0", &[]);
+        Node::start_with(db_url, &[]).await
+    }
+
+    /// [`Node::start`] with more `PORTCULLIS_*` overrides (`("WEBSOCKET__…", "3")`).
+    pub async fn start_with(db_url: &str, overrides: &[(&str, &str)]) -> Node {
+        let env = environment(db_url, "127.0.0.1:0", overrides);
         let outcome = portcullis::compile::compile(&LoadOptions::new("environments", env), "test");
         let compiled = outcome.compiled.unwrap_or_else(|| {
             panic!(
@@ -157,15 +182,33 @@ pub async fn replay(c: &mut Client, thread: &str, last_seq: i64) -> Vec<Value> {
     events
 }
 
-/// The next message of `kind`, skipping others (events of runs the test does not follow).
-pub async fn recv_until(c: &mut Client, kind: &str, wait: Duration) -> Value {
+/// The next message of `kind` (of `run_id`, when given), skipping others: events of other
+/// runs, which the bus delivers to every socket of the user.
+pub async fn recv_until(c: &mut Client, kind: &str, run_id: Option<&str>, wait: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c.next_within(left).await {
-            Some(crate::ws::harness::Frame::Json(v)) if v["type"] == kind => return v,
+            Some(crate::ws::harness::Frame::Json(v))
+                if v["type"] == kind && run_id.is_none_or(|r| v["run_id"] == r) =>
+            {
+                return v;
+            }
             Some(crate::ws::harness::Frame::Json(_)) => continue,
             other => panic!("no `{kind}` within {wait:?}: {other:?}"),
         }
+    }
+}
+
+/// Sends a ping and reads up to its pong, returning what came before it.
+pub async fn until_pong(c: &mut Client) -> Vec<Value> {
+    c.send(json!({ "type": "ping" })).await;
+    let mut before = Vec::new();
+    loop {
+        let v = c.recv().await;
+        if v["type"] == "pong" {
+            return before;
+        }
+        before.push(v);
     }
 }

@@ -1,10 +1,12 @@
 //! The single integration test binary (one link for the whole suite).
 
+mod agents;
 mod auth;
 mod browser;
 mod cluster;
 mod config;
 mod deploy;
+mod nodes;
 mod probe;
 mod proxy;
 mod serve;

@@ -11,3 +11,5 @@ mod load;
 mod metrics;
 mod refusals;
 mod resume;
+mod tool_servers;
+mod tools;

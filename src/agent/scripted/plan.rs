@@ -19,6 +19,12 @@ static HOOK: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid hook pattern")
 });
 
+/// `[[call:NAME]]` and `[[call:NAME {json arguments}]]`: call any tool by name, e.g. a
+/// declared `[tools.NAME]`. The runner still refuses a tool the agent does not have.
+static CALL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\[\[call:([A-Za-z0-9_-]{1,64})(?:\s+(\{.*?\}))?\]\]").expect("valid call pattern")
+});
+
 /// One thing the message asks for that needs a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
@@ -32,17 +38,21 @@ pub enum Intent {
     FailHook,
     /// Test hook: call the tool that outlives its timeout.
     SlowHook,
+    /// `[[call:NAME {…}]]`: call this tool with these arguments (a JSON object, or the
+    /// text as given when it is not JSON, so the tool refuses it).
+    Call(String, Value),
 }
 
 impl Intent {
     /// The tool that serves it.
-    pub fn tool(&self) -> &'static str {
+    pub fn tool(&self) -> &str {
         match self {
             Self::Calculate(_) => "calculator",
             Self::Clock => "clock",
             Self::History => "thread_history",
             Self::FailHook => FAIL_TOOL,
             Self::SlowHook => SLOW_TOOL,
+            Self::Call(tool, _) => tool,
         }
     }
 
@@ -51,6 +61,7 @@ impl Intent {
         match self {
             Self::Calculate(expression) => json!({"expression": expression}),
             Self::History => json!({"limit": 10}),
+            Self::Call(_, arguments) => arguments.clone(),
             _ => json!({}),
         }
     }
@@ -63,6 +74,7 @@ impl Intent {
             Self::History => "look up this thread's earlier messages".into(),
             Self::FailHook => "exercise a failing tool (test hook)".into(),
             Self::SlowHook => "exercise a tool that times out (test hook)".into(),
+            Self::Call(tool, _) => format!("call `{tool}` as asked"),
         }
     }
 }
@@ -90,6 +102,12 @@ pub fn plan(content: &str, default_slow: Duration) -> Plan {
     let mut hooks = Vec::new();
     // Every hook starts with `[[`: most messages skip the pattern (it ran twice a run,
     // about a tenth of the scripted agent's instructions).
+    let text = if content.contains("[[call:") {
+        calls(content, &mut hooks)
+    } else {
+        content.to_string()
+    };
+    let content = text.as_str();
     let text = if content.contains("[[") {
         for found in HOOK.captures_iter(content) {
             match &found[1] {
@@ -137,6 +155,19 @@ pub fn plan(content: &str, default_slow: Duration) -> Plan {
         deltas,
         pad,
     }
+}
+
+/// Reads the `[[call:…]]` hooks into `hooks`; the message without them.
+fn calls(content: &str, hooks: &mut Vec<Intent>) -> String {
+    for found in CALL.captures_iter(content) {
+        let arguments = match found.get(2) {
+            None => json!({}),
+            Some(raw) => serde_json::from_str(raw.as_str())
+                .unwrap_or_else(|_| Value::String(raw.as_str().to_string())),
+        };
+        hooks.push(Intent::Call(found[1].to_string(), arguments));
+    }
+    CALL.replace_all(content, "").into_owned()
 }
 
 /// The first run of arithmetic characters that has a digit and an operator between two
@@ -204,5 +235,22 @@ mod tests {
             Some(Duration::from_millis(40))
         );
         assert_eq!(plan("1+1", SLOW).slow, None);
+    }
+
+    #[test]
+    fn reads_call_hooks_with_and_without_arguments() {
+        let p = plan(
+            r#"go [[call:weather {"city": "Paris", "deep": {"a": 1}}]] [[call:docs-search]] [[call:x {oops}]]"#,
+            SLOW,
+        );
+        assert_eq!(
+            p.intents,
+            [
+                Intent::Call("weather".into(), json!({"city": "Paris", "deep": {"a": 1}})),
+                Intent::Call("docs-search".into(), json!({})),
+                Intent::Call("x".into(), json!("{oops}")),
+            ]
+        );
+        assert_eq!(p.text, "go");
     }
 }

@@ -181,7 +181,7 @@ async fn listen(
                 None => return Err("the subscription connection closed".into()),
             },
             _ = tick.tick() => {
-                tokio::time::timeout(t.timeout, sink.ping::<String>())
+                tokio::time::timeout(t.timeout, sink.ping::<deadpool_redis::redis::Value>())
                     .await
                     .map_err(bounded("ping"))?
                     .map_err(|e| e.to_string())?;

@@ -11,8 +11,9 @@
 //! fetched before anything newer is delivered.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
 
 use foldhash::HashMap;
 
@@ -34,14 +35,14 @@ pub struct Fill {
 }
 
 /// Counts of what the order did (for metrics and tests).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct OrderStats {
     /// Events handed to this node's sockets.
-    pub delivered: AtomicU64,
+    pub delivered: Counter,
     /// Events dropped because the sockets already had them.
-    pub duplicates: AtomicU64,
+    pub duplicates: Counter,
     /// Store reads started to fill a gap or resynchronise.
-    pub fills: AtomicU64,
+    pub fills: Counter,
 }
 
 #[derive(Default)]
@@ -77,18 +78,26 @@ fn deliver(local: &LocalBus, stats: &OrderStats, user: &str, events: &[Arc<Event
     if events.is_empty() {
         return;
     }
-    stats.delivered.fetch_add(events.len() as u64, Relaxed);
+    stats.delivered.inc_by(events.len() as u64);
     local.publish_all(user, events.iter().map(|e| Outbound::Event(Arc::clone(e))));
 }
 
 impl Order {
+    /// An empty order counting into `stats`.
+    pub fn new(stats: OrderStats) -> Self {
+        Self {
+            users: Mutex::default(),
+            stats,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, User>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn start_fill(&self, user: &str, thread: &Arc<str>, t: &mut Thread, after: i64) -> Fill {
         t.filling = Some(after);
-        self.stats.fills.fetch_add(1, Relaxed);
+        self.stats.fills.inc();
         Fill {
             user: user.to_string(),
             thread: Arc::clone(thread),
@@ -122,7 +131,7 @@ impl Order {
             };
             match expected {
                 Some(e) if ev.seq < e => {
-                    self.stats.duplicates.fetch_add(1, Relaxed);
+                    self.stats.duplicates.inc();
                 }
                 Some(e) if ev.seq > e => {
                     t.pending.insert(ev.seq, Arc::clone(ev));
@@ -169,7 +178,7 @@ impl Order {
             let seq = *entry.key();
             if seq <= last {
                 entry.remove();
-                self.stats.duplicates.fetch_add(1, Relaxed);
+                self.stats.duplicates.inc();
             } else if seq == last + 1 || !(progressed || full_page) {
                 // In order, or a gap the store cannot close: delivering beats waiting.
                 last = seq;
@@ -280,7 +289,7 @@ mod tests {
         Arc::new(EventFrame {
             thread_id: Arc::from("t"),
             seq,
-            kind: "agent_response",
+            kind: "agent_thinking",
             json: format!("{{\"seq\":{seq}}}").into(),
         })
     }
@@ -312,7 +321,7 @@ mod tests {
         assert_eq!(order.arrive(&local, "u", &t, &evs(&[2, 3])), None);
         assert_eq!(order.arrive(&local, "u", &t, &evs(&[1])), None);
         assert_eq!(drain(&q), [1, 2, 3]);
-        assert_eq!(order.stats.duplicates.load(Relaxed), 2);
+        assert_eq!(order.stats.duplicates.get(), 2);
     }
 
     #[test]

@@ -8,11 +8,19 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::store::harness::TestDb;
-use crate::ws::harness::types;
+use crate::ws::harness::{Client, types};
 
 /// A slow scripted run: one streamed chunk every `ms` (test hook `[[slow:<ms>]]`).
 fn slow(ms: u64, text: &str) -> String {
     format!("[[slow:{ms}]] {text}")
+}
+
+/// Sends a `user_message` and returns its ack, skipping the events the bus brings meanwhile.
+async fn ask(c: &mut Client, id: &str, content: &str, thread: Option<&str>) -> Value {
+    c.ask(id, content, thread).await;
+    let ack = recv_until(c, "ack", None, FRAME_TIMEOUT).await;
+    assert_eq!(ack["id"], id, "{ack}");
+    ack
 }
 
 fn completions(events: &[Value]) -> Vec<&Value> {
@@ -39,11 +47,10 @@ async fn a_killed_nodes_run_is_closed_as_run_interrupted_and_replayed_elsewhere(
     let db = TestDb::postgres().await;
     let mut a = ProcessNode::start(&db.url).await;
     let b = Node::start(&db.url).await;
-    let mut on_b = connect(b.addr, "alice").await;
-    let mut on_a = connect(a.addr, "alice").await;
-    let ack = on_a
-        .ask_acked("m1", &slow(1000, "tell me a long story"), None)
-        .await;
+    let user = fresh_user();
+    let mut on_b = connect(b.addr, &user).await;
+    let mut on_a = connect(a.addr, &user).await;
+    let ack = ask(&mut on_a, "m1", &slow(1000, "tell me a long story"), None).await;
     let thread = ack["thread_id"].as_str().unwrap().to_string();
     let run_id = ack["run_id"].as_str().unwrap().to_string();
     let started = on_a.recv_type("agent_started").await;
@@ -53,7 +60,7 @@ async fn a_killed_nodes_run_is_closed_as_run_interrupted_and_replayed_elsewhere(
     let killed = Instant::now();
     // The user's socket on B hears the end that B (the only live node) stored for A.
     let wait = Duration::from_millis(LEASE_MS * 3);
-    let done = recv_until(&mut on_b, "agent_completed", wait).await;
+    let done = recv_until(&mut on_b, "agent_completed", Some(&run_id), wait).await;
     let took = killed.elapsed();
     eprintln!("run of the killed node closed {took:?} after kill -9 (lease {LEASE_MS} ms)");
     assert_eq!(done["run_id"], run_id.as_str(), "{done}");
@@ -66,7 +73,7 @@ async fn a_killed_nodes_run_is_closed_as_run_interrupted_and_replayed_elsewhere(
 
     // Resume on B (a fresh socket, as a reconnecting client's) shows the run with
     // exactly one end, seqs gap-free.
-    let mut resumed = connect(b.addr, "alice").await;
+    let mut resumed = connect(b.addr, &user).await;
     let events = replay(&mut resumed, &thread, done["seq"].as_i64().unwrap()).await;
     assert_eq!(types(&events).first(), Some(&"agent_started"), "{events:?}");
     assert_eq!(completions(&events), [&done], "exactly one agent_completed");
@@ -74,7 +81,7 @@ async fn a_killed_nodes_run_is_closed_as_run_interrupted_and_replayed_elsewhere(
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 
     // The thread goes on on B after the interruption.
-    let next = on_b.ask_acked("m2", "what is 6*7?", Some(&thread)).await;
+    let next = ask(&mut on_b, "m2", "what is 6*7?", Some(&thread)).await;
     let run = on_b.run_events(next["run_id"].as_str().unwrap()).await;
     assert_eq!(run.last().unwrap()["status"], "ok");
     assert_eq!(run[0]["seq"].as_i64(), Some(seqs.len() as i64 + 1));
@@ -84,11 +91,15 @@ async fn a_killed_nodes_run_is_closed_as_run_interrupted_and_replayed_elsewhere(
 async fn a_rolling_restart_of_one_node_leaves_the_other_nodes_run_alone() {
     let db = TestDb::postgres().await;
     let a = Node::start(&db.url).await;
-    let mut on_a = connect(a.addr, "alice").await;
+    let mut on_a = connect(a.addr, &fresh_user()).await;
     // About 3 s of streaming: longer than the lease, so renewals must keep it alive.
-    let ack = on_a
-        .ask_acked("m1", &slow(250, "tell me a long story please"), None)
-        .await;
+    let ack = ask(
+        &mut on_a,
+        "m1",
+        &slow(250, "tell me a long story please"),
+        None,
+    )
+    .await;
     let run_id = ack["run_id"].as_str().unwrap().to_string();
 
     // Node B restarts twice while A's run streams; each boot runs the boot recovery.
@@ -111,30 +122,36 @@ async fn a_cancel_sent_on_one_node_stops_the_run_on_another() {
     let db = TestDb::postgres().await;
     let a = Node::start(&db.url).await;
     let b = Node::start(&db.url).await;
-    let mut on_a = connect(a.addr, "alice").await;
-    let mut on_b = connect(b.addr, "alice").await;
-    let ack = on_a
-        .ask_acked("m1", &slow(500, "tell me a long story please"), None)
-        .await;
+    let user = fresh_user();
+    let mut on_a = connect(a.addr, &user).await;
+    let mut on_b = connect(b.addr, &user).await;
+    let ack = ask(
+        &mut on_a,
+        "m1",
+        &slow(500, "tell me a long story please"),
+        None,
+    )
+    .await;
     let run_id = ack["run_id"].as_str().unwrap().to_string();
     let started = on_a.recv_type("agent_started").await;
     assert_eq!(started["run_id"], run_id.as_str());
 
     on_b.send(json!({ "type": "cancel", "run_id": run_id }))
         .await;
-    // Accepted on B: no RUN_NOT_FOUND comes back (the pong is the next message).
-    on_b.ping_pong().await;
-    let done = recv_until(&mut on_a, "agent_completed", FRAME_TIMEOUT).await;
+    // Accepted on B: no error comes back before the pong (only the run's events).
+    let before = until_pong(&mut on_b).await;
+    assert!(before.iter().all(|v| v["type"] != "error"), "{before:?}");
+    let done = recv_until(&mut on_a, "agent_completed", Some(&run_id), FRAME_TIMEOUT).await;
     assert_eq!(done["run_id"], run_id.as_str(), "{done}");
     assert_eq!(done["status"], "cancelled", "{done}");
 
     // Someone else's run, or one that is over, is still RUN_NOT_FOUND on any node.
     on_b.send(json!({ "type": "cancel", "run_id": run_id }))
         .await;
-    let err = on_b.recv_type("error").await;
+    let err = recv_until(&mut on_b, "error", None, FRAME_TIMEOUT).await;
     assert_eq!(err["code"], "RUN_NOT_FOUND", "{err}");
-    let mut mallory = connect(b.addr, "mallory").await;
-    let other = on_a.ask_acked("m2", &slow(500, "again"), None).await;
+    let mut mallory = connect(b.addr, &fresh_user()).await;
+    let other = ask(&mut on_a, "m2", &slow(500, "again"), None).await;
     mallory
         .send(json!({ "type": "cancel", "run_id": other["run_id"] }))
         .await;
@@ -147,20 +164,25 @@ async fn runs_of_one_thread_take_turns_across_nodes() {
     let db = TestDb::postgres().await;
     let a = Node::start(&db.url).await;
     let b = Node::start(&db.url).await;
-    let mut on_a = connect(a.addr, "alice").await;
-    let mut on_b = connect(b.addr, "alice").await;
-    let first = on_a
-        .ask_acked("m1", &slow(200, "tell me a story"), None)
-        .await;
+    let user = fresh_user();
+    let mut on_a = connect(a.addr, &user).await;
+    let mut on_b = connect(b.addr, &user).await;
+    let first = ask(&mut on_a, "m1", &slow(200, "tell me a story"), None).await;
     let thread = first["thread_id"].as_str().unwrap().to_string();
     on_a.recv_type("agent_started").await;
     // The second message of the thread, sent to the other node while the first runs.
-    let second = on_b.ask_acked("m2", "what is 6*7?", Some(&thread)).await;
-    let second_done = recv_until(&mut on_b, "agent_completed", FRAME_TIMEOUT).await;
-    assert_eq!(second_done["run_id"], second["run_id"]);
+    let second = ask(&mut on_b, "m2", "what is 6*7?", Some(&thread)).await;
+    let second_run = second["run_id"].as_str().unwrap();
+    let second_done = recv_until(
+        &mut on_b,
+        "agent_completed",
+        Some(second_run),
+        FRAME_TIMEOUT,
+    )
+    .await;
 
     let last = second_done["seq"].as_i64().unwrap();
-    let mut resumed = connect(b.addr, "alice").await;
+    let mut resumed = connect(b.addr, &user).await;
     let events = replay(&mut resumed, &thread, last).await;
     let runs: Vec<&str> = events
         .iter()

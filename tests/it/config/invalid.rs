@@ -1066,6 +1066,28 @@ fn a_need_nothing_uses_is_refused() {
         .snapshot();
 }
 
+#[test]
+fn a_rate_limiter_shared_through_redis_needs_a_redis_service() {
+    invalid("rate_limiter_no_redis", "test")
+        .errors(&["E_RATE_LIMITER_NO_REDIS"])
+        .at(
+            "E_RATE_LIMITER_NO_REDIS",
+            "test.toml:61",
+            "components.rate_limiter.kind",
+        )
+        .says("E_RATE_LIMITER_NO_REDIS", "kind = \"local\"")
+        .snapshot();
+}
+
+#[test]
+fn several_nodes_on_a_sqlite_store_are_refused() {
+    invalid("nodes_sqlite", "test")
+        .errors(&["E_NODES_SQLITE"])
+        .at("E_NODES_SQLITE", "test.toml:12", "server.nodes")
+        .says("E_NODES_SQLITE", "postgres")
+        .snapshot();
+}
+
 // ---- late failures: what only building the components finds ----
 
 #[test]
@@ -1191,8 +1213,29 @@ fn inline_api_key_in_production() {
 /// Codes that need no fixture here: internal failures (`E_INTERNAL`, `E_LOAD`: figment
 /// failing to merge values that already parsed), the schema catch-all, a missing
 /// environment (tested above without a fixture), and drift (`tests/fixtures/drift/`,
-/// checked by `drift::every_drift_error_code_has_a_fixture`).
-const NOT_FIXTURE_CODES: [&str; 4] = ["E_INTERNAL", "E_LOAD", "E_SCHEMA", "E_ENV_NOT_FOUND"];
+/// checked by `drift::every_drift_error_code_has_a_fixture`), and the declared tools'
+/// HTTP client failing to build (an unreadable system CA store, not a configuration).
+const NOT_FIXTURE_CODES: [&str; 5] = [
+    "E_INTERNAL",
+    "E_LOAD",
+    "E_SCHEMA",
+    "E_ENV_NOT_FOUND",
+    "E_TOOL_SETUP",
+];
+
+/// Every `.rs` file under `dir`, subdirectories included.
+fn sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
 
 /// Every error code the validator can emit has a fixture named after it, so a new rule
 /// without a fixture fails here.
@@ -1201,8 +1244,8 @@ fn every_error_code_has_a_fixture() {
     let code = regex::Regex::new(r#""(E_[A-Z_]+)""#).unwrap();
     let mut codes = BTreeSet::new();
     for dir in ["src/validate", "src/config", "src/compile"] {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for path in sources(std::path::Path::new(dir)) {
+            let text = std::fs::read_to_string(path).unwrap();
             codes.extend(code.captures_iter(&text).map(|c| c[1].to_string()));
         }
     }
@@ -1244,5 +1287,118 @@ fn several_nodes_refuse_a_local_event_bus() {
             "components.event_bus.kind",
         )
         .says("E_EVENT_BUS_LOCAL", "server.nodes = 2")
+        .snapshot();
+}
+
+// ---- declared tools (`[tools.NAME]`) ----
+
+#[test]
+fn tool_declared_with_a_built_in_name() {
+    invalid("tool_name", "test")
+        .errors(&["E_TOOL_NAME"])
+        .at("E_TOOL_NAME", "test.toml:46", "tools.clock")
+        .snapshot();
+}
+
+#[test]
+fn tool_keys_of_the_wrong_kind_or_missing() {
+    invalid("tool_key", "test")
+        .errors(&["E_TOOL_KEY", "E_TOOL_KEY"])
+        .at("E_TOOL_KEY", "test.toml:46", "tools.weather")
+        .says("E_TOOL_KEY", "needs `parameters`")
+        .snapshot();
+}
+
+#[test]
+fn tool_over_plain_http_in_production() {
+    invalid_with("tool_url", "production", fake_env())
+        .errors(&["E_TOOL_URL"])
+        .at("E_TOOL_URL", "production.toml:51", "tools.weather.url")
+        .says("E_TOOL_URL", "is not https://")
+        .snapshot();
+}
+
+#[test]
+fn tool_parameters_not_a_json_schema() {
+    invalid("tool_parameters", "test")
+        .errors(&["E_TOOL_PARAMETERS"])
+        .at(
+            "E_TOOL_PARAMETERS",
+            "test.toml:50",
+            "tools.weather.parameters",
+        )
+        .says("E_TOOL_PARAMETERS", "not a valid JSON Schema")
+        .snapshot();
+}
+
+#[test]
+fn tool_parameters_not_an_object_schema() {
+    invalid("tool_parameters_object", "test")
+        .errors(&["E_TOOL_PARAMETERS"])
+        .at(
+            "E_TOOL_PARAMETERS",
+            "test.toml:50",
+            "tools.weather.parameters",
+        )
+        .says("E_TOOL_PARAMETERS", "must describe an object")
+        .snapshot();
+}
+
+#[test]
+fn mcp_allow_entry_empty() {
+    invalid("tool_allow", "test")
+        .errors(&["E_TOOL_ALLOW"])
+        .at("E_TOOL_ALLOW", "test.toml:49", "tools.docs.allow[1]")
+        .snapshot();
+}
+
+#[test]
+fn mcp_tool_without_allow_list() {
+    invalid("tool_allow_missing", "test")
+        .errors(&["E_TOOL_ALLOW"])
+        .at("E_TOOL_ALLOW", "test.toml:46", "tools.docs")
+        .snapshot();
+}
+
+#[test]
+fn mcp_tool_needing_the_user_breaks_the_scope_rule() {
+    invalid("tool_scope", "test")
+        .errors(&["E_SCOPE"])
+        .at("E_SCOPE", "test.toml:50", "tools.docs.needs[0]")
+        .says("E_SCOPE", "process-scope")
+        .snapshot();
+}
+
+#[test]
+fn tool_needing_something_other_than_the_user() {
+    invalid("tool_needs", "test")
+        .errors(&["E_TOOL_NEEDS"])
+        .at("E_TOOL_NEEDS", "test.toml:51", "tools.weather.needs[0]")
+        .snapshot();
+}
+
+#[test]
+fn agent_gets_two_tools_of_one_name() {
+    invalid("tool_clash", "test")
+        .errors(&["E_TOOL_CLASH"])
+        .at("E_TOOL_CLASH", "test.toml:44", "agents[0].tools[1]")
+        .says("E_TOOL_CLASH", "two tools named `search`")
+        .snapshot();
+}
+
+#[test]
+fn tool_of_unknown_kind() {
+    invalid("tool_kind", "test")
+        .errors(&["E_ENUM"])
+        .at("E_ENUM", "test.toml:47", "tools.weather.kind")
+        .snapshot();
+}
+
+#[test]
+fn agent_lists_a_misspelt_declared_tool() {
+    invalid("tool_unknown", "test")
+        .errors(&["E_UNKNOWN_TOOL"])
+        .at("E_UNKNOWN_TOOL", "test.toml:44", "agents[0].tools[0]")
+        .says("E_UNKNOWN_TOOL", "did you mean `weather`?")
         .snapshot();
 }

@@ -76,7 +76,12 @@ async fn a_wrong_path_is_named_at_http_with_the_server_paths() {
         &url,
         &report,
         "http",
-        &["404", "websocket.aliases", "client.websocket_url"],
+        &[
+            "404",
+            "websocket.aliases",
+            "client.websocket_url",
+            "the server's WebSocket paths: /websocket, /ws",
+        ],
     );
 }
 
@@ -184,5 +189,72 @@ async fn a_dependency_not_ready_is_named_at_established_or_at_the_upgrade() {
         &report,
         "upgrade",
         &["503", "STORE_UNAVAILABLE", "services.<database>"],
+    );
+}
+
+#[tokio::test]
+async fn a_healthy_wss_server_passes_tls_and_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::auth::idp::TestCa::new();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &ca.cert_pem).unwrap();
+    std::fs::write(&key, &ca.key_pem).unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let s = TestServer::start(&[
+        ("SERVER__TLS__CERT_FILE", &cert),
+        ("SERVER__TLS__KEY_FILE", &key),
+    ])
+    .await;
+    let url = format!("https://localhost:{}", s.addr.port());
+    let mut o = options(&url);
+    o.token = Some(token("tess", 600));
+    o.ca_file = Some(ca.write_ca(dir.path()));
+    o.chat = Some("what is 6*7?".into());
+    o.resume = true;
+    let report = probe::run(&o).await;
+    let names = assert_passed(&url, &report);
+    assert_eq!(names[..3], ["resolve", "tcp", "tls"]);
+    let tls = &report.stages[2];
+    assert!(
+        tls.detail.contains("certificate for localhost trusted"),
+        "{tls:?}"
+    );
+    assert!(tls.hint.is_none(), "{tls:?}");
+    // The test environment gives clients ws://: over https that is mixed content.
+    let config = report
+        .stages
+        .iter()
+        .find(|s| s.name == "client_config")
+        .unwrap();
+    assert!(
+        config
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("mixed content"),
+        "{config:?}"
+    );
+    assert!(report.stages.last().unwrap().detail.contains("identical"));
+}
+
+#[tokio::test]
+async fn a_token_sent_where_the_server_does_not_look_is_named() {
+    let s = TestServer::start(&[("AUTH__TOKEN_SOURCES", r#"["header"]"#)]).await;
+    let url = format!("http://{}", s.addr);
+    let mut o = options(&url);
+    o.token = Some(token("alice", 600));
+    o.sources = Sources::One(TokenSource::Subprotocol);
+    let report = probe::run(&o).await;
+    assert_failed(
+        &url,
+        &report,
+        "established",
+        &[
+            "NO_TOKEN",
+            "`subprotocol`",
+            "does not read",
+            "--token-source header",
+            "auth.token_sources",
+        ],
     );
 }

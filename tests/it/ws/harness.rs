@@ -44,7 +44,12 @@ impl TestServer {
     /// Starts the `test` environment with `overrides` (`("WEBSOCKET__SEND_TIMEOUT_MS", "500")`
     /// becomes `PORTCULLIS_WEBSOCKET__SEND_TIMEOUT_MS=500`) and waits until the store is connected.
     pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
-        let s = TestServer::start_unready(overrides).await;
+        TestServer::start_in("environments", overrides).await
+    }
+
+    /// Like [`TestServer::start`], with the `test` environment of another config directory.
+    pub async fn start_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
+        let s = TestServer::start_unready_in(config_dir, overrides).await;
         let app = s.app();
         let started = tokio::time::Instant::now();
         while app.store.get().is_none() {
@@ -56,6 +61,10 @@ impl TestServer {
 
     /// Like [`TestServer::start`], without waiting for the store.
     pub async fn start_unready(overrides: &[(&str, &str)]) -> TestServer {
+        TestServer::start_unready_in("environments", overrides).await
+    }
+
+    async fn start_unready_in(config_dir: &str, overrides: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = BTreeMap::new();
         env.insert(
@@ -69,7 +78,7 @@ impl TestServer {
         for (k, v) in overrides {
             env.insert(format!("PORTCULLIS_{k}"), (*v).to_string());
         }
-        let opts = LoadOptions::new("environments", env);
+        let opts = LoadOptions::new(config_dir, env);
         let outcome = portcullis::compile::compile(&opts, "test");
         let compiled = outcome
             .compiled
@@ -83,6 +92,11 @@ impl TestServer {
             addr,
             _dir: dir,
         }
+    }
+
+    /// The directory holding the server's SQLite database (`ws.db`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn app(&self) -> &portcullis::app::App {
