@@ -1,5 +1,5 @@
 //! The WebSocket endpoint built from `websocket.path` and its aliases: the handshake auth
-//! chain of PROTOCOL.md §1 ([`handshake`]), then one session per connection
+//! chain of docs/PROTOCOL.md §1 ([`handshake`]), then one session per connection
 //! ([`session`], one task per open connection) and its socket writer ([`writer`]).
 //!
 //! Architecture invariant: `ws/` never reads configuration files; it gets the validated

@@ -1,4 +1,4 @@
-//! Finding tokens in an upgrade request, in protocol order (PROTOCOL.md §1): the
+//! Finding tokens in an upgrade request, in protocol order (docs/PROTOCOL.md §1): the
 //! `Authorization` header, the `jwt.<token>` subprotocol, the `access_token` query
 //! parameter; and in a first `auth` message. Also decides which subprotocol the upgrade
 //! response selects, since that is needed even when authentication then fails.
@@ -156,7 +156,7 @@ pub fn extract_tokens(
 }
 
 /// Reads `{"type":"auth","token":"…"}`. Any other first message is `NO_TOKEN` (4401, as
-/// PROTOCOL.md §1 requires); an `auth` message without a string token is `INVALID_TOKEN`.
+/// docs/PROTOCOL.md §1 requires); an `auth` message without a string token is `INVALID_TOKEN`.
 pub fn first_message_token(text: &str) -> Result<FoundToken, AuthFailure> {
     let message: serde_json::Value =
         serde_json::from_str(text).map_err(|_| AuthFailure::NoToken)?;

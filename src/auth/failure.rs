@@ -132,7 +132,7 @@ impl AuthFailure {
         )
     }
 
-    /// The full handshake rejection: status, `WWW-Authenticate` on 401 (PROTOCOL.md §1),
+    /// The full handshake rejection: status, `WWW-Authenticate` on 401 (docs/PROTOCOL.md §1),
     /// and the JSON body `{"error_code", "message"}`.
     pub fn handshake_response(&self) -> Response<String> {
         let body = json!({ "error_code": self.code(), "message": self.to_string() }).to_string();

@@ -216,7 +216,7 @@ pub struct WebSocketSection {
 pub struct AuthSection {
     /// `jwt` verifies tokens; `none` lets everyone in as `anonymous` (development only).
     pub mode: AuthMode,
-    /// Where tokens are read from, tried in the order of PROTOCOL.md §1.
+    /// Where tokens are read from, tried in the order of docs/PROTOCOL.md §1.
     #[serde(default = "defaults::token_sources")]
     #[schemars(length(min = 1))]
     pub token_sources: Vec<TokenSource>,

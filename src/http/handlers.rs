@@ -1,4 +1,4 @@
-//! The built-in HTTP handlers named in `[[routes]]` (PROTOCOL.md §4). Each returns a
+//! The built-in HTTP handlers named in `[[routes]]` (docs/PROTOCOL.md §5). Each returns a
 //! response or an [`ApiError`]; `recover` is the one place errors become JSON.
 
 use std::time::Duration;

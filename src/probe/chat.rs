@@ -1,5 +1,5 @@
 //! The golden-path stages: `chat` (one user message: the ack, the run's events, and every
-//! invariant of PROTOCOL.md §2 a client relies on) and `resume` (a second connection
+//! invariant of docs/PROTOCOL.md §2 a client relies on) and `resume` (a second connection
 //! replays the thread from seq 0, and that equals what the first one received).
 
 use std::fmt::Write as _;
@@ -23,7 +23,7 @@ pub struct ChatRun {
     pub events: Vec<Value>,
 }
 
-const INVARIANTS: &str = "PROTOCOL.md §2's invariants are broken: this is a server bug (or something rewrites frames between client and server); report it with this output";
+const INVARIANTS: &str = "docs/PROTOCOL.md §2's invariants are broken: this is a server bug (or something rewrites frames between client and server); report it with this output";
 
 /// `chat`: sends `content`, reads the ack and the run to its `agent_completed`, then a
 /// ping (whose pong shows nothing of the run came after its end), and checks the lot.

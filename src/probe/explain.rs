@@ -1,5 +1,5 @@
 //! What a refusal means and where to look: the server's error codes (handshake bodies'
-//! `error_code`, `error` messages' `code`) and WebSocket close codes (PROTOCOL.md §3),
+//! `error_code`, `error` messages' `code`) and WebSocket close codes (docs/PROTOCOL.md §3),
 //! each mapped to the likely cause and the configuration key to check.
 
 use crate::wire::{CloseCode, ErrorCode};
@@ -26,12 +26,12 @@ pub fn code_hint(code: &str, origin: Option<&str>) -> Option<String> {
         ErrorCode::UpgradeRequired => "the Upgrade header did not reach portcullis: the proxy must pass it (nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")".into(),
         ErrorCode::StorageUnavailable => "the run's events could not be stored: check the database (services.<database>)".into(),
         ErrorCode::ProviderError => "the agent's model endpoint failed: check the agent's service URL and model (check --online)".into(),
-        ErrorCode::RunTimeout => "the run took longer than the agent's run_timeout_ms".into(),
-        ErrorCode::MaxSteps => "the agent hit max_steps".into(),
         ErrorCode::ModelUnavailable | ErrorCode::ModelRateLimited => "the agent's model endpoint was unreachable, failing or rate limiting after the retries: check services.<model>.url, max_retries, and declare a fallback agent".into(),
         ErrorCode::ModelRequestRefused => "the model endpoint refused the request: check services.<model>.api_key_env and the agent's model name (the error message quotes the endpoint)".into(),
         ErrorCode::ModelStreamBroken | ErrorCode::ModelBadResponse => "the model's stream broke off or was not the chat-completions format: check the endpoint (and services.<model>.read_timeout_ms)".into(),
         ErrorCode::AnswerTooLong | ErrorCode::TooManyEvents | ErrorCode::ToolResultTooLarge | ErrorCode::ModelOutputLimit => "the run reached one of its bounds: the agent's max_answer_bytes, max_run_events, max_tool_result_bytes or max_output_tokens".into(),
+        ErrorCode::RunTimeout => "the run took longer than the agent's run_timeout_ms".into(),
+        ErrorCode::MaxSteps => "the agent hit max_steps".into(),
         ErrorCode::UserConnectionLimit => "this user already holds websocket.max_connections_per_user open sockets (counted on every node with [components.rate_limiter] kind = \"redis\"): close one, or raise the cap".into(),
         ErrorCode::RunInterrupted | ErrorCode::Interrupted => "the node running the run stopped before it ended (a crash or kill; on Postgres its lease, server.run_lease_ms, expired): send the message again".into(),
         _ => return None,

@@ -193,7 +193,7 @@ fn refusal(reply: &http1::Reply, h: Handshake<'_>) -> Fail {
         Some(c) => format!("the upgrade was refused: {status} {c}: {message}"),
         None => format!("the upgrade was refused: {status}: {}", reply.snippet()),
     };
-    let misplaced = matches!(code, Some("NO_TOKEN"))
+    let misplaced = (code == Some(ErrorCode::NoToken.as_str()))
         .then(|| h.source_not_enabled())
         .flatten();
     let hint = misplaced.or_else(|| code.and_then(|c| code_hint(c, origin))).unwrap_or_else(|| match status {
@@ -217,7 +217,7 @@ pub fn subprotocol(socket: &Socket, source: TokenSource) -> Result<Pass, Fail> {
         Some(p) if p.starts_with("jwt.") => Err(Fail::new(
             "the server selected the jwt.<token> entry: the token is echoed back in a response header (not printed here)",
             format!(
-                "PROTOCOL.md §1: the server must select {PROTOCOL} and never echo the token; whatever answers this path (a proxy or an older server) picks the wrong entry"
+                "docs/PROTOCOL.md §1: the server must select {PROTOCOL} and never echo the token; whatever answers this path (a proxy or an older server) picks the wrong entry"
             ),
         )),
         Some(other) => Err(Fail::new(

@@ -76,6 +76,8 @@ error_codes! {
     AuthTimeout = "AUTH_TIMEOUT", retryable = false;
     /// The node holds `server.max_connections` sockets.
     ConnectionLimit = "CONNECTION_LIMIT", retryable = true;
+    /// The user already holds `websocket.max_connections_per_user` sockets (then 4429).
+    UserConnectionLimit = "USER_CONNECTION_LIMIT", retryable = true;
     /// The key source (JWKS) is not reachable yet.
     AuthUnavailable = "AUTH_UNAVAILABLE", retryable = true;
     /// The `Origin` is not in `websocket.allowed_origins` (HTTP 403).
@@ -100,8 +102,6 @@ error_codes! {
     Interrupted = "INTERRUPTED", retryable = true;
     /// The node running the run died; another node closed it (`agent_completed.error`).
     RunInterrupted = "RUN_INTERRUPTED", retryable = true;
-    /// The user already holds `websocket.max_connections_per_user` sockets (close 4429).
-    UserConnectionLimit = "USER_CONNECTION_LIMIT", retryable = true;
     /// The provider (model) failed.
     ProviderError = "PROVIDER_ERROR", retryable = true;
     /// The model still asked for tools after `max_steps` steps.

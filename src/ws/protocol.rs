@@ -1,4 +1,4 @@
-//! The wire messages of `portcullis.v1` (PROTOCOL.md §2): what clients may send, and
+//! The wire messages of `portcullis.v1` (docs/PROTOCOL.md §2): what clients may send, and
 //! builders for what the session itself sends (events come stored from the run).
 
 use serde::Deserialize;
@@ -116,7 +116,7 @@ pub fn token_expiring(expires_at: &chrono::DateTime<chrono::Utc>) -> String {
     json!({ "type": "token_expiring", "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }).to_string()
 }
 
-/// `auth_refreshed` (portcullis addition, see docs/PROTOCOL-NOTES.md): the refresh took.
+/// `auth_refreshed` (portcullis addition, see docs/PROTOCOL.md): the refresh took.
 pub fn auth_refreshed(expires_at: Option<&chrono::DateTime<chrono::Utc>>) -> String {
     json!({ "type": "auth_refreshed", "token_expires_at": expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }).to_string()
 }

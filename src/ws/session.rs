@@ -595,7 +595,7 @@ impl Session {
             Err(ParseError::UnknownType(t)) => {
                 self.reply(protocol::error(
                     ErrorCode::UnknownType.as_str(),
-                    &format!("unknown message type `{t}`; see PROTOCOL.md §2"),
+                    &format!("unknown message type `{t}`; see docs/PROTOCOL.md §2"),
                     None,
                     false,
                 ));
@@ -716,7 +716,12 @@ impl Session {
                     .allow_shared(&user_id, &conn_id, StdInstant::now())
                     .await
             {
-                reply(protocol::error("RATE_LIMITED", &limited, Some(&id), true));
+                reply(protocol::error(
+                    ErrorCode::RateLimited.as_str(),
+                    &limited,
+                    Some(&id),
+                    true,
+                ));
                 return;
             }
             let new = crate::store::NewMessage {

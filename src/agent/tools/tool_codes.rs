@@ -1,5 +1,5 @@
 //! Error codes of declared tools (`http`, `mcp`), in `tool_completed.error.code`; listed in
-//! docs/PROTOCOL-NOTES.md ("Codes added by tools"). Timeouts use `TOOL_TIMEOUT`, bad
+//! docs/PROTOCOL.md ("Codes added by tools"). Timeouts use `TOOL_TIMEOUT`, bad
 //! arguments `INVALID_ARGUMENTS`, a tool's own failure `TOOL_FAILED`.
 
 /// The tool's endpoint or MCP server could not be reached (connect error, broken answer,

@@ -134,7 +134,7 @@ async fn a_client_that_never_answers_pings_is_dropped() {
     let (_, code) = Client::from_stream(ws).until_close().await;
     assert_eq!(
         code, 1002,
-        "a missed pong is a protocol error (docs/PROTOCOL-NOTES.md)"
+        "a missed pong is a protocol error (docs/PROTOCOL.md)"
     );
 }
 
