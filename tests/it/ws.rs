@@ -10,5 +10,5 @@ mod limits;
 mod load;
 mod metrics;
 mod resume;
-mod tool_servers;
+pub mod tool_servers;
 mod tools;

@@ -156,18 +156,7 @@ impl McpServer {
     /// One session: initialize, list every tool, keep the allowed ones.
     async fn connect(&self) -> Result<RunningService<RoleClient, ClientConfig>, String> {
         self.state.write().expect("mcp state lock").attempts += 1;
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str());
-        // Room for the JSON-RPC envelope around a result at the cap.
-        config.max_json_response_size = (self.max_bytes as usize).saturating_add(64 * 1024);
-        let transport = StreamableHttpClientTransport::with_client(self.client.clone(), config);
-        let running = ClientConfig::default()
-            .serve(transport)
-            .await
-            .map_err(|e| format!("initialize failed: {}", scrub(&e.to_string(), &self.url)))?;
-        let listed = running
-            .list_all_tools()
-            .await
-            .map_err(|e| format!("tools/list failed: {}", scrub(&e.to_string(), &self.url)))?;
+        let (running, listed) = open(&self.url, self.client.clone(), self.max_bytes).await?;
         let mut found = HashMap::new();
         for tool in listed {
             if self.allow.iter().any(|a| **a == *tool.name) {
@@ -298,6 +287,49 @@ impl McpServer {
 
 fn content_json(block: &ContentBlock) -> Value {
     serde_json::to_value(block).unwrap_or(Value::Null)
+}
+
+/// Opens a session (`initialize`) and lists every tool the server offers; errors never
+/// quote the URL. Shared by the session task and `check --online`.
+pub(crate) async fn open(
+    url: &str,
+    client: reqwest::Client,
+    max_bytes: u64,
+) -> Result<
+    (
+        RunningService<RoleClient, ClientConfig>,
+        Vec<rmcp::model::Tool>,
+    ),
+    String,
+> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    // Room for the JSON-RPC envelope around a result at the cap.
+    config.max_json_response_size = (max_bytes as usize).saturating_add(64 * 1024);
+    let transport = StreamableHttpClientTransport::with_client(client, config);
+    let running = ClientConfig::default()
+        .serve(transport)
+        .await
+        .map_err(|e| format!("initialize failed: {}", scrub(&e.to_string(), url)))?;
+    let listed = running
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {}", scrub(&e.to_string(), url)))?;
+    Ok((running, listed))
+}
+
+/// The names an MCP server offers (one session, closed after listing), for
+/// `check --online`.
+pub async fn offered_tools(
+    url: &str,
+    client: reqwest::Client,
+    limit: Duration,
+) -> Result<Vec<String>, String> {
+    let (running, listed) = tokio::time::timeout(limit, open(url, client, 1 << 20))
+        .await
+        .map_err(|_| format!("no answer within {} ms", limit.as_millis()))??;
+    // The listing is all we wanted: close the session.
+    let _ = running.cancel().await;
+    Ok(listed.into_iter().map(|t| t.name.to_string()).collect())
 }
 
 /// Error texts may quote the URL (which may carry a credential): it is cut out.
