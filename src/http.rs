@@ -20,6 +20,7 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use crate::config::{HttpMethod, Route};
+use crate::wire::ErrorCode;
 use path_match::PathPattern;
 use recover::ApiError;
 
@@ -76,7 +77,7 @@ fn route(app: App, r: &Route) -> BoxedFilter<(Response,)> {
                         } else {
                             Err(warp::reject::custom(ApiError::new(
                                 StatusCode::METHOD_NOT_ALLOWED,
-                                "METHOD_NOT_ALLOWED",
+                                ErrorCode::MethodNotAllowed.as_str(),
                                 format!("use {want}"),
                             )))
                         }
@@ -140,10 +141,10 @@ fn upgrade_required(
             if headers.contains_key("upgrade") {
                 // An attempted upgrade refused: operators see why (never a header value
                 // beyond the version, which is no secret).
-                tracing::info!(reason = "UPGRADE_REQUIRED", path = %path, version = version.unwrap_or("-"), "refused a WebSocket upgrade");
+                tracing::info!(reason = ErrorCode::UpgradeRequired.as_str(), path = %path, version = version.unwrap_or("-"), "refused a WebSocket upgrade");
             }
             let body = serde_json::json!({
-                "error_code": "UPGRADE_REQUIRED",
+                "error_code": ErrorCode::UpgradeRequired.as_str(),
                 "message": message,
                 "path": path,
                 "protocol": "portcullis.v1",

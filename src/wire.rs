@@ -3,5 +3,7 @@
 //! `agent`, `store`, `runs` and `ws`, and depends on none of them.
 
 pub mod close;
+mod error;
 
 pub use close::CloseCode;
+pub use error::ErrorCode;

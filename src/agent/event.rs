@@ -16,43 +16,45 @@ use crate::store::{BodyWriter, EventBody};
 
 /// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
 pub mod codes {
+    use crate::wire::ErrorCode;
+
     /// The event sink (storage) failed; the run stopped.
-    pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+    pub const STORAGE_UNAVAILABLE: &str = ErrorCode::StorageUnavailable.as_str();
     /// The provider (model) failed.
-    pub const PROVIDER_ERROR: &str = "PROVIDER_ERROR";
+    pub const PROVIDER_ERROR: &str = ErrorCode::ProviderError.as_str();
     /// The provider still asked for tools after `max_steps` steps.
-    pub const MAX_STEPS: &str = "MAX_STEPS";
+    pub const MAX_STEPS: &str = ErrorCode::MaxSteps.as_str();
     /// The whole run exceeded `run_timeout`.
-    pub const RUN_TIMEOUT: &str = "RUN_TIMEOUT";
+    pub const RUN_TIMEOUT: &str = ErrorCode::RunTimeout.as_str();
     /// A tool exceeded `tool_timeout`.
-    pub const TOOL_TIMEOUT: &str = "TOOL_TIMEOUT";
+    pub const TOOL_TIMEOUT: &str = ErrorCode::ToolTimeout.as_str();
     /// The provider asked for a tool this agent does not have.
-    pub const TOOL_NOT_ENABLED: &str = "TOOL_NOT_ENABLED";
+    pub const TOOL_NOT_ENABLED: &str = ErrorCode::ToolNotEnabled.as_str();
     /// A tool was called with arguments it cannot use.
-    pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
+    pub const INVALID_ARGUMENTS: &str = ErrorCode::InvalidArguments.as_str();
     /// A tool failed for its own reasons.
-    pub const TOOL_FAILED: &str = "TOOL_FAILED";
+    pub const TOOL_FAILED: &str = ErrorCode::ToolFailed.as_str();
     /// The answer reached the agent's `max_answer_bytes`; the run ended there.
-    pub const ANSWER_TOO_LONG: &str = "ANSWER_TOO_LONG";
+    pub const ANSWER_TOO_LONG: &str = ErrorCode::AnswerTooLong.as_str();
     /// The run reached the agent's `max_run_events`.
-    pub const TOO_MANY_EVENTS: &str = "TOO_MANY_EVENTS";
+    pub const TOO_MANY_EVENTS: &str = ErrorCode::TooManyEvents.as_str();
     /// A tool result exceeded the agent's `max_tool_result_bytes`.
-    pub const TOOL_RESULT_TOO_LARGE: &str = "TOOL_RESULT_TOO_LARGE";
+    pub const TOOL_RESULT_TOO_LARGE: &str = ErrorCode::ToolResultTooLarge.as_str();
     /// The model endpoint could not be reached or answered 5xx (after retries).
-    pub const MODEL_UNAVAILABLE: &str = "MODEL_UNAVAILABLE";
+    pub const MODEL_UNAVAILABLE: &str = ErrorCode::ModelUnavailable.as_str();
     /// The model endpoint kept answering 429 (after retries).
-    pub const MODEL_RATE_LIMITED: &str = "MODEL_RATE_LIMITED";
+    pub const MODEL_RATE_LIMITED: &str = ErrorCode::ModelRateLimited.as_str();
     /// The model's stream broke off or stalled after it had begun.
-    pub const MODEL_STREAM_BROKEN: &str = "MODEL_STREAM_BROKEN";
+    pub const MODEL_STREAM_BROKEN: &str = ErrorCode::ModelStreamBroken.as_str();
     /// The model sent something that is not the OpenAI streaming format.
-    pub const MODEL_BAD_RESPONSE: &str = "MODEL_BAD_RESPONSE";
+    pub const MODEL_BAD_RESPONSE: &str = ErrorCode::ModelBadResponse.as_str();
     /// The model endpoint refused the request itself (4xx other than 429: key, model
     /// name, parameters).
-    pub const MODEL_REQUEST_REFUSED: &str = "MODEL_REQUEST_REFUSED";
+    pub const MODEL_REQUEST_REFUSED: &str = ErrorCode::ModelRequestRefused.as_str();
     /// The model stopped at `max_output_tokens` (`finish_reason: length`).
-    pub const MODEL_OUTPUT_LIMIT: &str = "MODEL_OUTPUT_LIMIT";
+    pub const MODEL_OUTPUT_LIMIT: &str = ErrorCode::ModelOutputLimit.as_str();
     /// The model's content filter stopped the answer.
-    pub const MODEL_CONTENT_FILTERED: &str = "MODEL_CONTENT_FILTERED";
+    pub const MODEL_CONTENT_FILTERED: &str = ErrorCode::ModelContentFiltered.as_str();
 }
 
 /// How a run ended; the `status` of `agent_completed`.

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::wire::CloseCode;
+use crate::wire::ErrorCode;
 
 /// What exactly was wrong with a token that is refused as `INVALID_TOKEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -85,15 +86,15 @@ impl AuthFailure {
     /// The stable code clients and dashboards match on.
     pub fn code(&self) -> &'static str {
         match self {
-            AuthFailure::NoToken => "NO_TOKEN",
-            AuthFailure::InvalidToken(_) => "INVALID_TOKEN",
-            AuthFailure::TokenExpired => "TOKEN_EXPIRED",
-            AuthFailure::TokenTooLarge { .. } => "TOKEN_TOO_LARGE",
-            AuthFailure::ConflictingTokens => "CONFLICTING_TOKENS",
-            AuthFailure::Forbidden(_) => "FORBIDDEN",
-            AuthFailure::AuthTimeout => "AUTH_TIMEOUT",
-            AuthFailure::RateLimited => "RATE_LIMITED",
-            AuthFailure::AuthUnavailable(_) => "AUTH_UNAVAILABLE",
+            AuthFailure::NoToken => ErrorCode::NoToken.as_str(),
+            AuthFailure::InvalidToken(_) => ErrorCode::InvalidToken.as_str(),
+            AuthFailure::TokenExpired => ErrorCode::TokenExpired.as_str(),
+            AuthFailure::TokenTooLarge { .. } => ErrorCode::TokenTooLarge.as_str(),
+            AuthFailure::ConflictingTokens => ErrorCode::ConflictingTokens.as_str(),
+            AuthFailure::Forbidden(_) => ErrorCode::Forbidden.as_str(),
+            AuthFailure::AuthTimeout => ErrorCode::AuthTimeout.as_str(),
+            AuthFailure::RateLimited => ErrorCode::RateLimited.as_str(),
+            AuthFailure::AuthUnavailable(_) => ErrorCode::AuthUnavailable.as_str(),
         }
     }
 

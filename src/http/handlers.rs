@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::auth::{AuthFailure, extract_tokens};
 use crate::config::{AuthMode, Handler, TokenSource};
 use crate::store::{Store, StoreError};
+use crate::wire::ErrorCode;
 
 /// Dispatches a request to its handler.
 pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Response, ApiError> {
@@ -131,7 +132,7 @@ fn store(app: &App) -> Result<&Store, ApiError> {
     app.store.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "STORE_UNAVAILABLE",
+            ErrorCode::StoreUnavailable.as_str(),
             "the message store is not reachable yet; retry shortly",
         )
     })
@@ -139,9 +140,11 @@ fn store(app: &App) -> Result<&Store, ApiError> {
 
 fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::ThreadNotFound => {
-            ApiError::new(StatusCode::NOT_FOUND, "THREAD_NOT_FOUND", "no such thread")
-        }
+        StoreError::ThreadNotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ThreadNotFound.as_str(),
+            "no such thread",
+        ),
         // A retryable failure (the database refuses or lost its connections) is 503, so
         // clients and proxies retry; bad data is the request's; anything else is a fault.
         other => {
@@ -178,7 +181,7 @@ async fn thread_messages(app: &App, req: &Request) -> Result<Response, ApiError>
             after_seq = v.parse().map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "BAD_QUERY",
+                    ErrorCode::BadQuery.as_str(),
                     "after_seq must be a whole number",
                 )
             })?;
@@ -222,7 +225,7 @@ fn dev_token(app: &App, req: &Request) -> Result<Response, ApiError> {
     if !app.config.kind.is_relaxed() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            ErrorCode::NotFound.as_str(),
             "no route here",
         ));
     }
@@ -232,7 +235,7 @@ fn dev_token(app: &App, req: &Request) -> Result<Response, ApiError> {
         serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                ErrorCode::BadRequest.as_str(),
                 format!("body must be {{\"user_id\": …, \"ttl_s\": …}}: {e}"),
             )
         })?
@@ -241,7 +244,7 @@ fn dev_token(app: &App, req: &Request) -> Result<Response, ApiError> {
     if user.is_empty() || user.len() > 128 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest.as_str(),
             "user_id must be 1 to 128 characters",
         ));
     }
@@ -249,13 +252,18 @@ fn dev_token(app: &App, req: &Request) -> Result<Response, ApiError> {
     let jwt = app.config.auth.jwt.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
-            "NO_SIGNING_KEY",
+            ErrorCode::NoSigningKey.as_str(),
             "this environment has no JWT settings",
         )
     })?;
     let now = chrono::Utc::now();
-    let token = crate::auth::mint_for_config(jwt, &user, ttl, now)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "NO_SIGNING_KEY", e.to_string()))?;
+    let token = crate::auth::mint_for_config(jwt, &user, ttl, now).map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NoSigningKey.as_str(),
+            e.to_string(),
+        )
+    })?;
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
     Ok(warp::reply::json(&serde_json::json!({ "token": token, "user_id": user, "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) })).into_response())
 }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 
+use crate::wire::ErrorCode;
 use warp::http::StatusCode;
 use warp::reject::Reject;
 use warp::{Rejection, Reply};
@@ -45,42 +46,42 @@ pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible
     if err.is_not_found() {
         return Ok(error_reply(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            ErrorCode::NotFound.as_str(),
             "no route here; `portcullis routes --env <env>` lists them",
         ));
     }
     if err.find::<warp::reject::MethodNotAllowed>().is_some() {
         return Ok(error_reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed.as_str(),
             "this path does not answer that method",
         ));
     }
     if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
         return Ok(error_reply(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest.as_str(),
             &format!("request body: {e}"),
         ));
     }
     if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         return Ok(error_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+            ErrorCode::PayloadTooLarge.as_str(),
             "request body too large",
         ));
     }
     if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
         return Ok(error_reply(
             StatusCode::BAD_REQUEST,
-            "BAD_QUERY",
+            ErrorCode::BadQuery.as_str(),
             &e.to_string(),
         ));
     }
     tracing::warn!(rejection = ?err, "unhandled rejection");
     Ok(error_reply(
         StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
+        ErrorCode::BadRequest.as_str(),
         "the request could not be handled",
     ))
 }

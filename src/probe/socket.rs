@@ -18,6 +18,7 @@ use super::net::{BoxIo, Dialer};
 use super::target::Target;
 use super::{Fail, Pass};
 use crate::config::TokenSource;
+use crate::wire::{CloseCode, ErrorCode};
 use crate::ws::protocol::PROTOCOL;
 
 /// How the probe authenticates one connection.
@@ -200,7 +201,7 @@ fn refusal(reply: &http1::Reply, h: Handshake<'_>) -> Fail {
         403 if origin.is_some() => "403 without a code: an Origin refusal (websocket.allowed_origins) or a proxy's access rule; probe again without --origin to tell them apart".into(),
         403 => "403 without a code: a proxy's or firewall's access rule, not portcullis".into(),
         404 => "nothing upgrades on this path: client.websocket_url must name websocket.path or one of websocket.aliases".into(),
-        426 => code_hint("UPGRADE_REQUIRED", None).unwrap_or_default(),
+        426 => code_hint(ErrorCode::UpgradeRequired.as_str(), None).unwrap_or_default(),
         429 => "rate or connection limit: server.max_connections".into(),
         503 => "a dependency is not ready, or a proxy has no healthy upstream: GET the ready route".into(),
         502 | 504 => "a proxy could not reach portcullis: check its upstream".into(),
@@ -314,8 +315,14 @@ fn closed_early(ended: &Ended, error: Option<(&str, &str)>, h: Handshake<'_>) ->
         ),
         None => format!("before connection_established: {}", ended.describe()),
     };
-    let token_refusal = matches!(error, Some(("NO_TOKEN" | "AUTH_TIMEOUT", _)))
-        || matches!(close, Some(4401 | 4408));
+    let token_refusal = matches!(error, Some((c, _)) if [ErrorCode::NoToken.as_str(), ErrorCode::AuthTimeout.as_str()].contains(&c))
+        || close.is_some_and(|c| {
+            [
+                CloseCode::Unauthorized.code(),
+                CloseCode::AuthTimeout.code(),
+            ]
+            .contains(&c)
+        });
     let no_token = h.token.is_none() && token_refusal;
     if let Some(hint) = h.source_not_enabled().filter(|_| token_refusal) {
         return Fail::new(detail, hint);

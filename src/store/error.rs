@@ -4,6 +4,7 @@
 //! No variant ever carries a connection URL: URLs may hold a password, and these messages
 //! end up in logs and in `error` frames.
 
+use crate::wire::ErrorCode;
 use thiserror::Error;
 
 /// Everything a store call can fail with.
@@ -40,12 +41,12 @@ impl StoreError {
     /// A stable code clients, dashboards and tests can match on.
     pub fn code(&self) -> &'static str {
         match self {
-            StoreError::ThreadNotFound => "THREAD_NOT_FOUND",
-            StoreError::RunNotActive => "RUN_NOT_ACTIVE",
-            StoreError::Unavailable(_) => "STORE_UNAVAILABLE",
-            StoreError::BadData(_) => "BAD_MESSAGE",
-            StoreError::Database(_) => "STORE_ERROR",
-            StoreError::BadUrl(_) => "STORE_BAD_URL",
+            StoreError::ThreadNotFound => ErrorCode::ThreadNotFound.as_str(),
+            StoreError::RunNotActive => ErrorCode::RunNotActive.as_str(),
+            StoreError::Unavailable(_) => ErrorCode::StoreUnavailable.as_str(),
+            StoreError::BadData(_) => ErrorCode::BadMessage.as_str(),
+            StoreError::Database(_) => ErrorCode::StoreError.as_str(),
+            StoreError::BadUrl(_) => ErrorCode::StoreBadUrl.as_str(),
         }
     }
 

@@ -14,6 +14,7 @@ use serde_json::{Map, json};
 
 use super::model::{EventBody, EventRecord, new_id};
 use super::{Db, Store, StoreError, StoredEvent};
+use crate::wire::ErrorCode;
 
 /// This process as a node sharing the database: a random id made at boot and the lease
 /// its runs get.
@@ -76,7 +77,7 @@ pub(crate) fn lease_expired_event(run_id: &str) -> EventRecord {
     body.insert(
         "error".into(),
         json!({
-            "code": "RUN_INTERRUPTED",
+            "code": ErrorCode::RunInterrupted.as_str(),
             "message": "the node running this run stopped (its lease expired); send the message again"
         }),
     );

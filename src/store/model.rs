@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::json_out;
+use crate::wire::ErrorCode;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
@@ -380,7 +381,7 @@ pub(crate) fn interrupted_event(run_id: &str) -> EventRecord {
     let mut body = Map::new();
     body.insert(
         "error".into(),
-        json!({ "code": "INTERRUPTED", "message": "the server restarted during this run" }),
+        json!({ "code": ErrorCode::Interrupted.as_str(), "message": "the server restarted during this run" }),
     );
     EventRecord {
         run_id: run_id.to_string(),

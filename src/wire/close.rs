@@ -48,6 +48,11 @@ impl CloseCode {
         Self::SlowConsumer,
     ];
 
+    /// The code a number stands for, when the server sends it.
+    pub fn from_code(n: u16) -> Option<CloseCode> {
+        Self::ALL.into_iter().find(|c| c.code() == n)
+    }
+
     /// The number on the wire.
     pub const fn code(self) -> u16 {
         match self {

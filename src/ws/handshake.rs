@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::auth::{AuthFailure, AuthMethod, Identity, extract_tokens, match_bypass};
 use crate::config::{AuthMode, RejectAt, TokenSource};
 use crate::http::recover::error_reply;
+use crate::wire::ErrorCode;
 
 /// Where authentication stands when the socket opens.
 pub enum AuthState {
@@ -42,7 +43,7 @@ pub struct PreAuth {
 
 /// The code and message of a refusal at the connection cap, in both `reject_at` modes.
 pub const CONNECTION_LIMIT: (&str, &str) = (
-    "CONNECTION_LIMIT",
+    ErrorCode::ConnectionLimit.as_str(),
     "too many connections on this node; retry later",
 );
 
@@ -57,6 +58,11 @@ pub enum Decision {
 fn failure_response(f: &AuthFailure) -> Response {
     let (parts, body) = f.handshake_response().into_parts();
     Response::from_parts(parts, body.into())
+}
+
+/// Logs a refused upgrade with its reason code (never a token or secret).
+pub fn refused(reason: &str, remote: Option<SocketAddr>) {
+    tracing::info!(reason, remote = ?remote, "refused a WebSocket upgrade");
 }
 
 /// Runs the pre-upgrade checks.
@@ -75,10 +81,13 @@ pub async fn decide(
             .to_str()
             .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
         if !ok {
-            app.metrics.auth_failure("ORIGIN_NOT_ALLOWED");
+            app.metrics
+                .auth_failure(ErrorCode::OriginNotAllowed.as_str());
+            // An Origin is public (the browser's page), so it is safe to log.
+            tracing::info!(reason = ErrorCode::OriginNotAllowed.as_str(), origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
             return Decision::Refuse(error_reply(
                 StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
+                ErrorCode::OriginNotAllowed.as_str(),
                 "this Origin may not open a socket here; it must be listed in websocket.allowed_origins",
             ));
         }
@@ -100,27 +109,30 @@ pub async fn decide(
         })
     };
     if app.is_draining() {
+        refused(ErrorCode::ShuttingDown.as_str(), remote);
         return Decision::Refuse(error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            "SHUTTING_DOWN",
+            ErrorCode::ShuttingDown.as_str(),
             "the server is shutting down; reconnect to another node",
         ));
     }
     if app.store.get().is_none() {
+        refused(ErrorCode::StoreUnavailable.as_str(), remote);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable yet; retry shortly",
             )),
             false => accept(AuthState::Unavailable(
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable yet; retry shortly",
             )),
         };
     }
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
         app.metrics.auth_failure(CONNECTION_LIMIT.0);
+        refused(CONNECTION_LIMIT.0, remote);
         return match handshake_mode {
             true => Decision::Refuse(error_reply(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -133,7 +145,7 @@ pub async fn decide(
     let state = authenticate(app, headers, &extracted, remote).await;
     if let AuthState::Failed(f) = &state {
         app.metrics.auth_failure(f.code());
-        tracing::info!(code = f.code(), remote = ?remote, "authentication refused");
+        refused(f.code(), remote);
         if handshake_mode {
             return Decision::Refuse(failure_response(f));
         }
@@ -157,6 +169,16 @@ async fn authenticate(
         app.metrics.bypass_use(&rule.name);
         tracing::warn!(rule = %rule.name, user_id = %rule.user_id, remote = ?remote, "connection admitted by bypass rule");
         return AuthState::Authenticated(Identity::bypass(rule));
+    }
+    if let Some(rule) = cfg
+        .auth
+        .bypass
+        .iter()
+        .find(|r| headers.contains_key(r.header.as_str()))
+    {
+        // Not a refusal by itself (auth falls through to tokens), but the likely cause of
+        // one: say which rule's header came without its secret or from elsewhere.
+        tracing::info!(reason = "BYPASS_NOT_MATCHED", rule = %rule.name, remote = ?remote, "bypass header present but the rule did not match; trying tokens");
     }
     if cfg.auth.mode == AuthMode::None {
         return AuthState::Authenticated(Identity {

@@ -35,6 +35,7 @@ use crate::hub::{Outbound, Outbox, Pushed};
 use crate::runs::HeldAck;
 use crate::store::Store;
 use crate::wire::CloseCode;
+use crate::wire::ErrorCode;
 use crate::wire::close::ReadFailure;
 
 /// A message handler still waiting for the store.
@@ -120,8 +121,14 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Linger + Unpin + Send + 'static,
     E: ReadFailure + Send + 'static,
 {
-    let PreAuth { state, permit, .. } = pre;
-    let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state)).await else {
+    let PreAuth {
+        state,
+        permit,
+        remote,
+        ..
+    } = pre;
+    let Some((identity, store)) = Box::pin(establish(&app, &mut socket, state, remote)).await
+    else {
         return;
     };
     let conn_id = format!("c_{:016x}", rand::random::<u64>());
@@ -130,7 +137,12 @@ where
         let message = format!(
             "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
         );
-        let body = protocol::error("USER_CONNECTION_LIMIT", &message, None, true);
+        let body = protocol::error(
+            ErrorCode::UserConnectionLimit.as_str(),
+            &message,
+            None,
+            true,
+        );
         let _: Option<()> = refuse(
             &mut socket,
             body,
@@ -213,7 +225,12 @@ where
 
 /// Finishes authentication (first-message auth or the refusal decided at the handshake)
 /// and checks the store; `None` when the connection was refused and closed.
-async fn establish<S, E>(app: &App, socket: &mut S, state: AuthState) -> Option<(Identity, Store)>
+async fn establish<S, E>(
+    app: &App,
+    socket: &mut S,
+    state: AuthState,
+    remote: Option<std::net::SocketAddr>,
+) -> Option<(Identity, Store)>
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
@@ -258,9 +275,10 @@ where
             match result {
                 Ok(id) => id,
                 Err(AuthFailure::NoToken) if app.config.auth.reject_at == RejectAt::Handshake => {
-                    app.metrics.auth_failure("NO_TOKEN");
+                    app.metrics.auth_failure(ErrorCode::NoToken.as_str());
+                    super::handshake::refused(ErrorCode::PolicyViolation.as_str(), remote);
                     let body = protocol::error(
-                        "POLICY_VIOLATION",
+                        ErrorCode::PolicyViolation.as_str(),
                         "the first message must be {\"type\":\"auth\",\"token\":…}",
                         None,
                         false,
@@ -275,6 +293,7 @@ where
                 }
                 Err(f) => {
                     app.metrics.auth_failure(f.code());
+                    super::handshake::refused(f.code(), remote);
                     return refuse_auth(socket, &f).await;
                 }
             }
@@ -284,7 +303,7 @@ where
         return refuse(
             socket,
             protocol::error(
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable",
                 None,
                 true,
@@ -454,7 +473,7 @@ impl Session {
                     } else if msg.len() > max {
                         return self.too_large(max);
                     } else if msg.is_binary() {
-                        self.reply(protocol::error("UNSUPPORTED_FRAME", "send JSON text frames", None, false));
+                        self.reply(protocol::error(ErrorCode::UnsupportedFrame.as_str(), "send JSON text frames", None, false));
                     } else if msg.is_text() {
                         match self.handle(msg.to_text().unwrap_or_default()) {
                             Handled::Done => {}
@@ -500,7 +519,7 @@ impl Session {
     /// A message over the size limit: an `error` first, then 1009.
     fn too_large(&self, max: usize) -> Option<Close> {
         self.reply(protocol::error(
-            "MESSAGE_TOO_LARGE",
+            ErrorCode::MessageTooLarge.as_str(),
             &format!("messages are limited to {max} bytes"),
             None,
             false,
@@ -566,7 +585,7 @@ impl Session {
             Ok(m) => m,
             Err(ParseError::BadJson(e)) => {
                 self.reply(protocol::error(
-                    "BAD_JSON",
+                    ErrorCode::BadJson.as_str(),
                     &format!("not valid JSON: {e}"),
                     None,
                     false,
@@ -575,7 +594,7 @@ impl Session {
             }
             Err(ParseError::UnknownType(t)) => {
                 self.reply(protocol::error(
-                    "UNKNOWN_TYPE",
+                    ErrorCode::UnknownType.as_str(),
                     &format!("unknown message type `{t}`; see PROTOCOL.md §2"),
                     None,
                     false,
@@ -583,7 +602,12 @@ impl Session {
                 return Handled::Done;
             }
             Err(ParseError::BadMessage(e)) => {
-                self.reply(protocol::error("BAD_MESSAGE", &e, None, false));
+                self.reply(protocol::error(
+                    ErrorCode::BadMessage.as_str(),
+                    &e,
+                    None,
+                    false,
+                ));
                 return Handled::Done;
             }
         };
@@ -623,18 +647,23 @@ impl Session {
         if id.is_empty() || id.len() > 200 {
             return reply_err(
                 self,
-                "BAD_MESSAGE",
+                ErrorCode::BadMessage.as_str(),
                 "`id` must be 1 to 200 characters",
                 false,
             );
         }
         if content.trim().is_empty() {
-            return reply_err(self, "BAD_MESSAGE", "`content` must not be empty", false);
+            return reply_err(
+                self,
+                ErrorCode::BadMessage.as_str(),
+                "`content` must not be empty",
+                false,
+            );
         }
         if self.app.is_draining() {
             return reply_err(
                 self,
-                "SHUTTING_DOWN",
+                ErrorCode::ShuttingDown.as_str(),
                 "the server is shutting down; resend after reconnecting",
                 true,
             );
@@ -642,7 +671,7 @@ impl Session {
         let Some(agent) = self.app.agents.resolve(agent.as_deref()) else {
             return reply_err(
                 self,
-                "UNKNOWN_AGENT",
+                ErrorCode::UnknownAgent.as_str(),
                 "no agent by that name; client_config lists them",
                 false,
             );
@@ -665,12 +694,12 @@ impl Session {
                 .limiter
                 .allow(&self.identity.user_id, &self.conn_id, StdInstant::now())
         {
-            return reply_err(self, "RATE_LIMITED", &rate_limited(), true);
+            return reply_err(self, ErrorCode::RateLimited.as_str(), &rate_limited(), true);
         }
         let Some(deps) = self.app.run_deps() else {
             return reply_err(
                 self,
-                "STORE_UNAVAILABLE",
+                ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable",
                 true,
             );
@@ -714,7 +743,7 @@ impl Session {
                     }
                 }
                 Err(crate::store::StoreError::ThreadNotFound) => reply(protocol::error(
-                    "THREAD_NOT_FOUND",
+                    ErrorCode::ThreadNotFound.as_str(),
                     "no such thread",
                     Some(&id),
                     false,
@@ -751,7 +780,7 @@ impl Session {
                     })));
                 }
                 Ok(_) => reply(protocol::error(
-                    "THREAD_NOT_FOUND",
+                    ErrorCode::ThreadNotFound.as_str(),
                     "no such thread",
                     None,
                     false,
@@ -776,7 +805,7 @@ impl Session {
         if self.store.node().is_none() {
             // No other node shares this store: the run is not running anywhere.
             self.reply(protocol::error(
-                "RUN_NOT_FOUND",
+                ErrorCode::RunNotFound.as_str(),
                 "no such run of yours is in progress",
                 None,
                 false,
@@ -790,7 +819,7 @@ impl Session {
             let error = match store.request_cancel(&user_id, &run_id).await {
                 Ok(true) => return,
                 Ok(false) => protocol::error(
-                    "RUN_NOT_FOUND",
+                    ErrorCode::RunNotFound.as_str(),
                     "no such run of yours is in progress",
                     None,
                     false,
@@ -809,7 +838,7 @@ impl Session {
     fn refresh(&mut self, token: &str) -> Option<Close> {
         let Some(v) = &self.app.verifier else {
             self.reply(protocol::error(
-                "BAD_MESSAGE",
+                ErrorCode::BadMessage.as_str(),
                 "this server does not use tokens",
                 None,
                 false,

@@ -12,4 +12,5 @@ mod proxy;
 mod serve;
 mod store;
 mod tls;
+mod wire;
 mod ws;

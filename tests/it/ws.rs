@@ -9,6 +9,8 @@ mod lifecycle;
 mod limits;
 mod load;
 mod metrics;
+mod refusals;
 mod resume;
 pub mod tool_servers;
 mod tools;
+mod tools_model;
