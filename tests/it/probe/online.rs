@@ -412,7 +412,10 @@ async fn an_allowed_tool_the_mcp_server_does_not_offer_is_named_at_its_allow_ent
         said.contains("error[E_MCP_TOOL_MISSING]") && said.contains("test.toml:"),
         "{said}"
     );
-    assert!(said.contains("get_page"), "{said}");
+    assert!(
+        said.contains("tools.docs.allow[1]") && said.contains("get_page"),
+        "{said}"
+    );
     assert!(said.contains("online FAIL tools.docs (mcp)"), "{said}");
 }
 
