@@ -24,10 +24,16 @@ impl PgStore {
         node_id: &str,
         lease_ms: i64,
     ) -> Result<Vec<LeasedRun>, StoreError> {
+        // The runs are locked first, in id order, as every write locks runs (`write.rs`,
+        // `batch.rs`): locked in scan order, a renewal and a batch of appends deadlocked,
+        // which Postgres broke after `deadlock_timeout` (1 s; docs/PERFORMANCE.md item 14).
         let rows: Vec<(String, bool)> = sqlx::query_as(concat!(
-            "UPDATE runs SET lease_until = ",
+            "WITH locked AS (SELECT id FROM runs WHERE node_id = $1 AND status = 'running' \
+             ORDER BY id FOR UPDATE) \
+             UPDATE runs SET lease_until = ",
             now_ms!(),
-            " + $2 WHERE node_id = $1 AND status = 'running' RETURNING id, cancel_requested"
+            " + $2 FROM locked WHERE runs.id = locked.id \
+             RETURNING runs.id, runs.cancel_requested"
         ))
         .bind(node_id)
         .bind(lease_ms)
