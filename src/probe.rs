@@ -201,7 +201,12 @@ pub async fn run(opts: &Options) -> Report {
     recorder.finish()
 }
 
-async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
+/// `resolve`, `tcp`, `tls` and, for a base URL, `client_config`: how to connect, where
+/// the socket is, and what the server says about itself.
+async fn reach(
+    o: &Options,
+    r: &mut Recorder,
+) -> Option<(net::Dialer, Target, http_stages::ClientConfig)> {
     let t = o.timeout;
     let target = &o.target;
     let addrs = r.stage("resolve", t, net::resolve(target)).await?;
@@ -229,6 +234,12 @@ async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
         let config = tokio::time::timeout(t, ask).await.ok().and_then(Result::ok);
         (target.clone(), config.map(|(c, _)| c).unwrap_or_default())
     };
+    Some((dialer, ws_target, config))
+}
+
+async fn walk(o: &Options, r: &mut Recorder) -> Option<()> {
+    let t = o.timeout;
+    let (dialer, ws_target, config) = reach(o, r).await?;
     let work = async { unit(http_stages::plain_get(&dialer, &ws_target, &config.paths).await) };
     r.stage("http", t, work).await?;
     let sources = sources(&o.sources, &config.token_sources);

@@ -4,7 +4,8 @@
 //!
 //! What it does is chosen by the request's `model`, so one server serves every scenario:
 //! - `echo` (or any other name): with a `calculator` tool and digits in the last user
-//!   message, it calls the calculator (arguments split over three fragments, a second call
+//!   message, it reasons one line and calls the calculator (arguments split over three
+//!   fragments, a second call
 //!   to `clock` beside it when the message says "time"); after tool messages it answers
 //!   with their contents; otherwise it streams a `reasoning_content` delta and then
 //!   "You said: <message>" word by word. Always a usage chunk before `[DONE]`.
@@ -57,6 +58,8 @@ pub struct FakeModel {
     pub addr: SocketAddr,
     /// What it saw.
     pub seen: Arc<Seen>,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl FakeModel {
@@ -77,12 +80,39 @@ impl FakeModel {
                 tokio::spawn(connection(socket, Arc::clone(&shared)));
             }
         });
-        FakeModel { addr, seen }
+        FakeModel {
+            addr,
+            seen,
+            scheme: "http",
+        }
     }
 
-    /// The base URL agents use (`http://addr/v1`).
+    /// Serves HTTPS on `listener` (TLS by `acceptor`) from a spawned task.
+    pub fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> FakeModel {
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let seen = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        connection(tls, seen).await;
+                    }
+                });
+            }
+        });
+        FakeModel {
+            addr,
+            seen,
+            scheme: "https",
+        }
+    }
+
+    /// The base URL agents use (`http://addr/v1`, or `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     /// Every request so far.
@@ -271,10 +301,16 @@ fn echo(body: &Value) -> Vec<Event> {
         let args = json!({"expression": expression}).to_string();
         let (a, rest) = args.split_at(args.len() / 3);
         let (b, c) = rest.split_at(rest.len() / 2);
-        let mut events = vec![Event::Delta(
-            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_calc", "type": "function", "function": {"name": "calculator", "arguments": ""}}]}),
-            None,
-        )];
+        let mut events = vec![
+            Event::Delta(
+                json!({"role": "assistant", "reasoning_content": "I will use the calculator."}),
+                None,
+            ),
+            Event::Delta(
+                json!({"content": null, "tool_calls": [{"index": 0, "id": "call_calc", "type": "function", "function": {"name": "calculator", "arguments": ""}}]}),
+                None,
+            ),
+        ];
         if user.contains("time") && has_tool("clock") {
             events.push(Event::Delta(
                 json!({"tool_calls": [{"index": 1, "id": "call_clock", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}),

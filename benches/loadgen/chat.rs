@@ -221,10 +221,21 @@ pub async fn open_many(
     connect_c: usize,
     sub: impl Fn(usize) -> String,
 ) -> (Vec<Ws>, Counts) {
+    open_many_at(ctx, &ctx.target, n, connect_c, sub).await
+}
+
+/// [`open_many`] on another server than `--url` (another node).
+pub async fn open_many_at(
+    ctx: &Ctx,
+    target: &crate::target::Target,
+    n: usize,
+    connect_c: usize,
+    sub: impl Fn(usize) -> String,
+) -> (Vec<Ws>, Counts) {
     let opened: Vec<Result<client::Opened, ConnError>> = futures_util::stream::iter(0..n)
         .map(|i| {
             let token = ctx.minter.mint(&sub(i));
-            async move { client::open(&ctx.target, &token, ctx.timeout).await }
+            async move { client::open(target, &token, ctx.timeout).await }
         })
         .buffered(connect_c.max(1))
         .collect()

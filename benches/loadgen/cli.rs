@@ -86,6 +86,18 @@ pub enum Workload {
         #[arg(long, default_value_t = 20)]
         m: usize,
     },
+    /// C users, each with a sender socket on `--url` and a watcher on `--watch-url` (another
+    /// node, or the same one); each sends M messages. Every event must reach the watcher
+    /// once; its lag behind the sender is the cross-node delivery latency.
+    Pairs {
+        #[arg(long, default_value_t = 100)]
+        c: usize,
+        #[arg(long, default_value_t = 5)]
+        m: usize,
+        /// Where the watchers connect (default: `--url`).
+        #[arg(long)]
+        watch_url: Option<String>,
+    },
     /// Read `SUMMARY {json}` lines from files (or stdin) and print the median of every
     /// numeric field per workload.
     Summarize {

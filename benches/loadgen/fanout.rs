@@ -12,9 +12,9 @@ use crate::client::{self, Ws};
 use crate::report::{Counts, Samples, bump, merge, per_sec};
 use crate::{Ctx, Outcome};
 
-struct Replica {
-    log: Vec<(Instant, EventKey)>,
-    errors: Counts,
+pub struct Replica {
+    pub log: Vec<(Instant, EventKey)>,
+    pub errors: Counts,
 }
 
 pub async fn run(ctx: &Ctx, k: usize, m: usize) -> Outcome {
@@ -100,7 +100,7 @@ fn reference_sockets(k: usize, errors: &Counts) -> usize {
 
 /// Records every run event reaching a secondary socket until the sender is done and as
 /// many runs have completed here, or the per-operation timeout passes after that.
-async fn replica(ctx: &Ctx, mut ws: Ws, mut done: watch::Receiver<Option<usize>>) -> Replica {
+pub async fn replica(ctx: &Ctx, mut ws: Ws, mut done: watch::Receiver<Option<usize>>) -> Replica {
     let mut rep = Replica {
         log: Vec::new(),
         errors: Counts::new(),

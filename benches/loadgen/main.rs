@@ -11,6 +11,7 @@ mod client;
 mod fanout;
 mod handshake;
 mod idle;
+mod pairs;
 mod procstat;
 mod report;
 mod summarize;
@@ -113,6 +114,17 @@ async fn run(cli: Cli) -> ExitCode {
                 ping_interval_ms,
             } => idle::run(&ctx, n, secs, connect_c, ping_interval_ms).await,
             Workload::Fanout { k, m } => fanout::run(&ctx, k, m).await,
+            Workload::Pairs { c, m, watch_url } => {
+                let url = watch_url.as_deref().unwrap_or(&ctx.target.url);
+                match target::Target::resolve(url, false).await {
+                    Ok(watch) => pairs::run(&ctx, &watch, c, m).await,
+                    Err(e) => Outcome {
+                        figures: serde_json::json!({"workload": "pairs", "errors": {e: 1}}),
+                        ops: 0,
+                        op_name: "event",
+                    },
+                }
+            }
             Workload::Summarize { .. } => unreachable!("handled before the runtime starts"),
         }
     };

@@ -60,9 +60,10 @@ impl Endpoint {
         }
     }
 
-    /// The HTTP client of one `openai` service (process scope).
+    /// The HTTP client of one `openai` service (process scope): the system's trust store
+    /// plus the service's `ca_file`.
     pub fn client(svc: &ServiceConfig) -> Result<reqwest::Client, String> {
-        let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
+        let roots = crate::tls::client_roots(svc.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?

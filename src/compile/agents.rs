@@ -10,7 +10,15 @@ use crate::diagnostic::Finding;
 /// The registry; an empty one (with findings) when an agent cannot be built.
 pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {
     let relaxed = config.kind.is_relaxed();
-    let declared = match crate::agent::tools_from_config(&config.tools, relaxed) {
+    // Only what some agent lists is built: an unused MCP declaration (W_TOOL_UNUSED)
+    // would otherwise hold a session nothing calls.
+    let used: std::collections::BTreeMap<String, crate::config::ToolConfig> = config
+        .tools
+        .iter()
+        .filter(|(name, _)| config.agents.iter().any(|a| a.tools.contains(name)))
+        .map(|(name, tool)| (name.clone(), tool.clone()))
+        .collect();
+    let declared = match crate::agent::tools_from_config(&used, relaxed) {
         Ok(declared) => declared,
         Err(e) => {
             findings.push(Finding::error(

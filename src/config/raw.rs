@@ -417,6 +417,10 @@ pub struct ServiceSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub max_retries: Option<u32>,
+    /// Extra CA certificates (PEM) trusted for the service's https URL besides the
+    /// system's (`openai`; a private CA), relative to the config directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// Kinds of external dependency.

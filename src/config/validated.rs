@@ -299,6 +299,8 @@ pub struct ServiceConfig {
     pub read_timeout: Duration,
     /// Retries before the first token (`openai`).
     pub max_retries: u32,
+    /// Extra trust anchors (`openai`, absolute path).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Built-in HTTP handlers.

@@ -41,6 +41,36 @@ pub async fn chat(
     .await
     .map_err(|e| Fail::new(e, "the socket closed before the message was sent"))?;
     let mut problems = Vec::new();
+    let (run, ack_ms) = read_run(ws, &id, started, within, &mut problems).await?;
+    after_completion(ws, &run, within, &mut problems).await?;
+    problems.extend(invariants(&run));
+    if !problems.is_empty() {
+        return Err(Fail::new(
+            format!("{}: {}", summary(&run, ack_ms), problems.join("; ")),
+            INVARIANTS,
+        ));
+    }
+    let completed = run.events.last().cloned().unwrap_or(Value::Null);
+    if completed["status"] != "ok" {
+        let code = completed["error"]["code"].as_str().unwrap_or("?");
+        return Err(Fail::new(
+            format!("{}: the run ended {} with {code}: {}", summary(&run, ack_ms), completed["status"], completed["error"]["message"]),
+            code_hint(code, None).unwrap_or_else(|| "the agent failed: check the agent's provider and tools (check --online for its services)".into()),
+        ));
+    }
+    let detail = summary(&run, ack_ms);
+    Ok((run, Pass::new(detail)))
+}
+
+/// Reads the ack and the run's events up to its `agent_completed`; returns the run and
+/// how long the ack took.
+async fn read_run(
+    ws: &mut WebSocketStream<BoxIo>,
+    id: &str,
+    started: Instant,
+    within: Duration,
+    problems: &mut Vec<String>,
+) -> Result<(ChatRun, u128), Fail> {
     let mut ack: Option<Value> = None;
     let mut ack_ms = 0;
     let mut events = Vec::new();
@@ -49,14 +79,14 @@ pub async fn chat(
             .await
             .map_err(|e| ended(&e, "the run's end"))?;
         match v["type"].as_str().unwrap_or("") {
-            "ack" if v["id"] == id.as_str() => {
+            "ack" if v["id"] == id => {
                 if ack.is_some() {
                     problems.push("a second ack for the same message".to_string());
                 }
                 ack_ms = started.elapsed().as_millis();
                 ack = Some(v);
             }
-            "error" if v["ref_id"] == id.as_str() => return Err(refused(&v)),
+            "error" if v["ref_id"] == id => return Err(refused(&v)),
             kind if is_event(kind) => {
                 if ack.is_none() {
                     problems.push(format!("{kind} arrived before the ack"));
@@ -76,24 +106,7 @@ pub async fn chat(
         run_id: ack["run_id"].as_str().unwrap_or("").to_string(),
         events,
     };
-    after_completion(ws, &run, within, &mut problems).await?;
-    problems.extend(invariants(&run));
-    if !problems.is_empty() {
-        return Err(Fail::new(
-            format!("{}: {}", summary(&run, ack_ms), problems.join("; ")),
-            INVARIANTS,
-        ));
-    }
-    let completed = run.events.last().cloned().unwrap_or(Value::Null);
-    if completed["status"] != "ok" {
-        let code = completed["error"]["code"].as_str().unwrap_or("?");
-        return Err(Fail::new(
-            format!("{}: the run ended {} with {code}: {}", summary(&run, ack_ms), completed["status"], completed["error"]["message"]),
-            code_hint(code, None).unwrap_or_else(|| "the agent failed: check the agent's provider and tools (check --online for its services)".into()),
-        ));
-    }
-    let detail = summary(&run, ack_ms);
-    Ok((run, Pass::new(detail)))
+    Ok((run, ack_ms))
 }
 
 fn is_event(kind: &str) -> bool {

@@ -32,6 +32,8 @@ pub fn code_hint(code: &str, origin: Option<&str>) -> Option<String> {
         ErrorCode::AnswerTooLong | ErrorCode::TooManyEvents | ErrorCode::ToolResultTooLarge | ErrorCode::ModelOutputLimit => "the run reached one of its bounds: the agent's max_answer_bytes, max_run_events, max_tool_result_bytes or max_output_tokens".into(),
         ErrorCode::RunTimeout => "the run took longer than the agent's run_timeout_ms".into(),
         ErrorCode::MaxSteps => "the agent hit max_steps".into(),
+        ErrorCode::UserConnectionLimit => "this user already holds websocket.max_connections_per_user open sockets (counted on every node with [components.rate_limiter] kind = \"redis\"): close one, or raise the cap".into(),
+        ErrorCode::RunInterrupted | ErrorCode::Interrupted => "the node running the run stopped before it ended (a crash or kill; on Postgres its lease, server.run_lease_ms, expired): send the message again".into(),
         _ => return None,
     };
     Some(hint)

@@ -61,7 +61,11 @@ pub fn build(raw: &RawConfig, loaded: &Loaded) -> Config {
         services: raw
             .services
             .iter()
-            .map(|(n, s)| (n.clone(), service(s, &vars, &loaded.data_dir)))
+            .map(|(n, s)| {
+                let svc = service(s, &vars, &loaded.data_dir);
+                let ca_file = s.ca_file.as_ref().map(|f| loaded.config_dir.join(f));
+                (n.clone(), ServiceConfig { ca_file, ..svc })
+            })
             .collect(),
         routes: raw
             .routes
@@ -236,6 +240,7 @@ fn service(s: &raw::ServiceSection, vars: &Vars, data_dir: &Path) -> ServiceConf
         },
         read_timeout: Duration::from_millis(s.read_timeout_ms.unwrap_or(d::read_timeout_ms())),
         max_retries: s.max_retries.unwrap_or(d::max_retries()),
+        ca_file: None,
     }
 }
 

@@ -1,7 +1,7 @@
-//! Model rules: `openai` services (https outside development/test, the API key from a
-//! variable outside development/test, model-only keys on other kinds), agents' fallback
-//! chains (known agents, no cycles), and model-only agent keys on scripted agents (which
-//! would be accepted and silently ignored otherwise).
+//! Model rules: `openai` services (https outside development/test, a readable `ca_file`,
+//! the API key from a variable outside development/test, model-only keys on other kinds),
+//! agents' fallback chains (known agents, no cycles), and model-only agent keys on
+//! scripted agents (which would be accepted and silently ignored otherwise).
 
 use super::ctx::Ctx;
 use crate::config::path::{KeyPath, kp};
@@ -40,6 +40,16 @@ fn openai_service(cx: &mut Ctx, name: &str, svc: &ServiceSection, at: &KeyPath) 
             );
         }
     }
+    if let Some(file) = &svc.ca_file {
+        if let Err(e) = crate::tls::read_certs(&cx.config_dir.join(file)) {
+            cx.error(
+                "E_CA_FILE",
+                at.key("ca_file"),
+                e.to_string(),
+                "give a PEM file of CA certificates (BEGIN CERTIFICATE), relative to the config directory",
+            );
+        }
+    }
     match (&svc.api_key, &svc.api_key_env) {
         (Some(_), Some(_)) => cx.error(
             "E_SERVICE_KEY_CONFLICT",
@@ -74,6 +84,7 @@ fn unused_service_keys(cx: &mut Ctx, name: &str, svc: &ServiceSection, at: &KeyP
         ("api_key_env", svc.api_key_env.is_some()),
         ("read_timeout_ms", svc.read_timeout_ms.is_some()),
         ("max_retries", svc.max_retries.is_some()),
+        ("ca_file", svc.ca_file.is_some()),
     ];
     for (key, _) in set.iter().filter(|(_, set)| *set) {
         cx.error(

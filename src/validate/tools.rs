@@ -254,3 +254,19 @@ pub fn unknown_hint(cx: &Ctx, entry: &str) -> String {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::callable_name;
+
+    #[test]
+    fn callable_names_are_what_a_model_can_call() {
+        assert!(callable_name("search_docs"));
+        assert!(callable_name("get-page2"));
+        assert!(callable_name(&"a".repeat(64)));
+        assert!(!callable_name(""));
+        assert!(!callable_name(&"a".repeat(65)));
+        assert!(!callable_name("docs.search"));
+        assert!(!callable_name("two words"));
+    }
+}

@@ -69,6 +69,26 @@ needs = ["model"]
     }
 }
 
+/// A config directory whose `test` environment's default agent (`assistant`) is on the
+/// `openai` provider, its model at `url` (model `echo`).
+pub fn openai_default(url: &str) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy("environments/base.toml", dir.path().join("base.toml")).expect("base");
+    let test = std::fs::read_to_string("environments/test.toml").expect("test.toml");
+    let scripted = "name = \"assistant\"\nprovider = \"scripted\"\n";
+    assert!(test.contains(scripted), "test.toml's assistant changed");
+    let mut test = test.replace(
+        scripted,
+        "name = \"assistant\"\nprovider = \"openai\"\nservice = \"model\"\nmodel = \"echo\"\n",
+    );
+    test.push_str(&format!(
+        "\n[services.model]\nkind = \"openai\"\nurl = \"{url}\"\n\n\
+         [components.agent_registry]\nkind = \"agents\"\nscope = \"process\"\nneeds = [\"model\"]\n"
+    ));
+    std::fs::write(dir.path().join("test.toml"), test).expect("write test.toml");
+    dir
+}
+
 /// One `openai` agent `name` on model `model`, with `extra` TOML lines.
 pub fn agent(name: &str, model: &str, extra: &str) -> String {
     format!(

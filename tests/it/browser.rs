@@ -79,14 +79,33 @@ async fn eval(chrome: &mut Chromium, expr: &str) -> Value {
     chrome.eval(expr).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn screenshot_path() -> PathBuf {
+fn screenshot_path(name: &str) -> PathBuf {
     // `<target dir>/tmp` for integration tests, so its parent honours CARGO_TARGET_DIR.
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join("browser-console.png")
+    tmp.parent().unwrap_or(tmp).join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_page_completes_a_run_in_chromium() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("environments");
+    console_run(&config, "browser-console.png").await;
+}
+
+/// The same page and run with the default agent on the `openai` provider, its model the
+/// local fake model: the browser sees the model's reasoning, its tool call and its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_page_completes_an_openai_backed_run_in_chromium() {
+    let model = crate::agents::fakemodel::FakeModel::start().await;
+    let config = crate::agents::openai_default(&model.url());
+    console_run(config.path(), "browser-console-openai.png").await;
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "a tool step and an answer step");
+    assert_eq!(requests[1].body["messages"][3]["role"], "tool");
+}
+
+/// Loads the console from a server on the `test` environment of `config_dir`, asks
+/// "what is 6*7?" and checks the page saw the whole run; saves a screenshot as `shot`.
+async fn console_run(config_dir: &Path, shot: &str) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
@@ -104,10 +123,7 @@ async fn console_page_completes_a_run_in_chromium() {
             format!("[\"{origin}\"]"),
         ),
     ]);
-    let opts = LoadOptions::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("environments"),
-        env,
-    );
+    let opts = LoadOptions::new(config_dir, env);
     let outcome = portcullis::compile::compile(&opts, "test");
     let report = portcullis::report::human(&outcome.report);
     let compiled = outcome
@@ -189,7 +205,7 @@ async fn console_page_completes_a_run_in_chromium() {
     assert_ne!(thread, "(new)", "the ack named no thread");
 
     let png = chrome.screenshot().await.expect("screenshot");
-    let path = screenshot_path();
+    let path = screenshot_path(shot);
     std::fs::write(&path, png).expect("write screenshot");
     println!("screenshot: {}", path.display());
 

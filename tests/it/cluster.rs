@@ -5,6 +5,7 @@
 
 mod leases;
 mod limits;
+mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

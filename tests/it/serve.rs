@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::agents::fakemodel::FakeModel;
+use crate::auth::idp::TestCa;
 use crate::store::harness::TestDb;
 
 const SECRET: &str = "serve-test-secret-0123456789abcdef-0123456789";
@@ -38,22 +40,24 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
     let db = TestDb::postgres().await;
-    // The model: a port that accepts connections (readiness) and closes them (so every
-    // request fails its TLS handshake at once, and is not retried).
-    let model = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let model_url = format!("https://{}/v1", model.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = model.accept().await {
-            drop(socket);
-        }
-    });
+    // The model: the fake OpenAI-compatible server over TLS, trusted through the model
+    // service's ca_file (production refuses plain http).
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca(ca_dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let model = FakeModel::serve_tls(listener, ca.acceptor());
+    let model_url = model.url();
     let env: BTreeMap<String, String> = [
         ("PORTCULLIS_JWT_SECRET", SECRET.to_string()),
         ("PORTCULLIS_DATABASE_URL", db.url.clone()),
         ("PORTCULLIS_REDIS_URL", redis_url()),
         ("PORTCULLIS_MODEL_API_KEY", "sk-serve-test".to_string()),
         ("PORTCULLIS_SERVICES__MODEL__URL", model_url),
-        ("PORTCULLIS_SERVICES__MODEL__MAX_RETRIES", "0".to_string()),
+        (
+            "PORTCULLIS_SERVICES__MODEL__CA_FILE",
+            ca_file.display().to_string(),
+        ),
         ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0".to_string()),
     ]
     .into_iter()
@@ -158,18 +162,19 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
         }
     };
     assert_eq!(kinds.first().map(String::as_str), Some("ack"));
-    // Production runs the openai provider; its model refuses TLS here, so the run ends
-    // with the model's own code, stored like any other end.
-    assert_eq!(completed["status"], "error", "{completed}");
+    // Production runs the openai provider: the model called the calculator, got its
+    // result back and answered with it.
+    assert_eq!(completed["status"], "ok", "{completed}");
+    assert!(kinds.contains(&"tool_completed".to_string()), "{kinds:?}");
+    let answer = completed["message"]["content"].as_str().unwrap_or("");
+    assert!(answer.contains("1024"), "answer: {answer}");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "a tool step and an answer step");
     assert_eq!(
-        completed["error"]["code"], "MODEL_UNAVAILABLE",
-        "{completed}"
+        requests[0].authorization.as_deref(),
+        Some("Bearer sk-serve-test")
     );
-    assert!(completed["seq"].is_i64(), "the end is stored: {completed}");
-    assert!(
-        !completed.to_string().contains("sk-serve-test"),
-        "the key is never in an error"
-    );
+    assert_eq!(requests[0].body["model"], "gpt-4o-mini");
 
     // The events are in Postgres: a fresh store on the same database replays them.
     let store = db.open().await;

@@ -13,3 +13,4 @@ mod refusals;
 mod resume;
 mod tool_servers;
 mod tools;
+mod tools_model;

@@ -146,3 +146,16 @@ fn client(allow_http: bool) -> Result<reqwest::Client, String> {
         .build()
         .map_err(|e| format!("the tools' HTTP client: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::intern;
+
+    #[test]
+    fn interning_keeps_one_copy_of_each_text() {
+        let a = intern("Searches the docs");
+        let b = intern(&String::from("Searches the docs"));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(intern("other"), "other");
+    }
+}

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::service::{ClientInitializeError, RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::{Peer, ServiceError, ServiceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -163,11 +165,16 @@ impl McpServer {
         let running = ClientConfig::default()
             .serve(transport)
             .await
-            .map_err(|e| format!("initialize failed: {}", scrub(&e.to_string(), &self.url)))?;
+            .map_err(|e| match &e {
+                // Its transport error is not its `source`: reach into it.
+                ClientInitializeError::TransportError { error, .. } => self.cause(&*error.error),
+                other => self.cause(other),
+            })
+            .map_err(|why| format!("initialize failed: {why}"))?;
         let listed = running
             .list_all_tools()
             .await
-            .map_err(|e| format!("tools/list failed: {}", scrub(&e.to_string(), &self.url)))?;
+            .map_err(|e| format!("tools/list failed: {}", self.cause(&e)))?;
         let mut found = HashMap::new();
         for tool in listed {
             if self.allow.iter().any(|a| **a == *tool.name) {
@@ -246,11 +253,11 @@ impl McpServer {
             )),
             Ok(Err(e @ (ServiceError::TransportSend(_) | ServiceError::TransportClosed))) => {
                 self.broken.notify_one();
-                Err(unavailable(scrub(&e.to_string(), &self.url)))
+                Err(unavailable(self.cause(&e)))
             }
             Ok(Err(e)) => Err(ErrorInfo::new(
                 TOOL_FAILED,
-                format!("`{name}` failed: {}", scrub(&e.to_string(), &self.url)),
+                format!("`{name}` failed: {}", self.cause(&e)),
             )),
         }
     }
@@ -293,6 +300,27 @@ impl McpServer {
             ));
         }
         Ok(value)
+    }
+}
+
+impl McpServer {
+    /// The innermost cause of `e` ("Connection refused (os error 111)"), not the SDK's
+    /// chain of wrapper types; never the URL.
+    fn cause(&self, e: &(dyn std::error::Error + 'static)) -> String {
+        let mut last: &(dyn std::error::Error + 'static) = e;
+        loop {
+            // The transport's HTTP client error is not its `source` either.
+            if let Some(StreamableHttpError::Client(client)) =
+                last.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+            {
+                last = client;
+            } else if let Some(next) = last.source() {
+                last = next;
+            } else {
+                break;
+            }
+        }
+        scrub(&last.to_string(), &self.url)
     }
 }
 

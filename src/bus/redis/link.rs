@@ -118,19 +118,25 @@ async fn send(inner: &Inner, payloads: &[&[u8]]) -> Result<(), String> {
 
 /// Keeps a subscription up; after each (re)subscription, resynchronises from the store.
 async fn subscriber(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut delay = FIRST;
     let mut ever = false;
     loop {
         match listen(&inner, &stop, &mut ever).await {
             Ok(()) => return,
             Err(e) => {
-                if inner.subscribed.swap(false, Relaxed) || !ever {
+                let was_up = inner.subscribed.swap(false, Relaxed);
+                if was_up || !ever {
                     tracing::warn!(error = %e, "event bus: Redis subscription lost; this node's own events still reach its sockets");
                     ever = true;
                 }
                 inner.set_error(&e);
                 inner.metrics.redis_up.set(0);
-                snapshot_all(&inner);
+                if was_up {
+                    // Once per outage: where its users' threads stood when Redis went away.
+                    snapshot_all(&inner);
+                    delay = FIRST;
+                }
             }
         }
         tokio::select! {
@@ -138,9 +144,6 @@ async fn subscriber(inner: Arc<Inner>, stop: CancellationToken) {
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(2));
-        if inner.subscribed.load(Relaxed) {
-            delay = Duration::from_millis(100);
-        }
     }
 }
 

@@ -24,9 +24,10 @@ async fn fragmented_tool_calls_run_and_their_results_go_back_to_the_model() {
     let mut c = env.server.user("alice").await;
     let (_, events) = ask(&mut c, "gpt", "what is 6*7, and the time?", None).await;
     assert_eq!(
-        types(&events)[..6],
+        types(&events)[..7],
         [
             "agent_started",
+            "agent_thinking",
             "tool_executing",
             "tool_completed",
             "tool_executing",
@@ -36,10 +37,11 @@ async fn fragmented_tool_calls_run_and_their_results_go_back_to_the_model() {
         "{events:#?}"
     );
     assert_eq!(events[0]["agent"], "gpt");
-    assert_eq!(events[1]["call_id"], "call_calc");
-    assert_eq!(events[1]["arguments"], json!({"expression": "6*7"}));
-    assert_eq!(events[2]["result"]["value"], 42);
-    assert_eq!(events[3]["tool"], "clock");
+    assert_eq!(events[1]["text"], "I will use the calculator.");
+    assert_eq!(events[2]["call_id"], "call_calc");
+    assert_eq!(events[2]["arguments"], json!({"expression": "6*7"}));
+    assert_eq!(events[3]["result"]["value"], 42);
+    assert_eq!(events[4]["tool"], "clock");
     let done = events.last().unwrap();
     assert_eq!(done["status"], "ok", "{done}");
     let answer = done["message"]["content"].as_str().unwrap();

@@ -80,7 +80,8 @@ impl TestCa {
         path
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// A TLS acceptor serving the CA-issued certificate (for `localhost` and 127.0.0.1).
+    pub fn acceptor(&self) -> TlsAcceptor {
         let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("certificate PEM");

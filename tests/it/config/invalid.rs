@@ -1402,3 +1402,16 @@ fn agent_lists_a_misspelt_declared_tool() {
         .says("E_UNKNOWN_TOOL", "did you mean `weather`?")
         .snapshot();
 }
+
+#[test]
+fn a_declared_tool_no_agent_lists_is_a_warning() {
+    let outcome = check_env(&opts("tests/fixtures/tool_unused", BTreeMap::new()), "test");
+    let report = &outcome.report;
+    assert!(report.errors.is_empty(), "{}", human(report));
+    let warnings: Vec<(&str, &str)> = report
+        .warnings
+        .iter()
+        .map(|w| (w.code, w.key.as_str()))
+        .collect();
+    assert_eq!(warnings, [("W_TOOL_UNUSED", "tools.weather")]);
+}
