@@ -48,7 +48,7 @@ pub use runner::{RunOutcome, run};
 pub use scripted::ScriptedProvider;
 pub use tools::{
     BUILTIN_TOOLS, CalcError, Declared, McpStatus, Tool, USER_HEADER, evaluate,
-    from_config as tools_from_config, tool_codes,
+    from_config as tools_from_config, offered_tools, tool_codes,
 };
 
 /// Step and time limits of an agent.

@@ -1,10 +1,12 @@
 //! `check --online`: after the offline checks pass, connect to every declared service —
 //! the database (and its migrations), Redis (`PING`), model endpoints (`GET {url}/models`
 //! listing each agent's model), HTTP services (`HEAD`), the remote JWT key source
-//! (a fetch with usable keys) — each timed, each failure a coded finding at the
+//! (a fetch with usable keys), declared tools (an MCP server listing every allowed tool,
+//! a `HEAD` on an HTTP tool's URL) — each timed, each failure a coded finding at the
 //! service's `file:line`. A required service failing is an error (exit 1); an optional
 //! one a warning.
 
+mod tools;
 mod web;
 
 use std::time::{Duration, Instant};
@@ -77,7 +79,25 @@ pub async fn check(compiled: &Compiled) -> Online {
             outcome,
         )
     });
-    let mut results = futures_util::future::join_all(services).await;
+    let tools = config.tools.iter().map(|(name, t)| async move {
+        // Required when an agent lists it: an unused declaration only warns.
+        let required = config.agents.iter().any(|a| a.tools.contains(name));
+        let kind = match t.kind {
+            crate::config::ToolKindConfig::Http { .. } => "http",
+            crate::config::ToolKindConfig::Mcp { .. } => "mcp",
+        };
+        let started = Instant::now();
+        let limit = t.timeout.max(Duration::from_secs(2));
+        let outcome = tools::tool(name, t, limit).await;
+        let ms = started.elapsed().as_millis() as u64;
+        finish(&format!("tools.{name}"), kind, required, ms, outcome)
+    });
+    let (mut results, tools) = futures_util::future::join(
+        futures_util::future::join_all(services),
+        futures_util::future::join_all(tools),
+    )
+    .await;
+    results.extend(tools);
     if let Some((key, outcome, ms)) = key_source(compiled).await {
         results.push(finish(key, "key_source", true, ms, outcome));
     }
@@ -148,6 +168,7 @@ fn warning_code(code: &'static str) -> &'static str {
         "E_SERVICE_UNREACHABLE" => "W_SERVICE_UNREACHABLE",
         "E_SERVICE_UNHEALTHY" => "W_SERVICE_UNHEALTHY",
         "E_MIGRATIONS_MISMATCH" => "W_MIGRATIONS_MISMATCH",
+        "E_MCP_TOOL_MISSING" => "W_MCP_TOOL_MISSING",
         other => other,
     }
 }

@@ -26,7 +26,7 @@ use super::provider::ToolSpec;
 pub use calc::{CalcError, evaluate};
 pub use declared::{Declared, from_config};
 pub use http::USER_HEADER;
-pub use mcp::McpStatus;
+pub use mcp::{McpStatus, offered_tools};
 
 /// Names accepted in `agents.tools`.
 pub const BUILTIN_TOOLS: [&str; 3] = ["calculator", "clock", "thread_history"];

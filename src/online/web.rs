@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Level, Outcome, Problem, unreachable};
 use crate::config::path::kp;
 
-fn client(limit: Duration) -> Result<reqwest::Client, String> {
+pub(super) fn client(limit: Duration) -> Result<reqwest::Client, String> {
     let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
     let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()

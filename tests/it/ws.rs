@@ -11,6 +11,6 @@ mod load;
 mod metrics;
 mod refusals;
 mod resume;
-mod tool_servers;
+pub mod tool_servers;
 mod tools;
 mod tools_model;

@@ -158,23 +158,7 @@ impl McpServer {
     /// One session: initialize, list every tool, keep the allowed ones.
     async fn connect(&self) -> Result<RunningService<RoleClient, ClientConfig>, String> {
         self.state.write().expect("mcp state lock").attempts += 1;
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str());
-        // Room for the JSON-RPC envelope around a result at the cap.
-        config.max_json_response_size = (self.max_bytes as usize).saturating_add(64 * 1024);
-        let transport = StreamableHttpClientTransport::with_client(self.client.clone(), config);
-        let running = ClientConfig::default()
-            .serve(transport)
-            .await
-            .map_err(|e| match &e {
-                // Its transport error is not its `source`: reach into it.
-                ClientInitializeError::TransportError { error, .. } => self.cause(&*error.error),
-                other => self.cause(other),
-            })
-            .map_err(|why| format!("initialize failed: {why}"))?;
-        let listed = running
-            .list_all_tools()
-            .await
-            .map_err(|e| format!("tools/list failed: {}", self.cause(&e)))?;
+        let (running, listed) = open(&self.url, self.client.clone(), self.max_bytes).await?;
         let mut found = HashMap::new();
         for tool in listed {
             if self.allow.iter().any(|a| **a == *tool.name) {
@@ -304,28 +288,80 @@ impl McpServer {
 }
 
 impl McpServer {
-    /// The innermost cause of `e` ("Connection refused (os error 111)"), not the SDK's
-    /// chain of wrapper types; never the URL.
     fn cause(&self, e: &(dyn std::error::Error + 'static)) -> String {
-        let mut last: &(dyn std::error::Error + 'static) = e;
-        loop {
-            // The transport's HTTP client error is not its `source` either.
-            if let Some(StreamableHttpError::Client(client)) =
-                last.downcast_ref::<StreamableHttpError<reqwest::Error>>()
-            {
-                last = client;
-            } else if let Some(next) = last.source() {
-                last = next;
-            } else {
-                break;
-            }
-        }
-        scrub(&last.to_string(), &self.url)
+        cause(e, &self.url)
     }
+}
+
+/// The innermost cause of `e` ("Connection refused (os error 111)"), not the SDK's
+/// chain of wrapper types; never the URL.
+fn cause(e: &(dyn std::error::Error + 'static), url: &str) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    loop {
+        // The transport's HTTP client error is not its `source` either.
+        if let Some(StreamableHttpError::Client(client)) =
+            last.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            last = client;
+        } else if let Some(next) = last.source() {
+            last = next;
+        } else {
+            break;
+        }
+    }
+    scrub(&last.to_string(), url)
 }
 
 fn content_json(block: &ContentBlock) -> Value {
     serde_json::to_value(block).unwrap_or(Value::Null)
+}
+
+/// Opens a session (`initialize`) and lists every tool the server offers; errors never
+/// quote the URL. Shared by the session task and `check --online`.
+pub(crate) async fn open(
+    url: &str,
+    client: reqwest::Client,
+    max_bytes: u64,
+) -> Result<
+    (
+        RunningService<RoleClient, ClientConfig>,
+        Vec<rmcp::model::Tool>,
+    ),
+    String,
+> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    // Room for the JSON-RPC envelope around a result at the cap.
+    config.max_json_response_size = (max_bytes as usize).saturating_add(64 * 1024);
+    let transport = StreamableHttpClientTransport::with_client(client, config);
+    let running = ClientConfig::default()
+        .serve(transport)
+        .await
+        .map_err(|e| match &e {
+            // Its transport error is not its `source`: reach into it.
+            ClientInitializeError::TransportError { error, .. } => cause(&*error.error, url),
+            other => cause(other, url),
+        })
+        .map_err(|why| format!("initialize failed: {why}"))?;
+    let listed = running
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {}", cause(&e, url)))?;
+    Ok((running, listed))
+}
+
+/// The names an MCP server offers (one session, closed after listing), for
+/// `check --online`.
+pub async fn offered_tools(
+    url: &str,
+    client: reqwest::Client,
+    limit: Duration,
+) -> Result<Vec<String>, String> {
+    let (running, listed) = tokio::time::timeout(limit, open(url, client, 1 << 20))
+        .await
+        .map_err(|_| format!("no answer within {} ms", limit.as_millis()))??;
+    // The listing is all we wanted: close the session.
+    let _ = running.cancel().await;
+    Ok(listed.into_iter().map(|t| t.name.to_string()).collect())
 }
 
 /// Error texts may quote the URL (which may carry a credential): it is cut out.

@@ -24,10 +24,15 @@ impl PgStore {
         node_id: &str,
         lease_ms: i64,
     ) -> Result<Vec<LeasedRun>, StoreError> {
+        // The runs are locked first, in id order, as every write locks runs
+        // (`write.rs`, `batch.rs`): locked in scan order, a renewal and a batch of appends
+        // deadlocked, which Postgres breaks after `deadlock_timeout` (1 s by default).
         let rows: Vec<(String, bool)> = sqlx::query_as(concat!(
             "UPDATE runs SET lease_until = ",
             now_ms!(),
-            " + $2 WHERE node_id = $1 AND status = 'running' RETURNING id, cancel_requested"
+            " + $2 WHERE id = ANY((SELECT array_agg(id) FROM (SELECT id FROM runs \
+             WHERE node_id = $1 AND status = 'running' ORDER BY id FOR UPDATE) r)) \
+             RETURNING id, cancel_requested"
         ))
         .bind(node_id)
         .bind(lease_ms)

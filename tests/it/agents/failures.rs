@@ -185,6 +185,7 @@ async fn a_500_delta_answer_reaches_a_prompt_client_whole() {
     assert_eq!(streamed(&events), want);
     assert_eq!(end(&events)["message"]["content"], want);
     assert_eq!(end(&events)["usage"]["completion_tokens"], 500);
-    // The client is still connected.
+    // The client is still connected, never judged a slow consumer (4509).
     c.ping_pong().await;
+    assert_eq!(env.server.app().metrics.slow_consumers.get(), 0);
 }

@@ -1,6 +1,8 @@
 //! `check --online` against real services: Postgres (a fresh database, then migrated)
 //! and Redis for the production environment, both unreachable, a local HTTPS JWKS with
-//! and without a usable key, and the binary's exit code and `file:line`.
+//! and without a usable key, declared tools against a real local MCP server and HTTP tool
+//! server (all allowed tools offered, one missing, servers down), and the binary's exit
+//! code and `file:line`.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,6 +14,7 @@ use portcullis::diagnostic::{OnlineCheck, Severity};
 
 use crate::auth::idp::{Idp, SigningKey, TestCa};
 use crate::store::harness::TestDb;
+use crate::ws::tool_servers::{HttpTools, McpServer};
 
 const SECRET: &str = "online-test-secret-0123456789abcdef-0123456789";
 
@@ -303,5 +306,153 @@ model = "gpt-missing"
             Severity::Error,
             "agents[2].model".into()
         )]
+    );
+}
+
+/// The test environment in a temporary directory, with `tables` appended and the test
+/// agent also listing `used`.
+fn tools_dir(tables: &str, used: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = r#"tools = ["clock", "calculator", "thread_history"]"#;
+    let test = std::fs::read_to_string("environments/test.toml").unwrap();
+    assert!(test.contains(builtin), "test.toml's agent lists its tools");
+    let listed: Vec<String> = used.iter().map(|n| format!("\"{n}\"")).collect();
+    let test = test.replace(
+        builtin,
+        &format!(
+            r#"tools = ["clock", "calculator", "thread_history", {}]"#,
+            listed.join(", ")
+        ),
+    );
+    std::fs::copy("environments/base.toml", dir.path().join("base.toml")).unwrap();
+    std::fs::write(dir.path().join("test.toml"), format!("{test}\n{tables}")).unwrap();
+    dir
+}
+
+fn mcp_tool(name: &str, url: &str, allow: &[&str]) -> String {
+    let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[tools.{name}]\nkind = \"mcp\"\nurl = \"{url}\"\nallow = [{}]\n\n",
+        allow.join(", ")
+    )
+}
+
+fn http_tool(name: &str, url: &str) -> String {
+    format!(
+        "[tools.{name}]\nkind = \"http\"\nurl = \"{url}\"\ndescription = \"{name}\"\nparameters = {{ type = \"object\" }}\n\n"
+    )
+}
+
+#[tokio::test]
+async fn declared_tools_pass_when_the_mcp_server_offers_every_allowed_tool() {
+    let mcp = McpServer::start().await;
+    let http = HttpTools::start().await;
+    let tables = mcp_tool("docs", &mcp.url(), &["search_docs", "lookup"])
+        + &http_tool("weather", &http.url("/weather"));
+    let dir = tools_dir(&tables, &["docs", "weather"]);
+    let (checks, findings) = online(dir.path().to_str().unwrap(), "test", BTreeMap::new()).await;
+    assert_eq!(findings, vec![]);
+    let docs = check(&checks, "tools.docs");
+    assert!(docs.ok && docs.required && docs.kind == "mcp", "{docs:?}");
+    assert_eq!(docs.detail, "tools/list: 6 offered, 2 of 2 allowed found");
+    let weather = check(&checks, "tools.weather");
+    assert!(weather.ok && weather.kind == "http", "{weather:?}");
+    assert_eq!(weather.detail, "HEAD answered 200");
+    assert!(
+        http.recorded().iter().any(|r| r.path == "/weather"),
+        "the HEAD reached the tool server"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_tool_the_mcp_server_does_not_offer_is_named_at_its_allow_entry() {
+    let mcp = McpServer::start().await;
+    // `docs` is used by the agent (an error); `spare` by none (a warning).
+    let tables = mcp_tool("docs", &mcp.url(), &["search_docs", "get_page"])
+        + &mcp_tool("spare", &mcp.url(), &["lookup", "nope"]);
+    let dir = tools_dir(&tables, &["docs"]);
+    let path = dir.path().to_str().unwrap();
+    let (checks, findings) = online(path, "test", BTreeMap::new()).await;
+    assert!(!check(&checks, "tools.docs").ok, "{checks:?}");
+    assert!(check(&checks, "tools.spare").ok, "{checks:?}");
+    assert_eq!(
+        check(&checks, "tools.docs").detail,
+        "tools/list: 6 offered, 1 of 2 allowed found"
+    );
+    assert_eq!(
+        findings,
+        vec![
+            (
+                "E_MCP_TOOL_MISSING".into(),
+                Severity::Error,
+                "tools.docs.allow[1]".into()
+            ),
+            (
+                "W_MCP_TOOL_MISSING".into(),
+                Severity::Warning,
+                "tools.spare.allow[1]".into()
+            ),
+        ]
+    );
+
+    // Off the test's runtime thread: the MCP server runs on it.
+    let args = ["check", "--env", "test", "--online", "--config-dir", path].map(String::from);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("check runs")
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("error[E_MCP_TOOL_MISSING]") && said.contains("test.toml:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("tools.docs.allow[1]") && said.contains("get_page"),
+        "{said}"
+    );
+    assert!(said.contains("online FAIL tools.docs (mcp)"), "{said}");
+}
+
+#[tokio::test]
+async fn a_tool_server_down_is_unreachable_and_a_5xx_unhealthy() {
+    let http = HttpTools::start().await;
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let tables = mcp_tool("docs", &format!("http://{closed}/mcp"), &["search_docs"])
+        + &http_tool("broken", &http.url("/broken"))
+        + &http_tool("gone", &format!("http://{closed}/x"));
+    let dir = tools_dir(&tables, &["docs", "broken", "gone"]);
+    let (checks, findings) = online(dir.path().to_str().unwrap(), "test", BTreeMap::new()).await;
+    for name in ["tools.docs", "tools.broken", "tools.gone"] {
+        assert!(!check(&checks, name).ok, "{checks:?}");
+    }
+    assert_eq!(
+        findings,
+        vec![
+            (
+                "E_SERVICE_UNHEALTHY".into(),
+                Severity::Error,
+                "tools.broken.url".into()
+            ),
+            (
+                "E_SERVICE_UNREACHABLE".into(),
+                Severity::Error,
+                "tools.docs.url".into()
+            ),
+            (
+                "E_SERVICE_UNREACHABLE".into(),
+                Severity::Error,
+                "tools.gone.url".into()
+            ),
+        ]
+    );
+    assert!(
+        !format!("{checks:?}").contains(&closed),
+        "no URL in the details: {checks:?}"
     );
 }
