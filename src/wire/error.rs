@@ -116,6 +116,14 @@ error_codes! {
     InvalidArguments = "INVALID_ARGUMENTS", retryable = false;
     /// A tool failed for its own reasons (`tool_completed.error`).
     ToolFailed = "TOOL_FAILED", retryable = false;
+    /// A declared tool could not be reached (`tool_completed.error`).
+    ToolUnavailable = "TOOL_UNAVAILABLE", retryable = true;
+    /// An `http` tool answered a non-2xx status (`tool_completed.error`).
+    ToolHttpStatus = "TOOL_HTTP_STATUS", retryable = false;
+    /// A tool's result passed the tool's own `max_result_bytes` (`tool_completed.error`).
+    ToolResultOverCap = "TOOL_RESULT_OVER_CAP", retryable = false;
+    /// An `http` tool answered 2xx with a body that is not JSON (`tool_completed.error`).
+    ToolBadResult = "TOOL_BAD_RESULT", retryable = false;
     /// The answer reached the agent's `max_answer_bytes`; the answer so far is kept.
     AnswerTooLong = "ANSWER_TOO_LONG", retryable = false;
     /// The run reached the agent's `max_run_events`.
