@@ -58,6 +58,12 @@ pub trait EventBus: Send + Sync {
     /// Open connections of a user on this node (for tests and metrics).
     fn connections_of(&self, user: &str) -> usize;
 
+    /// Bytes waiting in this node's connection queues: the total and the largest one
+    /// (read when `/metrics` is scraped, so delivery pays nothing for it).
+    fn queued_bytes(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// Starts background work (the Redis bus's links), until `shutdown`.
     fn start(&self, _store: Arc<OnceCell<Store>>, _shutdown: CancellationToken) {}
 

@@ -75,6 +75,10 @@ pub struct Metrics {
     pub user_messages: Counter,
     /// Run durations by final status.
     pub run_seconds: Family<Label, Histogram>,
+    /// Bytes waiting in connection queues, total and largest (set when scraped).
+    pub send_queue_bytes: Gauge,
+    /// The largest single connection queue, in bytes (set when scraped).
+    pub send_queue_bytes_max: Gauge,
     /// Connections closed as slow consumers.
     pub slow_consumers: Counter,
     /// HTTP request durations by handler and status.
@@ -120,6 +124,18 @@ impl Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
         });
         let slow_consumers = Counter::default();
+        let send_queue_bytes = Gauge::default();
+        let send_queue_bytes_max = Gauge::default();
+        registry.register(
+            "send_queue_bytes",
+            "Bytes waiting in this node's WebSocket send queues",
+            send_queue_bytes.clone(),
+        );
+        registry.register(
+            "send_queue_bytes_max",
+            "Bytes waiting in the fullest WebSocket send queue",
+            send_queue_bytes_max.clone(),
+        );
         let http_requests = Family::<HttpLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -193,6 +209,8 @@ impl Metrics {
             user_messages,
             run_seconds,
             slow_consumers,
+            send_queue_bytes,
+            send_queue_bytes_max,
             http_requests,
             store_calls,
             model_tokens,

@@ -43,6 +43,16 @@ impl LocalBus {
         delivered
     }
 
+    /// Bytes queued across this node's connections: (total, largest).
+    pub fn queued(&self) -> (u64, u64) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let sizes = users
+            .values()
+            .flatten()
+            .map(|c| c.outbox.queued_bytes() as u64);
+        sizes.fold((0, 0), |(total, max), b| (total + b, max.max(b)))
+    }
+
     /// Whether `user` has a connection on this node.
     pub fn has_user(&self, user: &str) -> bool {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,6 +91,10 @@ impl EventBus for LocalBus {
 
     fn notify(&self, user: &str, item: Outbound) -> usize {
         self.publish_all(user, [item])
+    }
+
+    fn queued_bytes(&self) -> (u64, u64) {
+        self.queued()
     }
 
     fn connections_of(&self, user: &str) -> usize {

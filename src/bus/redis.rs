@@ -207,6 +207,10 @@ impl EventBus for RedisBus {
         self.inner.local.publish_all(user, [item])
     }
 
+    fn queued_bytes(&self) -> (u64, u64) {
+        self.inner.local.queued()
+    }
+
     fn connections_of(&self, user: &str) -> usize {
         self.inner.local.connections_of(user)
     }

@@ -29,6 +29,9 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
         Handler::DevToken => dev_token(app, &req),
         Handler::Metrics => {
             let accept = req.headers.get("accept").and_then(|v| v.to_str().ok());
+            let (queued, largest) = app.bus.queued_bytes();
+            app.metrics.send_queue_bytes.set(queued as i64);
+            app.metrics.send_queue_bytes_max.set(largest as i64);
             let (text, content_type) = app.metrics.exposition(accept);
             Ok(warp::reply::with_header(text, "content-type", content_type).into_response())
         }

@@ -186,6 +186,11 @@ impl Outbox {
         s.bytes = 0;
     }
 
+    /// Bytes queued now (what `send_queue_bytes` budgets), for `/metrics`.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.lock().items.is_empty()

@@ -223,13 +223,16 @@ async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
             .await;
     }
     let started = tokio::time::Instant::now();
+    let mut largest_queue = 0;
     while app.metrics.slow_consumers.get() == 0 {
         assert!(
             started.elapsed() < FRAME_TIMEOUT,
             "never detected as a slow consumer"
         );
+        largest_queue = largest_queue.max(app.bus.queued_bytes().1);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(largest_queue > 0, "/metrics' queue bytes saw the backlog");
     let (msgs, code) = c.until_close().await;
     assert_eq!(code, 4509, "after {} messages", msgs.len());
     let got = msgs

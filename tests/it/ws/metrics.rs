@@ -53,6 +53,8 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked_for() {
     for family in [
         "portcullis_connections_total",
         "portcullis_run_duration_seconds_bucket",
+        "portcullis_send_queue_bytes ",
+        "portcullis_send_queue_bytes_max ",
         "portcullis_http_request_duration_seconds_count{handler=\"health\",code=\"200\"}",
     ] {
         assert!(
