@@ -64,17 +64,9 @@ impl Endpoint {
     /// plus the service's `ca_file`.
     pub fn client(svc: &ServiceConfig) -> Result<reqwest::Client, String> {
         let roots = crate::tls::client_roots(svc.ca_file.as_deref()).map_err(|e| e.to_string())?;
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
+        crate::tls::http_client(roots)?
             .connect_timeout(svc.connect_timeout)
             .read_timeout(svc.read_timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())
     }

@@ -9,14 +9,7 @@ use crate::config::path::kp;
 
 pub(super) fn client(limit: Duration) -> Result<reqwest::Client, String> {
     let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
+    crate::tls::http_client(roots)?
         .connect_timeout(limit)
         .timeout(limit * 2)
         .user_agent(concat!("portcullis-check/", env!("CARGO_PKG_VERSION")))

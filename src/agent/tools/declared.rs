@@ -133,16 +133,8 @@ fn validator(parameters: &serde_json::Value) -> jsonschema::Validator {
 /// redirects (a redirect could carry the user header elsewhere), no cookies.
 fn client(allow_http: bool) -> Result<reqwest::Client, String> {
     let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
+    crate::tls::http_client(roots)?
         .https_only(!allow_http)
-        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("the tools' HTTP client: {e}"))
 }

@@ -70,18 +70,11 @@ impl Fetcher {
         })?;
         let roots =
             crate::tls::client_roots(source.ca_file.as_deref()).map_err(AuthSetupError::CaFile)?;
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AuthSetupError::HttpClient(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
+        let client = crate::tls::http_client(roots)
+            .map_err(AuthSetupError::HttpClient)?
             .https_only(!source.allow_http)
             .connect_timeout(source.timeout)
             .timeout(source.timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AuthSetupError::HttpClient(e.to_string()))?;
         Ok(Fetcher {
