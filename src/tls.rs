@@ -159,6 +159,22 @@ pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, PemEr
     Ok(roots)
 }
 
+/// The start of every outgoing HTTPS client (model services, tools, the JWKS fetcher,
+/// `check --online`): rustls over `roots` with this process's provider, and no redirects
+/// (a redirect could carry a key or the user header to another host). Callers add their
+/// timeouts.
+pub fn http_client(roots: rustls::RootCertStore) -> Result<reqwest::ClientBuilder, String> {
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION"))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,20 +249,4 @@ mod tests {
         let end = not_after(cert.der()).unwrap();
         assert_eq!(end.to_rfc3339(), "2031-05-17T00:00:00+00:00");
     }
-}
-
-/// The start of every outgoing HTTPS client (model services, tools, the JWKS fetcher,
-/// `check --online`): rustls over `roots` with this process's provider, and no redirects
-/// (a redirect could carry a key or the user header to another host). Callers add their
-/// timeouts.
-pub fn http_client(roots: rustls::RootCertStore) -> Result<reqwest::ClientBuilder, String> {
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION"))))
 }
