@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{batch, write};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent};
+use crate::store::model::Accepted;
+use crate::wire::{EventRecord, StoredEvent};
 
 /// Most requests of one kind in one statement.
 const MAX_BATCH: usize = 256;

@@ -27,7 +27,8 @@ use super::batch;
 use super::conn::{self, WriterSpec};
 use crate::store::OnCommit;
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent};
+use crate::store::model::Accepted;
+use crate::wire::{EventRecord, StoredEvent};
 
 /// Most requests in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
