@@ -19,6 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::wire::EventKind;
+
 /// Label with one `reason` / `rule` / `type` / `status` value.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Label {
@@ -96,12 +98,12 @@ pub struct Metrics {
 const SENT_KINDS: [&str; 8] = [
     "reply",
     "replay",
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_response",
-    "agent_completed",
+    EventKind::AgentStarted.as_str(),
+    EventKind::AgentThinking.as_str(),
+    EventKind::ToolExecuting.as_str(),
+    EventKind::ToolCompleted.as_str(),
+    EventKind::AgentResponse.as_str(),
+    EventKind::AgentCompleted.as_str(),
 ];
 
 impl Default for Metrics {

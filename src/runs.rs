@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::{
-    Agent, AgentEvent, ErrorInfo, EventSink, RunContext, RunOutcome, RunStatus, SinkError,
-    ThreadHistory, codes,
+    Agent, AgentEvent, ErrorInfo, EventSink, RunContext, RunOutcome, SinkError, ThreadHistory,
+    codes,
 };
 use crate::bus::EventBus;
 use crate::hub::{EventFrame, Outbound, Outbox};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, EventBody, EventRecord, Store, StoredEvent};
+use crate::store::{Accepted, Store};
+use crate::wire::{EventBody, EventRecord, RunStatus, StoredEvent};
 
 pub mod lease;
 
