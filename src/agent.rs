@@ -40,9 +40,9 @@ use crate::config::{AgentConfig, RunBounds};
 
 pub use build::Services;
 pub use context::{Clock, EmptyHistory, RunContext, ThreadHistory};
-pub use event::{AgentEvent, ErrorInfo, EventSink, SinkError, ToolErrorInfo, codes};
+pub use event::{AgentEvent, ErrorInfo, EventSink, SinkError, ToolErrorInfo, Usage, codes};
 pub use provider::{
-    ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec, Usage,
+    ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec,
 };
 pub use runner::{RunOutcome, run};
 pub use scripted::ScriptedProvider;

@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
-use super::provider::Usage;
 use crate::wire::{BodyWriter, EventBody, EventKind, RunStatus};
 
 /// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
@@ -55,6 +54,27 @@ pub mod codes {
     pub const MODEL_OUTPUT_LIMIT: &str = ErrorCode::ModelOutputLimit.as_str();
     /// The model's content filter stopped the answer.
     pub const MODEL_CONTENT_FILTERED: &str = ErrorCode::ModelContentFiltered.as_str();
+}
+
+/// Tokens one run used (summed over its steps), and the model that reported them;
+/// `agent_completed.usage` on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// The model that answered (the fallback's, when it answered).
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Adds one step's usage.
+    pub fn add(&mut self, step: &Usage) {
+        self.model.clone_from(&step.model);
+        self.prompt_tokens += step.prompt_tokens;
+        self.completion_tokens += step.completion_tokens;
+    }
 }
 
 /// A stable code plus a human-readable message, as clients see it.

@@ -9,7 +9,7 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 use thiserror::Error;
 
-use super::event::ErrorInfo;
+use super::event::{ErrorInfo, Usage};
 
 /// One tool call the provider asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,27 +66,6 @@ pub enum Chunk {
     Usage(Usage),
     /// The step is over (the end of the stream means the same).
     Finished,
-}
-
-/// Tokens one run used (summed over its steps), and the model that reported them;
-/// `agent_completed.usage` on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Usage {
-    /// The model that answered (the fallback's, when it answered).
-    pub model: String,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Generated tokens.
-    pub completion_tokens: u64,
-}
-
-impl Usage {
-    /// Adds one step's usage.
-    pub fn add(&mut self, step: &Usage) {
-        self.model.clone_from(&step.model);
-        self.prompt_tokens += step.prompt_tokens;
-        self.completion_tokens += step.completion_tokens;
-    }
 }
 
 /// A tool as the provider is told about it (OpenAI `tools[].function`).

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::super::event::Usage;
 use super::super::event::codes;
-use super::super::provider::{Chunk, ProviderError, ToolCall, Usage};
+use super::super::provider::{Chunk, ProviderError, ToolCall};
 
 /// What the decoder needs of one streamed chunk; unknown fields are ignored, as the
 /// servers add their own.
