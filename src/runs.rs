@@ -153,7 +153,12 @@ impl RunManager {
             deps.metrics
                 .run_finished(status.as_str(), started.elapsed().as_secs_f64());
             if let Some(usage) = &outcome.usage {
-                deps.metrics.model_tokens(agent.name(), usage);
+                deps.metrics.model_tokens(
+                    agent.name(),
+                    &usage.model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                );
             }
             manager
                 .active

@@ -23,7 +23,7 @@
 
 use sqlx::postgres::PgPool;
 
-use super::group::{Accept, Finish};
+use super::request::{Accept, Finish};
 use crate::store::error::{StoreError, is_unique_violation};
 use crate::store::model::{Accepted, new_id, now, title_from};
 use crate::wire::{EventRecord, SealedAround, StoredEvent, completed_body, seal_around};

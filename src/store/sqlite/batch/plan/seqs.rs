@@ -6,7 +6,7 @@ use foldhash::{HashSet, HashSetExt};
 use super::{Cursors, EventRows, Needs, Placed, Plan, RunRow, Target, Unique, Writes};
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, new_id};
-use crate::store::sqlite::group::{Op, Outcome, mismatch};
+use crate::store::sqlite::request::{Op, Outcome, mismatch};
 use crate::wire::{EventRecord, StoredEvent, completed_body, seal, seal_json};
 
 impl<'a> Plan<'a> {
