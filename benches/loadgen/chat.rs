@@ -10,20 +10,18 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use portcullis::wire::{ClientMessage, EventKind};
+
 use crate::client::{self, ConnError, Ws};
 use crate::report::{Counts, Samples, bump, merge, per_sec};
 use crate::{Ctx, Outcome};
 
 pub const PROMPT: &str = "what is 12*(3+4)?";
 
-const RUN_EVENTS: [&str; 6] = [
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_response",
-    "agent_completed",
-];
+/// Whether `ty` is the `type` of a run's event.
+fn is_run_event(ty: &str) -> bool {
+    EventKind::parse(ty).is_some()
+}
 
 /// How long to keep reading after the last run, to catch events that should not exist.
 const TRAILING_WINDOW: Duration = Duration::from_millis(100);
@@ -72,7 +70,7 @@ impl Judge {
                 "foreign_ack"
             };
             bump(&mut r.violations, kind);
-        } else if RUN_EVENTS.contains(&ty) {
+        } else if is_run_event(ty) {
             let run = v["run_id"].as_str().unwrap_or("");
             let kind = if self.completed.contains(run) {
                 "event_after_completed"
@@ -96,13 +94,10 @@ pub async fn converse(ctx: &Ctx, ws: &mut Ws, label: &str, m: usize, keep_log: b
             break;
         }
         let id = format!("{}-{label}-m{i}", ctx.nonce);
-        let mut msg = json!({"type": "user_message", "id": id, "content": PROMPT});
-        if let Some(t) = &j.thread {
-            msg["thread_id"] = json!(t);
-        }
+        let msg = ClientMessage::user_message(&id, PROMPT, j.thread.as_deref(), None);
         let sent = Instant::now();
         let op_deadline = sent + ctx.timeout;
-        if let Err(e) = client::send_json(ws, &msg).await {
+        if let Err(e) = client::send(ws, &msg).await {
             bump(&mut r.errors, e.kind());
             break;
         }
@@ -141,7 +136,7 @@ pub async fn converse(ctx: &Ctx, ws: &mut Ws, label: &str, m: usize, keep_log: b
                 );
                 continue 'messages;
             }
-            if !RUN_EVENTS.contains(&ty) {
+            if !is_run_event(ty) {
                 j.stray(&v, &mut r);
                 continue;
             }

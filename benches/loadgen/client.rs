@@ -15,11 +15,11 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use portcullis::wire::{ClientMessage, PROTOCOL};
+
 use crate::target::Target;
 
 pub type Ws = WebSocketStream<TcpStream>;
-
-pub const PROTOCOL: &str = "portcullis.v1";
 
 /// Why a connection or a read failed, coarse enough to count.
 #[derive(Debug)]
@@ -151,8 +151,8 @@ pub async fn next_json(ws: &mut Ws, deadline: Instant) -> Result<Value, ConnErro
     }
 }
 
-pub async fn send_json(ws: &mut Ws, v: &Value) -> Result<(), ConnError> {
-    ws.send(Message::Text(v.to_string().into()))
+pub async fn send(ws: &mut Ws, message: &ClientMessage) -> Result<(), ConnError> {
+    ws.send(Message::Text(message.to_text().into()))
         .await
         .map_err(map_ws_err)
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use portcullis::wire::ClientMessage;
+
 use crate::chat::open_many;
 use crate::client::{self, ConnError, Ws};
 use crate::report::{Counts, Samples, bump, merge};
@@ -110,7 +112,7 @@ async fn hold(
                     // Too late for the pong to arrive within the hold; do not count it.
                     continue;
                 }
-                if let Err(e) = client::send_json(&mut ws, &json!({"type": "ping"})).await {
+                if let Err(e) = client::send(&mut ws, &ClientMessage::Ping {}).await {
                     bump(&mut h.errors, format!("dropped_{}", e.kind()));
                     return (None, h);
                 }

@@ -5,13 +5,14 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
 
 use super::explain::code_hint;
 use super::net::BoxIo;
 use super::socket::{Ended, next_json, send};
 use super::{Fail, Pass};
+use crate::wire::{ClientMessage, EventKind};
 
 /// What `chat` received: the run's ids and its events in arrival order.
 pub struct ChatRun {
@@ -34,12 +35,9 @@ pub async fn chat(
 ) -> Result<(ChatRun, Pass), Fail> {
     let id = format!("probe-{:016x}", rand::random::<u64>());
     let started = Instant::now();
-    send(
-        ws,
-        &json!({"type": "user_message", "id": id, "content": content}),
-    )
-    .await
-    .map_err(|e| Fail::new(e, "the socket closed before the message was sent"))?;
+    send(ws, &ClientMessage::user_message(&id, content, None, None))
+        .await
+        .map_err(|e| Fail::new(e, "the socket closed before the message was sent"))?;
     let mut problems = Vec::new();
     let (run, ack_ms) = read_run(ws, &id, started, within, &mut problems).await?;
     after_completion(ws, &run, within, &mut problems).await?;
@@ -91,7 +89,7 @@ async fn read_run(
                 if ack.is_none() {
                     problems.push(format!("{kind} arrived before the ack"));
                 }
-                let done = kind == "agent_completed";
+                let done = kind == EventKind::AgentCompleted.as_str();
                 events.push(v);
                 if done {
                     break;
@@ -136,7 +134,7 @@ async fn after_completion(
     within: Duration,
     problems: &mut Vec<String>,
 ) -> Result<(), Fail> {
-    send(ws, &json!({"type": "ping"}))
+    send(ws, &ClientMessage::Ping {})
         .await
         .map_err(|e| Fail::new(e, "the socket closed after the run"))?;
     loop {
@@ -163,13 +161,16 @@ fn invariants(run: &ChatRun) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap_or(""))
         .collect();
-    if kinds.first() != Some(&"agent_started") {
+    if kinds.first() != Some(&EventKind::AgentStarted.as_str()) {
         problems.push(format!(
             "the first event is {:?}, not agent_started",
             kinds.first()
         ));
     }
-    let completed = kinds.iter().filter(|k| **k == "agent_completed").count();
+    let completed = kinds
+        .iter()
+        .filter(|k| **k == EventKind::AgentCompleted.as_str())
+        .count();
     if completed != 1 {
         problems.push(format!(
             "{completed} agent_completed events, not exactly one"
@@ -193,9 +194,9 @@ fn invariants(run: &ChatRun) -> Vec<String> {
             }
             (Some(s), _) => last = Some(s),
         }
-        match kind {
-            "tool_executing" => calls.push(e["call_id"].clone()),
-            "tool_completed" if !calls.contains(&e["call_id"]) => {
+        match EventKind::parse(kind) {
+            Some(EventKind::ToolExecuting) => calls.push(e["call_id"].clone()),
+            Some(EventKind::ToolCompleted) if !calls.contains(&e["call_id"]) => {
                 problems.push(format!(
                     "tool_completed {} without its tool_executing",
                     e["call_id"]
@@ -212,7 +213,10 @@ fn summary(run: &ChatRun, ack_ms: u128) -> String {
     let mut kinds: Vec<(String, usize)> = Vec::new();
     for e in &run.events {
         let mut kind = e["type"].as_str().unwrap_or("?").to_string();
-        if let Some(tool) = e["tool"].as_str().filter(|_| kind == "tool_executing") {
+        if let Some(tool) = e["tool"]
+            .as_str()
+            .filter(|_| kind == EventKind::ToolExecuting.as_str())
+        {
             let _ = write!(kind, " {tool}");
         }
         if let Some(status) = e["status"].as_str() {
@@ -255,12 +259,9 @@ pub async fn resume(
     run: &ChatRun,
     within: Duration,
 ) -> Result<Pass, Fail> {
-    send(
-        ws,
-        &json!({"type": "resume", "thread_id": run.thread_id, "after_seq": 0}),
-    )
-    .await
-    .map_err(|e| Fail::new(e, "the socket closed before resume was sent"))?;
+    send(ws, &ClientMessage::resume(&run.thread_id, 0))
+        .await
+        .map_err(|e| Fail::new(e, "the socket closed before resume was sent"))?;
     let last = run
         .events
         .last()
@@ -307,6 +308,8 @@ fn show(v: Option<&Value>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn ev(kind: &str, seq: i64) -> Value {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -18,8 +18,7 @@ use super::net::{BoxIo, Dialer};
 use super::target::Target;
 use super::{Fail, Pass};
 use crate::config::TokenSource;
-use crate::wire::PROTOCOL;
-use crate::wire::{CloseCode, ErrorCode};
+use crate::wire::{ClientMessage, CloseCode, ErrorCode, PROTOCOL};
 
 /// How the probe authenticates one connection.
 #[derive(Clone, Copy)]
@@ -105,11 +104,11 @@ pub async fn next_json(ws: &mut WebSocketStream<BoxIo>, within: Duration) -> Res
     }
 }
 
-/// Sends one JSON message.
-pub async fn send(ws: &mut WebSocketStream<BoxIo>, value: &Value) -> Result<(), String> {
-    ws.send(Message::text(value.to_string()))
+/// Sends one client message.
+pub async fn send(ws: &mut WebSocketStream<BoxIo>, message: &ClientMessage) -> Result<(), String> {
+    ws.send(Message::text(message.to_text()))
         .await
-        .map_err(|e| format!("sending {}: {e}", value["type"]))
+        .map_err(|e| format!("sending \"{}\": {e}", message.kind()))
 }
 
 /// `upgrade`: the WebSocket handshake with the token where `source` says.
@@ -246,7 +245,7 @@ pub async fn established(
     within: Duration,
 ) -> Result<(Value, Pass), Fail> {
     if let (TokenSource::FirstMessage, Some(t)) = (h.source, h.token) {
-        send(&mut socket.ws, &json!({"type": "auth", "token": t}))
+        send(&mut socket.ws, &ClientMessage::auth(t))
             .await
             .map_err(|e| Fail::new(e, "the server closed the socket right after the upgrade"))?;
     }
@@ -342,7 +341,7 @@ fn closed_early(ended: &Ended, error: Option<(&str, &str)>, h: Handshake<'_>) ->
 
 /// `ping`: `{"type":"ping"}` is answered by `pong`.
 pub async fn ping(ws: &mut WebSocketStream<BoxIo>, within: Duration) -> Result<Pass, Fail> {
-    send(ws, &json!({"type": "ping"}))
+    send(ws, &ClientMessage::Ping {})
         .await
         .map_err(|e| Fail::new(e, "the socket closed after connection_established"))?;
     loop {

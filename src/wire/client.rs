@@ -1,14 +1,15 @@
-//! What clients send in `portcullis.v1` (docs/PROTOCOL.md §2): the messages, and the one
-//! parser the server reads them with.
+//! What clients send in `portcullis.v1` (docs/PROTOCOL.md §2): the messages, the one
+//! parser the server reads them with, and their text, so clients (the probe, the load
+//! generator, the tests) build messages from the type instead of copying its JSON.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Protocol name selected as the subprotocol and announced in `connection_established`.
 pub const PROTOCOL: &str = "portcullis.v1";
 
 /// A message from the client.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Ask an agent.
@@ -18,10 +19,10 @@ pub enum ClientMessage {
         /// The text.
         content: String,
         /// Thread to continue; absent starts a new one.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         thread_id: Option<String>,
         /// Agent name; absent picks the default.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<String>,
     },
     /// Stop a run.
@@ -44,6 +45,69 @@ pub enum ClientMessage {
     },
     /// Application-level ping.
     Ping {},
+}
+
+impl ClientMessage {
+    /// Every `type` a client may send.
+    pub const KINDS: [&'static str; 5] = ["user_message", "cancel", "resume", "auth", "ping"];
+
+    /// This message's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UserMessage { .. } => "user_message",
+            Self::Cancel { .. } => "cancel",
+            Self::Resume { .. } => "resume",
+            Self::Auth { .. } => "auth",
+            Self::Ping {} => "ping",
+        }
+    }
+
+    /// A `user_message`; no `thread_id` starts a new thread, no `agent` picks the default.
+    pub fn user_message(
+        id: &str,
+        content: &str,
+        thread_id: Option<&str>,
+        agent: Option<&str>,
+    ) -> Self {
+        Self::UserMessage {
+            id: id.to_string(),
+            content: content.to_string(),
+            thread_id: thread_id.map(str::to_string),
+            agent: agent.map(str::to_string),
+        }
+    }
+
+    /// A `resume` of `thread_id` after `after_seq`.
+    pub fn resume(thread_id: &str, after_seq: i64) -> Self {
+        Self::Resume {
+            thread_id: thread_id.to_string(),
+            after_seq,
+        }
+    }
+
+    /// A `cancel` of `run_id`.
+    pub fn cancel(run_id: &str) -> Self {
+        Self::Cancel {
+            run_id: run_id.to_string(),
+        }
+    }
+
+    /// An `auth` carrying `token`.
+    pub fn auth(token: &str) -> Self {
+        Self::Auth {
+            token: token.to_string(),
+        }
+    }
+
+    /// The message as the text of a frame: `type` first, absent options left out.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("a client message always serializes")
+    }
+
+    /// The message as a JSON value (a map: its keys come out sorted).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a client message always serializes")
+    }
 }
 
 /// Why a text frame is not a valid client message.
@@ -69,7 +133,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         .and_then(Value::as_str)
         .map(str::to_string);
     match kind.as_deref() {
-        Some("user_message" | "cancel" | "resume" | "auth" | "ping") => {
+        Some(kind) if ClientMessage::KINDS.contains(&kind) => {
             serde_json::from_value(value).map_err(|e| ParseError::BadMessage(e.to_string()))
         }
         Some(other) => Err(ParseError::UnknownType(other.to_string())),
@@ -118,5 +182,33 @@ mod parse_tests {
             parse(r#"{"id":"x"}"#),
             Err(ParseError::BadMessage(_))
         ));
+    }
+
+    #[test]
+    fn every_message_written_parses_back_to_itself() {
+        let messages = [
+            ClientMessage::user_message("c1", "hi \"there\"\n", None, None),
+            ClientMessage::user_message("c2", "x", Some("t_1"), Some("helper")),
+            ClientMessage::cancel("r_1"),
+            ClientMessage::resume("t_1", 7),
+            ClientMessage::auth("a.b.c"),
+            ClientMessage::Ping {},
+        ];
+        for message in messages {
+            let text = message.to_text();
+            assert!(text.starts_with(r#"{"type":""#), "{text}");
+            assert!(!text.contains("null"), "{text}");
+            assert!(matches!(parse(&text), Ok(m) if m == message), "{text}");
+            assert!(text.contains(&format!(r#""type":"{}""#, message.kind())));
+            assert_eq!(
+                message.to_json().to_string(),
+                serde_json::from_str::<Value>(&text).unwrap().to_string()
+            );
+        }
+        assert_eq!(ClientMessage::Ping {}.to_text(), r#"{"type":"ping"}"#);
+        assert_eq!(
+            ClientMessage::user_message("c1", "hi", None, None).to_text(),
+            r#"{"type":"user_message","id":"c1","content":"hi"}"#
+        );
     }
 }

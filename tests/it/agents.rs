@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 use crate::ws::harness::{Client, TestServer};
 use fakemodel::FakeModel;
+use portcullis::wire::ClientMessage;
 
 /// The API key the test model service sends.
 pub const API_KEY: &str = "sk-agents-test-key-0451";
@@ -107,12 +108,13 @@ pub async fn ask(
     // Ids are idempotency keys: each message needs its own.
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let id = format!("m{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut m =
-        serde_json::json!({"type": "user_message", "id": id, "content": content, "agent": agent});
-    if let Some(t) = thread {
-        m["thread_id"] = Value::from(t);
-    }
-    c.send(m).await;
+    c.send_msg(ClientMessage::user_message(
+        &id,
+        content,
+        thread,
+        Some(agent),
+    ))
+    .await;
     let ack = c.recv_type("ack").await;
     let run_id = ack["run_id"].as_str().expect("run_id").to_string();
     let events = c.run_events(&run_id).await;

@@ -13,9 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portcullis::config::load::LoadOptions;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ws::harness::{Client, Connect, FRAME_TIMEOUT, http_request, token};
+use portcullis::wire::ClientMessage;
 
 /// The test Redis (`PORTCULLIS_TEST_REDIS_URL`). Nodes of different tests share it, so
 /// each test uses users of its own ([`fresh_user`]).
@@ -173,8 +174,7 @@ pub async fn connect(addr: SocketAddr, user: &str) -> Client {
 /// nothing more. (A replay is served in pages by the socket's writer, so a `pong` may
 /// overtake it: the replay's end is its last seq.)
 pub async fn replay(c: &mut Client, thread: &str, last_seq: i64) -> Vec<Value> {
-    c.send(json!({ "type": "resume", "thread_id": thread, "after_seq": 0 }))
-        .await;
+    c.send_msg(ClientMessage::resume(thread, 0)).await;
     let mut events: Vec<Value> = Vec::new();
     while events.last().and_then(|e| e["seq"].as_i64()) != Some(last_seq) {
         events.push(c.recv().await);
@@ -203,7 +203,7 @@ pub async fn recv_until(c: &mut Client, kind: &str, run_id: Option<&str>, wait: 
 
 /// Sends a ping and reads up to its pong, returning what came before it.
 pub async fn until_pong(c: &mut Client) -> Vec<Value> {
-    c.send(json!({ "type": "ping" })).await;
+    c.send_msg(ClientMessage::Ping {}).await;
     let mut before = Vec::new();
     loop {
         let v = c.recv().await;

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::auth::idp::TestCa;
 use crate::auth::serve::RemoteServer;
 use crate::tls::connector;
+use portcullis::wire::ClientMessage;
 
 const SECRET: &str = "proxy-test-secret-0123456789abcdef-0123456789";
 const BYPASS: &str = "proxy-test-bypass-secret-0123";
@@ -352,7 +353,7 @@ async fn the_golden_path_and_bypass_addresses_through_the_shipped_nginx_config()
     let bearer = format!("Bearer {}", token("nina"));
     let mut ws = open(OTHER, through, Some(&ca), &[("authorization", &bearer)]).await;
     assert_eq!(admitted(&mut ws).await, Ok("jwt".into()));
-    let ask = r#"{"type":"user_message","id":"p1","content":"what is 6*7?"}"#;
+    let ask = ClientMessage::user_message("p1", "what is 6*7?", None, None).to_text();
     ws.send(Message::text(ask)).await.unwrap();
     let mut kinds = Vec::new();
     let answer = loop {

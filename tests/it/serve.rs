@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::agents::fakemodel::FakeModel;
 use crate::auth::idp::TestCa;
 use crate::store::harness::TestDb;
+use portcullis::wire::ClientMessage;
 
 const SECRET: &str = "serve-test-secret-0123456789abcdef-0123456789";
 
@@ -143,7 +144,7 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
     assert_eq!(first["type"], "connection_established");
     assert_eq!(first["user_id"], "erin");
     ws.send(Message::text(
-        r#"{"type":"user_message","id":"p1","content":"what is 2^10?"}"#,
+        ClientMessage::user_message("p1", "what is 2^10?", None, None).to_text(),
     ))
     .await
     .expect("send");

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::auth::idp::TestCa;
 use crate::ws::harness::{ORIGIN, token};
+use portcullis::wire::ClientMessage;
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
 
@@ -86,7 +87,7 @@ async fn recv(ws: &mut Wss) -> Value {
 
 /// Asks the calculator and returns the answer text.
 async fn chat(ws: &mut Wss, id: &str) -> String {
-    let ask = format!(r#"{{"type":"user_message","id":"{id}","content":"what is 6*7?"}}"#);
+    let ask = ClientMessage::user_message(id, "what is 6*7?", None, None).to_text();
     ws.send(Message::text(ask)).await.unwrap();
     loop {
         let frame = recv(ws).await;

@@ -1,11 +1,11 @@
 //! The protocol's codes are data in `src/wire` and documented in `docs/PROTOCOL.md`:
-//! every `ErrorCode` and `CloseCode` is listed in the document, no code is spelled as a
-//! literal elsewhere in `src/` (outside tests), and every "see …" in the code points to
-//! the document.
+//! every `ErrorCode` and `CloseCode` is listed in the document, no code or event type is
+//! spelled as a literal elsewhere in `src/` (outside tests), every "see …" in the code
+//! points to the document, and `src/wire` imports nothing else from the crate.
 
 use std::path::Path;
 
-use portcullis::wire::{CloseCode, ErrorCode};
+use portcullis::wire::{CloseCode, ErrorCode, EventKind};
 
 fn protocol_doc() -> String {
     std::fs::read_to_string("docs/PROTOCOL.md").expect("docs/PROTOCOL.md exists")
@@ -90,6 +90,50 @@ fn no_code_is_a_literal_outside_src_wire() {
     assert!(
         found.is_empty(),
         "use portcullis::wire's ErrorCode / CloseCode instead:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_event_type_is_a_literal_outside_src_wire() {
+    let found: Vec<String> = source_lines()
+        .into_iter()
+        .filter(|(_, _, line)| {
+            EventKind::ALL
+                .iter()
+                .any(|k| line.contains(&format!("\"{}\"", k.as_str())))
+        })
+        .map(|(file, n, line)| format!("{file}:{n}: {}", line.trim()))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "use portcullis::wire::EventKind instead:\n{}",
+        found.join("\n")
+    );
+}
+
+/// `src/wire` is the bottom layer: everything else may import it, it imports nothing
+/// else from the crate, so clients can take the protocol without the server.
+#[test]
+fn src_wire_imports_nothing_else_from_the_crate() {
+    let outside = regex::Regex::new(r"\bcrate::(\w+)").unwrap();
+    let mut files = vec![std::path::PathBuf::from("src/wire.rs")];
+    for entry in std::fs::read_dir("src/wire").unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if outside.captures_iter(code).any(|m| &m[1] != "wire") {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "src/wire imports from the rest of the crate:\n{}",
         found.join("\n")
     );
 }

@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::{agent, ask, start, streamed};
 use crate::ws::harness::Client;
+use portcullis::wire::ClientMessage;
 
 /// The run's `agent_completed`.
 fn end(events: &[serde_json::Value]) -> &serde_json::Value {
@@ -153,12 +152,12 @@ async fn cancel_and_the_run_timeout_close_the_model_stream() {
     );
     let env = start("", &agents).await;
     let mut c = env.server.user("alice").await;
-    c.send(json!({"type": "user_message", "id": "m1", "content": "hi", "agent": "slow"}))
+    c.send_msg(ClientMessage::user_message("m1", "hi", None, Some("slow")))
         .await;
     let ack = c.recv_type("ack").await;
     let run_id = ack["run_id"].as_str().unwrap().to_string();
     first_delta_then(&mut c, &run_id).await;
-    c.send(json!({"type": "cancel", "run_id": run_id})).await;
+    c.send_msg(ClientMessage::cancel(&run_id)).await;
     let done = loop {
         let v = c.recv().await;
         if v["type"] == "agent_completed" {

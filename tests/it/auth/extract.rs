@@ -11,6 +11,7 @@ use portcullis::auth::{
 };
 
 use super::*;
+use portcullis::wire::ClientMessage;
 
 const ALL: [TokenSource; 4] = [
     TokenSource::Header,
@@ -63,7 +64,7 @@ fn each_source_yields_its_token() {
         authenticate(&HeaderMap::new(), Some(&query), &ALL),
         alice(TokenSource::Query)
     );
-    let message = format!(r#"{{"type":"auth","token":"{token}"}}"#);
+    let message = ClientMessage::auth(&token).to_text();
     let found = first_message_token(&message).unwrap();
     assert_eq!(found.source, TokenSource::FirstMessage);
     let identity = verifier(&hs_config())

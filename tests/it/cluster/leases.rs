@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 use crate::store::harness::TestDb;
 use crate::ws::harness::{Client, types};
+use portcullis::wire::ClientMessage;
 
 /// A slow scripted run: one streamed chunk every `ms` (test hook `[[slow:<ms>]]`).
 fn slow(ms: u64, text: &str) -> String {
@@ -136,8 +137,7 @@ async fn a_cancel_sent_on_one_node_stops_the_run_on_another() {
     let started = on_a.recv_type("agent_started").await;
     assert_eq!(started["run_id"], run_id.as_str());
 
-    on_b.send(json!({ "type": "cancel", "run_id": run_id }))
-        .await;
+    on_b.send_msg(ClientMessage::cancel(&run_id)).await;
     // Accepted on B: no error comes back before the pong (only the run's events).
     let before = until_pong(&mut on_b).await;
     assert!(before.iter().all(|v| v["type"] != "error"), "{before:?}");
@@ -146,14 +146,13 @@ async fn a_cancel_sent_on_one_node_stops_the_run_on_another() {
     assert_eq!(done["status"], "cancelled", "{done}");
 
     // Someone else's run, or one that is over, is still RUN_NOT_FOUND on any node.
-    on_b.send(json!({ "type": "cancel", "run_id": run_id }))
-        .await;
+    on_b.send_msg(ClientMessage::cancel(&run_id)).await;
     let err = recv_until(&mut on_b, "error", None, FRAME_TIMEOUT).await;
     assert_eq!(err["code"], "RUN_NOT_FOUND", "{err}");
     let mut mallory = connect(b.addr, &fresh_user()).await;
     let other = ask(&mut on_a, "m2", &slow(500, "again"), None).await;
     mallory
-        .send(json!({ "type": "cancel", "run_id": other["run_id"] }))
+        .send_msg(ClientMessage::cancel(other["run_id"].as_str().unwrap()))
         .await;
     let err = mallory.recv_type("error").await;
     assert_eq!(err["code"], "RUN_NOT_FOUND", "{err}");

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::harness::*;
 use crate::ws::harness::{Client, last_seq};
+use portcullis::wire::ClientMessage;
 
 #[tokio::test]
 async fn one_users_sockets_on_two_nodes_get_every_event_once_in_seq_order() {
@@ -119,8 +120,7 @@ async fn resume_on_another_node_replays_what_ran_on_the_first() {
     let on_a = a1.run_events(ack["run_id"].as_str().unwrap()).await;
 
     let mut b1 = b.user("dave").await;
-    b1.send(json!({ "type": "resume", "thread_id": thread, "after_seq": 1 }))
-        .await;
+    b1.send_msg(ClientMessage::resume(&thread, 1)).await;
     let end = last_seq(on_a.last().unwrap());
     let mut replayed: Vec<Value> = Vec::new();
     while seqs(&replayed).len() < end as usize - 1 {

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::harness::*;
+use portcullis::wire::ClientMessage;
 
 /// Sources without `first_message`, so a missing token is refused instead of awaited.
 const NO_FIRST_MESSAGE: (&str, &str) = (
@@ -118,8 +119,7 @@ async fn query_token_works_when_enabled_and_is_refused_when_disabled() {
 async fn first_auth_message_authenticates() {
     let s = TestServer::start(&[]).await;
     let (mut c, _) = s.connect().open().await.unwrap();
-    c.send(json!({ "type": "auth", "token": token("alice", 600) }))
-        .await;
+    c.send_msg(ClientMessage::auth(&token("alice", 600))).await;
     let est = established(&mut c, "alice").await;
     assert_eq!(est["auth"], "jwt");
     c.ping_pong().await;
@@ -130,8 +130,7 @@ async fn an_invalid_first_auth_message_is_refused_in_both_modes() {
     for overrides in [&[][..], &[HANDSHAKE][..]] {
         let s = TestServer::start(overrides).await;
         let (mut c, _) = s.connect().open().await.unwrap();
-        c.send(json!({ "type": "auth", "token": token("alice", -60) }))
-            .await;
+        c.send_msg(ClientMessage::auth(&token("alice", -60))).await;
         refused_after_accept(&mut c, "TOKEN_EXPIRED", 4401).await;
         let (mut c, _) = s.connect().open().await.unwrap();
         c.send(json!({ "type": "auth" })).await;
@@ -181,7 +180,7 @@ async fn the_connection_limit_is_4429_after_accept_and_429_at_handshake() {
 async fn non_auth_first_message_closes_4401_after_accept() {
     let s = TestServer::start(&[]).await;
     let (mut c, _) = s.connect().open().await.unwrap();
-    c.send(json!({ "type": "ping" })).await;
+    c.send_msg(ClientMessage::Ping {}).await;
     refused_after_accept(&mut c, "NO_TOKEN", 4401).await;
 }
 
@@ -189,7 +188,7 @@ async fn non_auth_first_message_closes_4401_after_accept() {
 async fn non_auth_first_message_closes_1008_in_handshake_mode() {
     let s = TestServer::start(&[HANDSHAKE]).await;
     let (mut c, _) = s.connect().open().await.unwrap();
-    c.send(json!({ "type": "user_message", "id": "m1", "content": "hi" }))
+    c.send_msg(ClientMessage::user_message("m1", "hi", None, None))
         .await;
     let (msgs, code) = c.until_close().await;
     assert_eq!(code, 1008, "{msgs:?}");

@@ -1,9 +1,8 @@
 //! PROTOCOL.md §2 conversations: the golden path, idempotent acks, ownership, several
 //! tabs, cancel, failing and timed-out tools, overlapping runs in one thread.
 
-use serde_json::json;
-
 use super::harness::*;
+use portcullis::wire::ClientMessage;
 
 #[tokio::test]
 async fn golden_path_streams_one_complete_run_with_a_computed_answer() {
@@ -113,8 +112,7 @@ async fn another_users_thread_is_not_found() {
     let err = bob.recv_type("error").await;
     assert_eq!(err["code"], "THREAD_NOT_FOUND", "{err}");
     assert_eq!(err["ref_id"], "b1", "{err}");
-    bob.send(json!({ "type": "resume", "thread_id": thread, "after_seq": 0 }))
-        .await;
+    bob.send_msg(ClientMessage::resume(thread, 0)).await;
     assert_eq!(bob.recv_type("error").await["code"], "THREAD_NOT_FOUND");
     bob.ask("b2", "hello", Some("t_does_not_exist")).await;
     assert_eq!(bob.recv_type("error").await["code"], "THREAD_NOT_FOUND");
@@ -154,7 +152,7 @@ async fn cancel_ends_the_run_as_cancelled() {
     let run_id = ack["run_id"].as_str().unwrap();
     let started = c.recv_type("agent_started").await;
     assert_eq!(started["run_id"], run_id);
-    c.send(json!({ "type": "cancel", "run_id": run_id })).await;
+    c.send_msg(ClientMessage::cancel(run_id)).await;
     let mut events = vec![started];
     loop {
         let v = c.recv().await;
@@ -170,14 +168,14 @@ async fn cancel_ends_the_run_as_cancelled() {
         assert_eq!(w[1]["seq"].as_i64(), w[0]["seq"].as_i64().map(|s| s + 1));
     }
     // Nothing of the run after its completion; a second cancel finds no run.
-    c.send(json!({ "type": "cancel", "run_id": run_id })).await;
+    c.send_msg(ClientMessage::cancel(run_id)).await;
     assert_eq!(c.recv_type("error").await["code"], "RUN_NOT_FOUND");
     c.ping_pong().await;
 
     // Nobody else can cancel a run.
     let ack = c.ask_acked("m2", "[[slow:50]] hello", None).await;
     let mut bob = s.user("bob").await;
-    bob.send(json!({ "type": "cancel", "run_id": ack["run_id"] }))
+    bob.send_msg(ClientMessage::cancel(ack["run_id"].as_str().unwrap()))
         .await;
     assert_eq!(bob.recv_type("error").await["code"], "RUN_NOT_FOUND");
     let events = c.run_events(ack["run_id"].as_str().unwrap()).await;
@@ -216,7 +214,7 @@ async fn a_message_behind_a_busy_turn_is_acknowledged_before_that_turn_ends() {
         );
     };
     assert_eq!(second["id"], "m2");
-    c.send(json!({ "type": "cancel", "run_id": run_id })).await;
+    c.send_msg(ClientMessage::cancel(&run_id)).await;
     let mut last = c.recv().await;
     while last["type"] != "agent_completed" {
         assert_eq!(last["run_id"], run_id.as_str(), "{last}");

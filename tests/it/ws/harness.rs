@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::load::LoadOptions;
 use portcullis::server::Server;
+use portcullis::wire::ClientMessage;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -346,8 +347,14 @@ impl Client {
         Client { ws }
     }
 
+    /// Sends any JSON, such as a malformed message.
     pub async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends a client message, written by `portcullis::wire`.
+    pub async fn send_msg(&mut self, message: ClientMessage) {
+        self.send_text(&message.to_text()).await;
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -363,11 +370,8 @@ impl Client {
 
     /// Sends a `user_message` for a new thread (or `thread`).
     pub async fn ask(&mut self, id: &str, content: &str, thread: Option<&str>) {
-        let mut m = json!({ "type": "user_message", "id": id, "content": content });
-        if let Some(t) = thread {
-            m["thread_id"] = Value::from(t);
-        }
-        self.send(m).await;
+        self.send_msg(ClientMessage::user_message(id, content, thread, None))
+            .await;
     }
 
     /// The next text frame or close, within `wait`; `None` on timeout.
@@ -461,7 +465,7 @@ impl Client {
     /// Sends a ping and expects the pong as the very next message: proves the connection is
     /// open and everything queued before it has been read.
     pub async fn ping_pong(&mut self) {
-        self.send(json!({ "type": "ping" })).await;
+        self.send_msg(ClientMessage::Ping {}).await;
         let pong = self.recv_type("pong").await;
         assert!(pong["server_time"].is_string(), "{pong}");
     }

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::harness::*;
+use portcullis::wire::ClientMessage;
 
 const NO_LEEWAY: (&str, &str) = ("AUTH__JWT__LEEWAY_S", "0");
 
@@ -41,8 +40,7 @@ async fn refreshing_with_the_same_subject_keeps_the_connection() {
     let (mut c, exp) = short_lived(&s, "alice", 3).await;
     c.recv_type("token_expiring").await;
     let fresh = claims("alice", 600);
-    c.send(json!({ "type": "auth", "token": sign(&fresh) }))
-        .await;
+    c.send_msg(ClientMessage::auth(&sign(&fresh))).await;
     let refreshed = c.recv_type("auth_refreshed").await;
     let new_exp =
         chrono::DateTime::parse_from_rfc3339(refreshed["token_expires_at"].as_str().unwrap())
@@ -59,8 +57,7 @@ async fn refreshing_with_the_same_subject_keeps_the_connection() {
 async fn refreshing_with_another_subject_closes_4403() {
     let s = TestServer::start(&[]).await;
     let mut c = s.user("alice").await;
-    c.send(json!({ "type": "auth", "token": token("bob", 600) }))
-        .await;
+    c.send_msg(ClientMessage::auth(&token("bob", 600))).await;
     let (msgs, code) = c.until_close().await;
     assert_eq!(code, 4403, "{msgs:?}");
     assert_eq!(msgs.len(), 1, "{msgs:?}");
@@ -71,8 +68,7 @@ async fn refreshing_with_another_subject_closes_4403() {
 async fn an_invalid_refresh_is_an_error_and_the_connection_stays() {
     let s = TestServer::start(&[]).await;
     let mut c = s.user("alice").await;
-    c.send(json!({ "type": "auth", "token": token("alice", -60) }))
-        .await;
+    c.send_msg(ClientMessage::auth(&token("alice", -60))).await;
     assert_eq!(c.recv_type("error").await["code"], "TOKEN_EXPIRED");
     c.ping_pong().await;
 }

@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::harness::*;
+use portcullis::wire::ClientMessage;
 
 #[tokio::test]
 async fn bad_messages_get_an_error_and_the_connection_stays_open() {
@@ -40,8 +41,13 @@ async fn bad_messages_get_an_error_and_the_connection_stays_open() {
         (&err["code"], &err["ref_id"]),
         (&json!("BAD_MESSAGE"), &json!("m1"))
     );
-    c.send(json!({ "type": "user_message", "id": "m2", "content": "hi", "agent": "nobody" }))
-        .await;
+    c.send_msg(ClientMessage::user_message(
+        "m2",
+        "hi",
+        None,
+        Some("nobody"),
+    ))
+    .await;
     assert_eq!(c.recv_type("error").await["code"], "UNKNOWN_AGENT");
     c.ping_pong().await;
 }
@@ -64,7 +70,7 @@ async fn oversize_messages_close_1009() {
     assert_eq!(code, 1009, "{msgs:?}");
     // Exactly at the limit is fine.
     let mut c = s.user("alice").await;
-    let frame = json!({ "type": "ping" }).to_string();
+    let frame = ClientMessage::Ping {}.to_text();
     let padded = format!("{}{}", " ".repeat(1024 - frame.len()), frame);
     assert_eq!(padded.len(), 1024);
     c.send_text(&padded).await;
@@ -282,9 +288,7 @@ async fn a_client_that_never_reads_is_closed_4509_and_resumes_the_rest() {
         if last == 62 {
             continue;
         }
-        again
-            .send(json!({ "type": "resume", "thread_id": thread, "after_seq": last }))
-            .await;
+        again.send_msg(ClientMessage::resume(thread, last)).await;
         let mut next = last + 1;
         loop {
             let v = again.recv().await;

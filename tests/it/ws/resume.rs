@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::harness::*;
+use portcullis::wire::ClientMessage;
 
 fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
@@ -19,8 +20,7 @@ async fn resume_replays_exactly_the_events_after_after_seq() {
     c.close().await;
 
     let mut c = s.user("alice").await;
-    c.send(json!({ "type": "resume", "thread_id": thread, "after_seq": 2 }))
-        .await;
+    c.send_msg(ClientMessage::resume(&thread, 2)).await;
     let replayed = {
         let mut v = Vec::new();
         for _ in 2..all.len() {
@@ -32,9 +32,8 @@ async fn resume_replays_exactly_the_events_after_after_seq() {
     // Exactly those: the pong comes next.
     c.ping_pong().await;
     // Resuming at the end replays nothing.
-    let last = all.last().unwrap()["seq"].clone();
-    c.send(json!({ "type": "resume", "thread_id": thread, "after_seq": last }))
-        .await;
+    let last = all.last().unwrap()["seq"].as_i64().unwrap();
+    c.send_msg(ClientMessage::resume(&thread, last)).await;
     c.ping_pong().await;
 }
 
@@ -54,8 +53,7 @@ async fn resume_after_reconnect_mid_run_continues_live_without_gaps_or_duplicate
 
     let mut c = s.user("alice").await;
     let after = first[1]["seq"].as_i64().unwrap();
-    c.send(json!({ "type": "resume", "thread_id": thread, "after_seq": after }))
-        .await;
+    c.send_msg(ClientMessage::resume(&thread, after)).await;
     let mut rest = Vec::new();
     loop {
         let v = c.recv().await;
@@ -76,8 +74,7 @@ async fn resume_after_reconnect_mid_run_continues_live_without_gaps_or_duplicate
 
     // What the client assembled equals what is stored.
     let mut c2 = s.user("alice").await;
-    c2.send(json!({ "type": "resume", "thread_id": thread, "after_seq": 0 }))
-        .await;
+    c2.send_msg(ClientMessage::resume(&thread, 0)).await;
     let mut stored = Vec::new();
     for _ in 0..first.len() + rest.len() {
         stored.push(c2.recv().await);
@@ -111,8 +108,7 @@ async fn resume_is_complete_when_live_events_arrive_first() {
     let live = tab.recv().await;
     assert_eq!(live["run_id"], run_id.as_str());
     assert!(live["seq"].as_i64() > missed["seq"].as_i64(), "{live}");
-    tab.send(json!({ "type": "resume", "thread_id": thread, "after_seq": seen }))
-        .await;
+    tab.send_msg(ClientMessage::resume(&thread, seen)).await;
     let mut got = vec![live];
     let mut completed = 0;
     while completed == 0 {
@@ -121,7 +117,7 @@ async fn resume_is_complete_when_live_events_arrive_first() {
         got.push(v);
     }
     // A replayed event may come after the live completion; the pong ends the stream.
-    tab.send(json!({ "type": "ping" })).await;
+    tab.send_msg(ClientMessage::Ping {}).await;
     loop {
         let v = tab.recv().await;
         if v["type"] == "pong" {
@@ -199,9 +195,7 @@ async fn an_event_larger_than_the_write_buffer_is_delivered_live_and_on_resume()
     }
     c.close().await;
     let mut again = s.user("alice").await;
-    again
-        .send(json!({ "type": "resume", "thread_id": thread, "after_seq": seq - 1 }))
-        .await;
+    again.send_msg(ClientMessage::resume(thread, seq - 1)).await;
     let replayed = again.recv().await;
     assert_eq!(replayed["seq"].as_i64(), Some(seq));
     assert_eq!(replayed["text"].as_str(), Some(big.as_str()), "replayed");

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::harness::{TestServer, types};
 use super::tool_servers::HttpTools;
+use portcullis::wire::ClientMessage;
 
 /// The fake model: records each request body; asks for `weather` until the conversation
 /// holds a tool result, then answers with the result's temperature.
@@ -159,8 +160,13 @@ parameters = {{ type = "object", properties = {{ city = {{ type = "string" }} }}
     let server = TestServer::start_in(dir.path().to_str().unwrap(), &[]).await;
 
     let mut c = server.user("frank").await;
-    c.send(json!({"type": "user_message", "id": "w1", "content": "Weather in Paris?", "agent": "modelled"}))
-        .await;
+    c.send_msg(ClientMessage::user_message(
+        "w1",
+        "Weather in Paris?",
+        None,
+        Some("modelled"),
+    ))
+    .await;
     let ack = c.recv_type("ack").await;
     let events = c.run_events(ack["run_id"].as_str().unwrap()).await;
     let kinds = types(&events);

@@ -127,7 +127,7 @@ pub(super) struct RunRow<'a> {
 
 /// A run's consecutive events of one batch, as one row: their JSON texts joined by
 /// newlines. Compact JSON never contains a newline of its own (strings escape it), so
-/// the reader splits the text back exactly (`read.rs`; a test in `model.rs` checks
+/// the reader splits the text back exactly (`read.rs`; a test in `agent/event.rs` checks
 /// every kind of event).
 pub(super) struct EventRow {
     pub run_no: i64,
