@@ -9,6 +9,7 @@
 mod calc;
 mod declared;
 mod http;
+mod intern;
 mod mcp;
 pub mod tool_codes;
 

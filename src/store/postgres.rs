@@ -22,6 +22,7 @@ mod batch;
 mod group;
 mod lease;
 mod read;
+mod request;
 mod write;
 
 /// A pooled connection idle for longer than this is pinged before it is handed out, so
@@ -34,7 +35,7 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    queue: mpsc::Sender<group::Request>,
+    queue: mpsc::Sender<request::Request>,
 }
 
 impl PgStore {
@@ -81,7 +82,7 @@ impl PgStore {
     /// Queues a write for the group writer and waits for its answer.
     async fn submit<T>(
         &self,
-        request: impl FnOnce(group::Reply<T>) -> group::Request,
+        request: impl FnOnce(request::Reply<T>) -> request::Request,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Unavailable("the store's writer has stopped".into());
@@ -90,14 +91,14 @@ impl PgStore {
     }
 
     pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
-        let accept = group::Accept {
+        let accept = request::Accept {
             user_id: msg.user_id.to_string(),
             client_id: msg.client_id.to_string(),
             thread_id: msg.thread_id.map(str::to_string),
             content: msg.content.to_string(),
             agent: msg.agent.to_string(),
         };
-        self.submit(|reply| group::Request::Accept(accept, reply))
+        self.submit(|reply| request::Request::Accept(accept, reply))
             .await
     }
 
@@ -110,7 +111,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let thread_id = thread_id.to_string();
-        self.submit(|reply| group::Request::Append(group::Append { thread_id, events }, reply))
+        self.submit(|reply| request::Request::Append(request::Append { thread_id, events }, reply))
             .await
     }
 
@@ -122,14 +123,14 @@ impl PgStore {
         assistant_content: &str,
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
-        let finish = group::Finish {
+        let finish = request::Finish {
             thread_id: thread_id.to_string(),
             run_id: run_id.to_string(),
             status: status.to_string(),
             content: assistant_content.to_string(),
             event,
         };
-        self.submit(|reply| group::Request::Finish(finish, reply))
+        self.submit(|reply| request::Request::Finish(finish, reply))
             .await
     }
 

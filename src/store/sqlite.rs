@@ -27,6 +27,7 @@ mod batch;
 mod conn;
 mod group;
 mod read;
+mod request;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +35,7 @@ mod tests;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    queue: mpsc::Sender<group::Request>,
+    queue: mpsc::Sender<request::Request>,
     /// How the group-commit writer opens its own connection (kept for tests).
     #[cfg_attr(not(test), allow(dead_code))]
     writer: conn::WriterSpec,
@@ -93,7 +94,7 @@ impl SqliteStore {
     }
 
     /// Hands a write to the group-commit writer.
-    async fn submit(&self, request: group::Request) -> Result<(), StoreError> {
+    async fn submit(&self, request: request::Request) -> Result<(), StoreError> {
         self.queue.send(request).await.map_err(|_| writer_gone())
     }
 
@@ -112,9 +113,9 @@ impl SqliteStore {
 
     pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(group::Request {
+        self.submit(request::Request {
             thread_id: String::new(),
-            op: group::Op::Accept {
+            op: request::Op::Accept {
                 user_id: msg.user_id.to_string(),
                 client_id: msg.client_id.to_string(),
                 thread_id: msg.thread_id.map(str::to_string),
@@ -136,11 +137,11 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.submit(group::Request {
+        self.submit(request::Request {
             thread_id: thread_id.to_string(),
-            op: group::Op::Append {
+            op: request::Op::Append {
                 events,
-                reply: group::Reply::Wait(reply),
+                reply: request::Reply::Wait(reply),
             },
         })
         .await?;
@@ -156,11 +157,11 @@ impl SqliteStore {
         events: Vec<EventRecord>,
         then: OnCommit<Vec<StoredEvent>>,
     ) -> Result<(), StoreError> {
-        self.submit(group::Request {
+        self.submit(request::Request {
             thread_id: thread_id.to_string(),
-            op: group::Op::Append {
+            op: request::Op::Append {
                 events,
-                reply: group::Reply::Then(then),
+                reply: request::Reply::Then(then),
             },
         })
         .await
@@ -175,7 +176,7 @@ impl SqliteStore {
         event: EventRecord,
     ) -> Result<StoredEvent, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let reply = group::Reply::Wait(reply);
+        let reply = request::Reply::Wait(reply);
         self.submit_finish(thread_id, run_id, status, assistant_content, event, reply)
             .await?;
         answer.await.map_err(|_| writer_gone())?
@@ -191,7 +192,7 @@ impl SqliteStore {
         event: EventRecord,
         then: OnCommit<StoredEvent>,
     ) -> Result<(), StoreError> {
-        let reply = group::Reply::Then(then);
+        let reply = request::Reply::Then(then);
         self.submit_finish(thread_id, run_id, status, assistant_content, event, reply)
             .await
     }
@@ -203,11 +204,11 @@ impl SqliteStore {
         status: &str,
         assistant_content: &str,
         event: EventRecord,
-        reply: group::Reply<StoredEvent>,
+        reply: request::Reply<StoredEvent>,
     ) -> Result<(), StoreError> {
-        self.submit(group::Request {
+        self.submit(request::Request {
             thread_id: thread_id.to_string(),
-            op: group::Op::Finish {
+            op: request::Op::Finish {
                 run_id: run_id.to_string(),
                 status: status.to_string(),
                 content: assistant_content.to_string(),

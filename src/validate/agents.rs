@@ -3,11 +3,10 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
+use super::tools::TOOLS;
 use crate::config::path::kp;
 use crate::config::raw::ServiceKind;
 
-/// Tools the built-in agent runtime provides.
-pub const TOOLS: [&str; 3] = ["clock", "calculator", "thread_history"];
 /// Providers the agent runtime knows.
 pub const PROVIDERS: [&str; 2] = ["scripted", "openai"];
 

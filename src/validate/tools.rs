@@ -11,8 +11,10 @@ use super::ctx::Ctx;
 use super::schema_walk::closest;
 use crate::config::path::{KeyPath, kp};
 use crate::config::raw::{ToolKind, ToolSection};
-use crate::validate::agents::TOOLS;
 use crate::validate::components::USER_CONTEXT;
+
+/// Tools the built-in agent runtime provides.
+pub const TOOLS: [&str; 3] = ["clock", "calculator", "thread_history"];
 
 /// Whether `name` is one a model can call a tool by (OpenAI's function-name rule).
 pub fn callable_name(name: &str) -> bool {

@@ -2,32 +2,16 @@
 //! per process, sharing one HTTP client, and the registry hands each agent the tools its
 //! `tools` list names. MCP servers are connected later, in the background ([`Declared::start`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Tool;
 use super::http::HttpTool;
+use super::intern::intern;
 use super::mcp::{McpServer, McpStatus, McpTool};
 use crate::config::{ToolConfig, ToolKindConfig};
-
-/// Strings a tool is described to the model with live as long as the process (the
-/// provider interface takes `&'static str`); each distinct text is kept once, so a server
-/// relisting its tools does not grow memory. It holds configuration text only, never
-/// anything of a user.
-static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
-
-/// `text` with a `'static` lifetime (see [`INTERNED`]).
-pub fn intern(text: &str) -> &'static str {
-    let mut set = INTERNED.lock().expect("intern lock");
-    if let Some(found) = set.get(text) {
-        return found;
-    }
-    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
-    set.insert(leaked);
-    leaked
-}
 
 /// Every declared tool, by declaration name, and the MCP servers behind some of them.
 #[derive(Default)]
@@ -137,17 +121,4 @@ fn client(allow_http: bool) -> Result<reqwest::Client, String> {
         .https_only(!allow_http)
         .build()
         .map_err(|e| format!("the tools' HTTP client: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::intern;
-
-    #[test]
-    fn interning_keeps_one_copy_of_each_text() {
-        let a = intern("Searches the docs");
-        let b = intern(&String::from("Searches the docs"));
-        assert!(std::ptr::eq(a, b));
-        assert_eq!(intern("other"), "other");
-    }
 }

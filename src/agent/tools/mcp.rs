@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::declared::intern;
+use super::intern::intern;
 use super::tool_codes as codes;
 use crate::agent::codes::{TOOL_FAILED, TOOL_TIMEOUT};
 use crate::agent::context::RunContext;

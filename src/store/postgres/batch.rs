@@ -11,7 +11,7 @@
 
 use sqlx::postgres::PgPool;
 
-use super::group::{Accept, Append, Finish, Turn};
+use super::request::{Accept, Append, Finish, Turn};
 use super::write::{completion, numbered};
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, StoredEvent, new_id, now, seal_around, title_from};

@@ -20,62 +20,17 @@
 //! request's answer, as it would be for each alone: retrying could store events twice.
 
 use sqlx::postgres::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::request::{Accept, Append, Finish, Reply, Request, Turn};
 use super::{batch, write};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent};
+use crate::store::model::{Accepted, StoredEvent};
 
 /// Most requests of one kind in one statement.
 const MAX_BATCH: usize = 256;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;
-
-/// An answer's way back to its caller.
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// A user message to store, owned so that it can wait in the queue.
-#[derive(Debug)]
-pub(super) struct Accept {
-    pub user_id: String,
-    pub client_id: String,
-    pub thread_id: Option<String>,
-    pub content: String,
-    pub agent: String,
-}
-
-/// Events to append to one thread.
-#[derive(Debug)]
-pub(super) struct Append {
-    pub thread_id: String,
-    pub events: Vec<EventRecord>,
-}
-
-/// A run to end.
-#[derive(Debug)]
-pub(super) struct Finish {
-    pub thread_id: String,
-    pub run_id: String,
-    pub status: String,
-    pub content: String,
-    pub event: EventRecord,
-}
-
-/// Whether a run must wait for an earlier run of its thread (`lease.rs`): a read, but
-/// one per run, so it shares the batches' round trips too.
-#[derive(Debug)]
-pub(super) struct Turn {
-    pub thread_id: String,
-    pub run_id: String,
-}
-
-/// One queued request.
-pub(super) enum Request {
-    Accept(Accept, Reply<Accepted>),
-    Append(Append, Reply<Vec<StoredEvent>>),
-    Finish(Finish, Reply<StoredEvent>),
-    Turn(Turn, Reply<bool>),
-}
 
 /// The writer: runs until every sender (every clone of the store) is gone.
 pub(super) async fn run(pool: PgPool, mut requests: mpsc::Receiver<Request>) {

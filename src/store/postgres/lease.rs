@@ -100,11 +100,11 @@ impl PgStore {
         thread_id: &str,
         run_id: &str,
     ) -> Result<bool, StoreError> {
-        let turn = super::group::Turn {
+        let turn = super::request::Turn {
             thread_id: thread_id.to_string(),
             run_id: run_id.to_string(),
         };
-        self.submit(|reply| super::group::Request::Turn(turn, reply))
+        self.submit(|reply| super::request::Request::Turn(turn, reply))
             .await
     }
 }

@@ -23,7 +23,7 @@
 
 use sqlx::postgres::PgPool;
 
-use super::group::{Accept, Finish};
+use super::request::{Accept, Finish};
 use crate::store::error::{StoreError, is_unique_violation};
 use crate::store::model::{
     Accepted, EventRecord, SealedAround, StoredEvent, completed_body, new_id, now, seal_around,

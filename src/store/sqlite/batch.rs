@@ -8,7 +8,7 @@
 use rusqlite::{Connection, Row, ToSql};
 use std::ops::Range;
 
-use super::group::{Outcome, Request, mismatch};
+use super::request::{Outcome, Request, mismatch};
 use crate::store::error::StoreError;
 
 mod commit;

@@ -172,7 +172,8 @@ mod group_commit {
     use tokio::sync::{mpsc, oneshot};
 
     use super::super::SqliteStore;
-    use super::super::group::{self, Op, Outcome, Reply, Request};
+    use super::super::group;
+    use super::super::request::{Op, Outcome, Reply, Request};
     use super::super::{batch, conn};
     use crate::store::{EventBody, EventRecord, NewMessage, StoreError, StoredEvent};
 

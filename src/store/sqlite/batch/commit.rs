@@ -15,7 +15,7 @@ use super::plan::{Placed, Plan};
 use super::steps;
 use crate::store::error::StoreError;
 use crate::store::model::now;
-use crate::store::sqlite::group::{Outcome, Request};
+use crate::store::sqlite::request::{Outcome, Request};
 
 /// A commit (with its WAL fsync) at least this slow is logged as a warning. An fsync
 /// here usually takes 0.2–0.6 ms (docs/PERFORMANCE.md).

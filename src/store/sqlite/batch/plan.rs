@@ -12,7 +12,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, StoredEvent, new_id, title_from};
-use crate::store::sqlite::group::{Op, Outcome, Request};
+use crate::store::sqlite::request::{Op, Outcome, Request};
 
 mod seqs;
 #[cfg(test)]

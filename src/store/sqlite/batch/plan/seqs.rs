@@ -7,7 +7,7 @@ use super::{Cursors, EventRows, Needs, Placed, Plan, RunRow, Target, Unique, Wri
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, EventRecord, StoredEvent, new_id};
 use crate::store::model::{completed_body, seal, seal_json};
-use crate::store::sqlite::group::{Op, Outcome, mismatch};
+use crate::store::sqlite::request::{Op, Outcome, mismatch};
 
 impl<'a> Plan<'a> {
     /// Counts the seqs each thread needs, in request order, from the running runs the

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::{Cursors, Plan, Target, Threads};
 use crate::store::error::StoreError;
 use crate::store::model::{Accepted, EventBody, EventRecord};
-use crate::store::sqlite::group::{Op, Outcome, Reply, Request};
+use crate::store::sqlite::request::{Op, Outcome, Reply, Request};
 
 fn accept(user: &str, client: &str, thread: Option<&str>) -> Request {
     Request {
