@@ -40,7 +40,7 @@ use crate::config::{AgentConfig, RunBounds};
 
 pub use build::Services;
 pub use context::{Clock, EmptyHistory, RunContext, ThreadHistory};
-pub use event::{AgentEvent, ErrorInfo, EventSink, RunStatus, SinkError, ToolErrorInfo, codes};
+pub use event::{AgentEvent, ErrorInfo, EventSink, SinkError, ToolErrorInfo, codes};
 pub use provider::{
     ChatMessage, Chunk, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec, Usage,
 };

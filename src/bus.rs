@@ -12,10 +12,10 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::path::kp;
 use crate::config::{Config, EventBusKind};
 use crate::diagnostic::Finding;
 use crate::hub::{EventFrame, Outbound, Outbox};
+use crate::keypath::kp;
 use crate::store::Store;
 
 pub mod local;
@@ -105,7 +105,7 @@ pub fn build(
                 })
             });
             let bus = redis::RedisBus::new(&config.name, target);
-            metrics.register_bus(bus.metrics());
+            metrics.add(|r| bus.metrics().register(r));
             Arc::new(bus)
         }
     }

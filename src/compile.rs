@@ -20,10 +20,10 @@ use crate::agent::Registry;
 use crate::auth::Verifier;
 use crate::bus::EventBus;
 use crate::config::load::{LoadOptions, Loaded, load, place};
-use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
 use crate::config::{Config, RateLimiterKind, Scope};
 use crate::diagnostic::{Diagnostic, Finding, Report, Severity};
+use crate::keypath::KeyPath;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Per, RateLimiter, Shared, SharedLimitMetrics};
 
@@ -132,7 +132,7 @@ fn rate_limiter(
                 .redis()
                 .map_or(Duration::from_secs(1), |(_, s)| s.connect_timeout);
             let shared_metrics = SharedLimitMetrics::default();
-            metrics.register_shared_limits(&shared_metrics);
+            metrics.add(|r| shared_metrics.register(r));
             RateLimiter::shared(
                 per_minute,
                 Shared::new(pool.clone(), timeout, shared_metrics),
@@ -152,7 +152,7 @@ fn build(config: Config, findings: &mut Vec<Finding>) -> Compiled {
     let mut metrics = Metrics::new();
     let bus = crate::bus::build(&config, redis.as_ref(), &mut metrics, findings);
     if let Some(source) = verifier.as_ref().and_then(|v| v.key_source_metrics()) {
-        metrics.register_key_source(source);
+        metrics.add(|r| source.register(r));
     }
     let limiter = rate_limiter(&config, redis.as_ref(), &mut metrics)
         .with_connection_cap(config.websocket.max_connections_per_user);

@@ -3,7 +3,6 @@
 pub mod builtin;
 pub mod explain;
 pub mod load;
-pub mod path;
 pub mod raw;
 pub mod schema;
 pub mod source;

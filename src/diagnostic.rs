@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::path::KeyPath;
+use crate::keypath::KeyPath;
 
 /// Error or warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

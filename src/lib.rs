@@ -19,7 +19,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod http;
 pub mod hub;
-mod json_out;
+pub mod keypath;
 pub mod metrics;
 pub mod online;
 pub mod probe;

@@ -19,6 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::wire::EventKind;
+
 /// Label with one `reason` / `rule` / `type` / `status` value.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Label {
@@ -96,12 +98,12 @@ pub struct Metrics {
 const SENT_KINDS: [&str; 8] = [
     "reply",
     "replay",
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_response",
-    "agent_completed",
+    EventKind::AgentStarted.as_str(),
+    EventKind::AgentThinking.as_str(),
+    EventKind::ToolExecuting.as_str(),
+    EventKind::ToolCompleted.as_str(),
+    EventKind::AgentResponse.as_str(),
+    EventKind::AgentCompleted.as_str(),
 ];
 
 impl Default for Metrics {
@@ -218,53 +220,11 @@ impl Metrics {
         }
     }
 
-    /// Adds the shared rate limit's `portcullis_rate_limiter_*` metrics (before `Metrics`
-    /// is shared).
-    pub fn register_shared_limits(&mut self, limits: &crate::ratelimit::SharedLimitMetrics) {
-        limits.register(&mut self.registry);
-    }
-
-    /// Adds the remote key source's `portcullis_jwks_*` metrics (before `Metrics` is shared).
-    pub fn register_key_source(&mut self, source: &crate::auth::KeySourceMetrics) {
-        source.register(&mut self.registry);
-    }
-
-    /// Adds the Redis event bus's `portcullis_bus_*` metrics (before `Metrics` is shared).
-    pub fn register_bus(&mut self, bus: &crate::bus::redis::BusMetrics) {
-        let r = &mut self.registry;
-        r.register("bus_redis_up", "1 while this node's Redis subscription is up (0: events of other nodes wait for Redis; this node's own still reach its sockets)", bus.redis_up.clone());
-        r.register(
-            "bus_published",
-            "Event batches published to Redis",
-            bus.published.clone(),
-        );
-        r.register("bus_publish_failures", "Event batches whose publish to Redis failed (other nodes fetch them from the store once Redis is back)", bus.publish_failures.clone());
-        r.register(
-            "bus_received",
-            "Event batches received from other nodes for users with sockets here",
-            bus.received.clone(),
-        );
-        r.register(
-            "bus_subscriptions",
-            "Redis subscriptions established (more than 1: reconnects)",
-            bus.subscriptions.clone(),
-        );
-        let order = &bus.order;
-        r.register(
-            "bus_delivered",
-            "Events this node's bus handed to its sockets (once per event, not per socket)",
-            order.delivered.clone(),
-        );
-        r.register(
-            "bus_duplicates",
-            "Events dropped because this node's sockets already had them",
-            order.duplicates.clone(),
-        );
-        r.register(
-            "bus_store_fills",
-            "Store reads that filled a gap or resynchronised a thread (what Redis dropped)",
-            order.fills.clone(),
-        );
+    /// Adds a component's own metrics (the shared rate limit's `portcullis_rate_limiter_*`,
+    /// the key source's `portcullis_jwks_*`, the Redis bus's `portcullis_bus_*`) before
+    /// `Metrics` is shared. The component registers itself, so this module depends on none.
+    pub fn add(&mut self, register: impl FnOnce(&mut Registry)) {
+        register(&mut self.registry);
     }
 
     /// Counts a refused authentication.
@@ -302,14 +262,11 @@ impl Metrics {
     }
 
     /// Counts a run's model tokens.
-    pub fn model_tokens(&self, agent: &str, usage: &crate::agent::Usage) {
-        for (kind, n) in [
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-        ] {
+    pub fn model_tokens(&self, agent: &str, model: &str, prompt: u64, completion: u64) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
             let label = TokenLabel {
                 agent: agent.to_string(),
-                model: usage.model.clone(),
+                model: model.to_string(),
                 kind,
             };
             self.model_tokens.get_or_create(&label).inc_by(n);

@@ -12,9 +12,9 @@ mod web;
 use std::time::{Duration, Instant};
 
 use crate::compile::Compiled;
-use crate::config::path::{KeyPath, kp};
 use crate::config::{ProviderConfig, ServiceConfig, ServiceKind};
 use crate::diagnostic::{Finding, OnlineCheck};
+use crate::keypath::{KeyPath, kp};
 use crate::store::MigrationStatus;
 
 /// What one service check found.

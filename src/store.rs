@@ -4,8 +4,8 @@
 //! [`Store`] is a shared handle over enum dispatch to the two implementations, so callers
 //! hold one concrete, cloneable type with no `async_trait`. Each database keeps its SQL
 //! in its own file (`sqlite.rs`, `postgres.rs`) because placeholders, batch inserts and
-//! locking differ; what both share (ids, timestamps, event serialization) is in
-//! `model.rs`. Ownership checks and the text rules (`text.rs`) live here, once, so
+//! locking differ; what both share (ids, timestamps, titles) is in `model.rs`, and
+//! the event text both store is sealed by `crate::wire`. Ownership checks and the text rules (`text.rs`) live here, once, so
 //! neither implementation can forget one; so does the list of runs this process
 //! abandoned, which `sweep.rs` closes.
 //!
@@ -27,13 +27,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::metrics::{CallTimer, StoreCalls, StoreOp};
+use crate::wire::{EventRecord, StoredEvent};
 
 pub use error::StoreError;
 pub use lease::{ClosedRun, LeasedRun, Node};
-pub use model::{
-    Accepted, BodyWriter, EventBody, EventRecord, MessageRow, NewMessage, StoredEvent,
-    ThreadSummary,
-};
+pub use model::{Accepted, MessageRow, NewMessage, ThreadSummary};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use status::{MigrationStatus, migration_status};

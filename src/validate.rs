@@ -23,9 +23,9 @@ pub mod tools;
 
 use crate::config::Config;
 use crate::config::load::Loaded;
-use crate::config::path::KeyPath;
 use crate::config::raw::RawConfig;
 use crate::diagnostic::Finding;
+use crate::keypath::KeyPath;
 
 pub use tolerant::is_poisoned;
 

@@ -8,7 +8,6 @@
 mod frames;
 pub mod handshake;
 mod linger;
-pub mod protocol;
 pub mod session;
 pub mod upgrade;
 pub mod writer;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use thiserror::Error;
 
 use super::provider::Usage;
-use crate::store::{BodyWriter, EventBody};
+use crate::wire::{BodyWriter, EventBody, EventKind, RunStatus};
 
 /// Stable error codes that runs put in `agent_completed.error` and `tool_completed.error`.
 pub mod codes {
@@ -55,32 +55,6 @@ pub mod codes {
     pub const MODEL_OUTPUT_LIMIT: &str = ErrorCode::ModelOutputLimit.as_str();
     /// The model's content filter stopped the answer.
     pub const MODEL_CONTENT_FILTERED: &str = ErrorCode::ModelContentFiltered.as_str();
-}
-
-/// How a run ended; the `status` of `agent_completed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// The agent answered.
-    Ok,
-    /// The provider, storage or the step cap stopped the run.
-    Error,
-    /// The client (or the server) cancelled the run.
-    Cancelled,
-    /// The run exceeded its `run_timeout`.
-    Timeout,
-}
-
-impl RunStatus {
-    /// The protocol spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Cancelled => "cancelled",
-            Self::Timeout => "timeout",
-        }
-    }
 }
 
 /// A stable code plus a human-readable message, as clients see it.
@@ -162,13 +136,14 @@ impl AgentEvent {
     /// The protocol `type` of this event.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Started { .. } => "agent_started",
-            Self::Thinking { .. } => "agent_thinking",
-            Self::ToolExecuting { .. } => "tool_executing",
-            Self::ToolCompleted { .. } => "tool_completed",
-            Self::ResponseDelta { .. } => "agent_response",
-            Self::Completed { .. } => "agent_completed",
+            Self::Started { .. } => EventKind::AgentStarted,
+            Self::Thinking { .. } => EventKind::AgentThinking,
+            Self::ToolExecuting { .. } => EventKind::ToolExecuting,
+            Self::ToolCompleted { .. } => EventKind::ToolCompleted,
+            Self::ResponseDelta { .. } => EventKind::AgentResponse,
+            Self::Completed { .. } => EventKind::AgentCompleted,
         }
+        .as_str()
     }
 
     /// The protocol JSON body without `run_id`, `thread_id` and `seq`, which the caller
@@ -413,5 +388,72 @@ mod tests {
             assert_eq!(status.as_str(), text);
             assert_eq!(json!(status), json!(text));
         }
+    }
+
+    /// Every agent event written field by field seals to exactly the bytes of its map.
+    #[test]
+    fn written_bodies_seal_to_the_bytes_of_their_maps() {
+        use crate::wire::{EventRecord, completed_body, seal_json};
+        let events = [
+            AgentEvent::Started {
+                agent: "assistant".into(),
+                message_id: "m_1".into(),
+            },
+            AgentEvent::Thinking {
+                text: "plan: \"quote\" \\ \n\u{1} é 😀".into(),
+            },
+            AgentEvent::ToolExecuting {
+                call_id: "c_1".into(),
+                tool: "calculator".into(),
+                arguments: json!({"z": [1, 2.5, null, true], "a": {"y": "x\ty", "b": -3}}),
+            },
+            AgentEvent::ToolCompleted {
+                call_id: "c_1".into(),
+                tool: "calculator".into(),
+                outcome: Ok(json!({"value": 4, "expression": "2+2"})),
+                duration_ms: 17,
+            },
+            AgentEvent::ToolCompleted {
+                call_id: "c_2".into(),
+                tool: "clock".into(),
+                outcome: Err(ToolErrorInfo {
+                    code: "TOOL_TIMEOUT".into(),
+                    message: "took \"too\" long".into(),
+                }),
+                duration_ms: u64::MAX,
+            },
+            AgentEvent::ResponseDelta { delta: "".into() },
+        ];
+        for event in events {
+            let written = EventRecord {
+                run_id: "r_1".into(),
+                body: event.stored_body(),
+            };
+            assert!(matches!(written.body, EventBody::Written(_)), "{event:?}");
+            let mapped = EventRecord {
+                run_id: "r_1".into(),
+                body: EventBody::Map(event.to_body("")),
+            };
+            let sealed = seal_json("t_1", 42, &written);
+            assert_eq!(sealed, seal_json("t_1", 42, &mapped), "{event:?}");
+            // SQLite stores a run's events as one text, one event a line
+            // (`sqlite/batch/commit.rs`): a sealed event never contains a newline.
+            assert!(!sealed.contains('\n'), "{sealed}");
+        }
+        let mut completed = Map::new();
+        completed.insert("error".into(), json!({"message": "line 1\nline 2\r\n"}));
+        let body = completed_body(EventBody::Map(completed), "error", "m_1", "a\nb");
+        let sealed = seal_json(
+            "t_1",
+            43,
+            &EventRecord {
+                run_id: "r_1".into(),
+                body,
+            },
+        );
+        assert!(
+            !sealed.contains('\n') && sealed.contains("a\\nb"),
+            "{sealed}"
+        );
     }
 }

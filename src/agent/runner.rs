@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::Agent;
 use super::context::RunContext;
-use super::event::{AgentEvent, ErrorInfo, EventSink, RunStatus, SinkError, codes};
+use super::event::{AgentEvent, ErrorInfo, EventSink, SinkError, codes};
 use super::provider::{ChatMessage, Chunk, ProviderError, ProviderRequest, ToolCall, Usage};
+use crate::wire::RunStatus;
 
 mod history;
 

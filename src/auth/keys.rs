@@ -150,7 +150,7 @@ impl AuthSetupError {
     pub fn finding(&self) -> crate::diagnostic::Finding {
         crate::diagnostic::Finding::error(
             self.code(),
-            crate::config::path::kp(self.key()),
+            crate::keypath::kp(self.key()),
             self.to_string(),
             self.hint(),
         )

@@ -72,6 +72,45 @@ pub struct BusMetrics {
     pub order: order::OrderStats,
 }
 
+impl BusMetrics {
+    /// Registers the `portcullis_bus_*` entries (before `Metrics` is shared).
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register("bus_redis_up", "1 while this node's Redis subscription is up (0: events of other nodes wait for Redis; this node's own still reach its sockets)", self.redis_up.clone());
+        r.register(
+            "bus_published",
+            "Event batches published to Redis",
+            self.published.clone(),
+        );
+        r.register("bus_publish_failures", "Event batches whose publish to Redis failed (other nodes fetch them from the store once Redis is back)", self.publish_failures.clone());
+        r.register(
+            "bus_received",
+            "Event batches received from other nodes for users with sockets here",
+            self.received.clone(),
+        );
+        r.register(
+            "bus_subscriptions",
+            "Redis subscriptions established (more than 1: reconnects)",
+            self.subscriptions.clone(),
+        );
+        let order = &self.order;
+        r.register(
+            "bus_delivered",
+            "Events this node's bus handed to its sockets (once per event, not per socket)",
+            order.delivered.clone(),
+        );
+        r.register(
+            "bus_duplicates",
+            "Events dropped because this node's sockets already had them",
+            order.duplicates.clone(),
+        );
+        r.register(
+            "bus_store_fills",
+            "Store reads that filled a gap or resynchronised a thread (what Redis dropped)",
+            order.fills.clone(),
+        );
+    }
+}
+
 struct Inner {
     node: u64,
     channel: String,

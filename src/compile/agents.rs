@@ -4,8 +4,8 @@
 
 use crate::agent::{AgentConfigError, Registry};
 use crate::config::Config;
-use crate::config::path::kp;
 use crate::diagnostic::Finding;
+use crate::keypath::kp;
 
 /// The registry; an empty one (with findings) when an agent cannot be built.
 pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {

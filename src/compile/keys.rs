@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crate::auth::{AuthSetupError, Verifier};
-use crate::config::path::{KeyPath, kp};
 use crate::config::{Config, KeySource, RemoteLocation};
 use crate::diagnostic::Finding;
+use crate::keypath::{KeyPath, kp};
 
 /// The verifier, or `None` (with findings) when the key set cannot be built or the
 /// environment verifies no token.

@@ -4,9 +4,9 @@
 
 use std::str::FromStr;
 
-use crate::config::path::{KeyPath, kp};
 use crate::config::{Config, ServiceKind};
 use crate::diagnostic::Finding;
+use crate::keypath::{KeyPath, kp};
 
 /// The key a service's URL comes from.
 fn url_key(name: &str) -> KeyPath {

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::load::Loaded;
-use super::path::KeyPath;
 use super::raw::RawConfig;
+use crate::keypath::KeyPath;
 
 /// Keys whose values are secrets wherever they appear.
 const SECRET_KEYS: [&str; 2] = ["secret", "api_key"];

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
-use super::path::{KeyPath, Seg};
 use super::source::SourceFile;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::keypath::{KeyPath, Seg};
 
 /// Prefix of configuration override variables (`PORTCULLIS_SERVER__LISTEN`).
 pub const OVERRIDE_PREFIX: &str = "PORTCULLIS_";

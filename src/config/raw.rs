@@ -14,6 +14,9 @@ mod tools;
 
 pub use tools::{MAX_RESULT_BYTES, ToolKind, ToolSection};
 
+/// The pseudo-dependency (`needs = ["user_context"]`) that only exists once a connection
+/// is authenticated.
+pub const USER_CONTEXT: &str = "user_context";
 /// One environment of a portcullis deployment (development, test, staging, production).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use toml_edit::{Document, Item, Table, TableLike, Value};
 
-use super::path::{KeyPath, Seg};
+use crate::keypath::{KeyPath, Seg};
 
 /// A parsed environment file.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ pub fn offset_to_linecol(text: &str, offset: usize) -> LineCol {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::path::kp;
+    use crate::keypath::kp;
 
     fn file(text: &str) -> SourceFile {
         SourceFile::parse("x.toml".into(), "x.toml".into(), text.into()).unwrap()

@@ -28,7 +28,7 @@ pub fn page(app: &App) -> Response {
         "devTokenPath": route_path(app, Handler::DevToken),
         "threadsPath": route_path(app, Handler::Threads),
         "threadMessagesPath": route_path(app, Handler::ThreadMessages),
-        "protocol": crate::ws::protocol::PROTOCOL,
+        "protocol": crate::wire::PROTOCOL,
     });
     // `</` cannot appear inside the JSON (paths are validated), so it is safe in a script.
     let html = PAGE.replace("__PORTCULLIS_SETTINGS__", &settings.to_string());

@@ -288,11 +288,11 @@ pub fn client_config_value(app: &App) -> serde_json::Value {
     let sources: Vec<&str> = c.auth.token_sources.iter().map(|s| s.as_str()).collect();
     serde_json::json!({
         "environment": c.name,
-        "protocol": crate::ws::protocol::PROTOCOL,
+        "protocol": crate::wire::PROTOCOL,
         "websocket_url": c.client_websocket_url,
         "websocket_urls": urls,
         "websocket_paths": c.websocket_paths().collect::<Vec<_>>(),
-        "subprotocol": crate::ws::protocol::PROTOCOL,
+        "subprotocol": crate::wire::PROTOCOL,
         "token_sources": sources,
         "heartbeat_ms": c.websocket.heartbeat.as_millis() as u64,
         "max_message_bytes": c.websocket.max_message_bytes,

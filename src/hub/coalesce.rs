@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::EventFrame;
+use crate::wire::EventKind;
 
 /// The `type` of a streamed delta event.
-pub const DELTA: &str = "agent_response";
+pub const DELTA: &str = EventKind::AgentResponse.as_str();
 
 /// Consecutive deltas of one run, merged.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{Outcome, Problem, unreachable, web};
-use crate::config::path::kp;
 use crate::config::{ToolConfig, ToolKindConfig};
+use crate::keypath::kp;
 
 const MCP_HINT: &str = "check the tool's url (the MCP server's streamable HTTP endpoint, e.g. https://host/mcp) and that the server runs";
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Level, Outcome, Problem, unreachable};
-use crate::config::path::kp;
+use crate::keypath::kp;
 
 pub(super) fn client(limit: Duration) -> Result<reqwest::Client, String> {
     let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;

@@ -18,8 +18,8 @@ use super::net::{BoxIo, Dialer};
 use super::target::Target;
 use super::{Fail, Pass};
 use crate::config::TokenSource;
+use crate::wire::PROTOCOL;
 use crate::wire::{CloseCode, ErrorCode};
-use crate::ws::protocol::PROTOCOL;
 
 /// How the probe authenticates one connection.
 #[derive(Clone, Copy)]

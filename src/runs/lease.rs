@@ -17,6 +17,7 @@ use super::RunManager;
 use crate::bus::EventBus;
 use crate::hub::EventFrame;
 use crate::store::{ClosedRun, Store};
+use crate::wire::EventKind;
 
 /// The longest time between two ticks: bounds how late a cross-node cancel is acted on
 /// and how long after its lease a dead node's run stays open.
@@ -116,7 +117,7 @@ pub fn publish_closed(bus: &dyn EventBus, closed: Vec<ClosedRun>) {
         let frame = Arc::new(EventFrame {
             thread_id: Arc::from(run.thread_id.as_str()),
             seq: run.event.seq,
-            kind: "agent_completed",
+            kind: EventKind::AgentCompleted.as_str(),
             json: Utf8Bytes::from(run.event.json),
         });
         bus.publish(&run.user_id, &[frame]);

@@ -12,7 +12,7 @@ use super::{HeldAck, RunDeps};
 use crate::agent::{AgentEvent, EventSink, SinkError};
 use crate::bus::EventBus;
 use crate::hub::EventFrame;
-use crate::store::{EventRecord, StoredEvent};
+use crate::wire::{EventRecord, StoredEvent};
 
 /// Stores each event and publishes it only after its commit, in order. Writes are
 /// pipelined: `emit` holds the event, and `flush` (called by the runner before the run

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::sink::StoreSink;
 use super::{HeldAck, RunDeps, RunManager, lease};
-use crate::agent::{Agent, AgentEvent, ErrorInfo, RunContext, RunOutcome, RunStatus, codes};
+use crate::agent::{Agent, AgentEvent, ErrorInfo, RunContext, RunOutcome, codes};
 use crate::hub::Outbound;
-use crate::store::{EventBody, EventRecord};
+use crate::wire::{EventBody, EventRecord, RunStatus};
 
 impl RunManager {
     /// The run's task. Kept small (a test checks): it is copied whole when it is spawned
@@ -81,7 +81,12 @@ impl RunManager {
         deps.metrics
             .run_finished(status.as_str(), started.elapsed().as_secs_f64());
         if let Some(usage) = &outcome.usage {
-            deps.metrics.model_tokens(agent.name(), usage);
+            deps.metrics.model_tokens(
+                agent.name(),
+                &usage.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
         }
         self.active
             .lock()

@@ -59,7 +59,7 @@ impl TlsSetupError {
         };
         crate::diagnostic::Finding::error(
             self.code(),
-            crate::config::path::kp(key),
+            crate::keypath::kp(key),
             self.0.to_string(),
             "see `portcullis check`: the files must parse and the key must be the certificate's",
         )

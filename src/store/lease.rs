@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
-use super::model::{EventBody, EventRecord, new_id};
-use super::{Db, Store, StoreError, StoredEvent};
+use super::model::new_id;
+use super::{Db, Store, StoreError};
 use crate::wire::ErrorCode;
+use crate::wire::{EventBody, EventRecord, StoredEvent};
 
 /// This process as a node sharing the database: a random id made at boot and the lease
 /// its runs get.

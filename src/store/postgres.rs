@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::StoreError;
 use super::lease::Node;
 use super::migrations;
-use super::model::{Accepted, EventRecord, NewMessage, StoredEvent};
+use super::model::{Accepted, NewMessage};
+use crate::wire::{EventRecord, StoredEvent};
 
 mod batch;
 mod group;

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::OnCommit;
 use super::error::StoreError;
 use super::migrations;
-use super::model::{Accepted, EventRecord, NewMessage, StoredEvent};
+use super::model::{Accepted, NewMessage};
+use crate::wire::{EventRecord, StoredEvent};
 
 mod batch;
 mod conn;

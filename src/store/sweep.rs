@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::model::EventRecord;
 use super::{Inner, Store, StoreError};
+use crate::wire::EventRecord;
 
 /// How often the store retries storing the completions of abandoned runs. Each round
 /// stops at the first failure that may pass (the database is still away), so a longer

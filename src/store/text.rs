@@ -16,7 +16,8 @@
 use std::borrow::Cow;
 
 use super::error::StoreError;
-use super::model::{EventRecord, NewMessage};
+use super::model::NewMessage;
+use crate::wire::EventRecord;
 
 /// Whether `text` holds U+0000.
 pub(crate) fn has_nul(text: &str) -> bool {

@@ -4,8 +4,8 @@
 use super::ctx::Ctx;
 use super::schema_walk::closest;
 use super::tools::TOOLS;
-use crate::config::path::kp;
 use crate::config::raw::ServiceKind;
+use crate::keypath::kp;
 
 /// Providers the agent runtime knows.
 pub const PROVIDERS: [&str; 2] = ["scripted", "openai"];

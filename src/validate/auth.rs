@@ -5,8 +5,8 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::kp;
 use crate::config::raw::{AuthMode, JwtSection, TokenSource, defaults};
+use crate::keypath::kp;
 
 /// Algorithm families; mixing them lets an attacker pick the weaker check.
 pub fn family(alg: &str) -> Option<&'static str> {

@@ -7,11 +7,10 @@ use serde::Serialize;
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::{KeyPath, kp};
 use crate::config::raw::{AuthMode, ComponentSection, RawConfig, Scope, ServiceKind};
+use crate::keypath::{KeyPath, kp};
 
-/// The pseudo-dependency that only exists once a connection is authenticated.
-pub const USER_CONTEXT: &str = "user_context";
+use crate::config::raw::USER_CONTEXT;
 
 /// What the rules need to know of one declared component, whatever its kind type.
 struct Declared<'a> {

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::config::path::KeyPath;
 use crate::config::raw::{EnvironmentKind, RawConfig};
 use crate::diagnostic::Finding;
+use crate::keypath::KeyPath;
 
 /// Shared input and output of the rules.
 pub struct Ctx<'a> {

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::kp;
 use crate::config::raw::ServiceKind;
+use crate::keypath::kp;
 
 fn schemes(kind: ServiceKind) -> &'static [&'static str] {
     match kind {

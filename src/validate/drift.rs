@@ -2,9 +2,9 @@
 //! a client or a test pass in one place and fail (or open a door) in another.
 
 use crate::config::load::place;
-use crate::config::path::kp;
 use crate::config::raw::{EnvironmentKind, RawConfig};
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::keypath::kp;
 
 use crate::config::load::Loaded;
 

@@ -4,7 +4,7 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::kp;
+use crate::keypath::kp;
 
 /// Splits `scheme://host[:port]/path?query` into (scheme, authority, path).
 pub fn split_url(url: &str) -> Option<(&str, &str, &str)> {

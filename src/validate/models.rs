@@ -4,8 +4,8 @@
 //! scripted agents (which would be accepted and silently ignored otherwise).
 
 use super::ctx::Ctx;
-use crate::config::path::{KeyPath, kp};
 use crate::config::raw::{AgentSection, ServiceKind, ServiceSection};
+use crate::keypath::{KeyPath, kp};
 
 /// Runs the model rules.
 pub fn check(cx: &mut Ctx) {

@@ -3,7 +3,7 @@
 
 use super::build::parse_net;
 use super::ctx::Ctx;
-use crate::config::path::kp;
+use crate::keypath::kp;
 
 /// Runs the proxy rules.
 pub fn check(cx: &mut Ctx) {

@@ -4,9 +4,9 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::kp;
 use crate::config::raw::HttpMethod;
 use crate::config::validated::Handler;
+use crate::keypath::kp;
 
 /// A path split into literal and `{param}` segments.
 pub fn segments(path: &str) -> Vec<Option<&str>> {

@@ -9,9 +9,9 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 use super::schema_walk::{allowed_keys, allowed_values, closest, subschema_at};
-use crate::config::path::{KeyPath, Seg};
 use crate::config::schema::schema_value;
 use crate::diagnostic::Finding;
+use crate::keypath::{KeyPath, Seg};
 
 /// The generated schema and its compiled validator; immutable and process-wide.
 static SCHEMA: LazyLock<(Value, jsonschema::Validator)> = LazyLock::new(|| {

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::config::path::{KeyPath, Seg};
+use crate::keypath::{KeyPath, Seg};
 
 /// Follows `$ref`s and `Option` wrappers (`anyOf: [X, null]`) to the schema that applies.
 fn resolve<'a>(root: &'a Value, mut s: &'a Value) -> &'a Value {
@@ -119,8 +119,8 @@ fn is_subsequence(short: &str, long: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::path::kp;
     use crate::config::schema::schema_value;
+    use crate::keypath::kp;
 
     #[test]
     fn finds_keys_and_enum_values_through_refs_and_arrays() {

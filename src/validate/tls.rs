@@ -5,7 +5,7 @@
 use chrono::{TimeDelta, Utc};
 
 use super::ctx::Ctx;
-use crate::config::path::kp;
+use crate::keypath::kp;
 use crate::tls::{PemError, certified_key, not_after, read_certs};
 
 /// A certificate expiring within this many days is reported.

@@ -7,8 +7,8 @@
 use serde_json::{Map, Value};
 
 use super::schema_walk::subschema_at;
-use crate::config::path::{KeyPath, Seg};
 use crate::config::raw::RawConfig;
+use crate::keypath::{KeyPath, Seg};
 
 /// More placeholders than a configuration has keys means something else is wrong.
 const MAX_REPAIRS: usize = 256;
@@ -162,8 +162,8 @@ fn insert(value: &mut Value, path: &KeyPath, new: Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::path::kp;
     use crate::config::schema::schema_value;
+    use crate::keypath::kp;
 
     fn minimal() -> Value {
         serde_json::json!({

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::path::{KeyPath, kp};
+use crate::config::raw::USER_CONTEXT;
 use crate::config::raw::{ToolKind, ToolSection};
-use crate::validate::components::USER_CONTEXT;
+use crate::keypath::{KeyPath, kp};
 
 /// Tools the built-in agent runtime provides.
 pub const TOOLS: [&str; 3] = ["clock", "calculator", "thread_history"];

@@ -18,7 +18,6 @@ use std::time::Instant as StdInstant;
 
 use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde_json::json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,7 +25,6 @@ use super::frames;
 use super::linger::Linger;
 
 use super::handshake::{AuthState, PreAuth};
-use super::protocol::{self, ClientMessage, ParseError};
 use super::writer::{AfterClose, Close, Io, Pump, WriterCtx};
 use crate::app::App;
 use crate::auth::{AuthFailure, Identity, first_message_token};
@@ -34,9 +32,9 @@ use crate::config::{AuthMode, RejectAt};
 use crate::hub::{Outbound, Outbox, Pushed};
 use crate::runs::HeldAck;
 use crate::store::Store;
-use crate::wire::CloseCode;
-use crate::wire::ErrorCode;
 use crate::wire::close::ReadFailure;
+use crate::wire::server;
+use crate::wire::{ClientMessage, CloseCode, ErrorCode, ParseError, parse};
 
 /// A message handler still waiting for the store.
 type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -137,7 +135,7 @@ where
         let message = format!(
             "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
         );
-        let body = protocol::error(
+        let body = server::error(
             ErrorCode::UserConnectionLimit.as_str(),
             &message,
             None,
@@ -160,21 +158,15 @@ where
         identity.method.label()
     };
     // Serialized at once: a `Value` kept in this future would cost memory per connection.
-    let established = {
-        let ws = &app.config.websocket;
-        json!({
-            "type": "connection_established",
-            "protocol": protocol::PROTOCOL,
-            "connection_id": conn_id,
-            "user_id": identity.user_id,
-            "auth": auth_label,
-            "server_time": protocol::now_rfc3339(),
-            "heartbeat_ms": ws.heartbeat.as_millis() as u64,
-            "token_expires_at": identity.expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            "limits": { "max_message_bytes": ws.max_message_bytes, "messages_per_minute": ws.messages_per_minute },
-        })
-        .to_string()
-    };
+    let established = server::connection_established(&server::Established {
+        connection_id: &conn_id,
+        user_id: &identity.user_id,
+        auth: &auth_label,
+        heartbeat_ms: ws.heartbeat.as_millis() as u64,
+        token_expires_at: identity.expires_at.as_ref(),
+        max_message_bytes: ws.max_message_bytes,
+        messages_per_minute: ws.messages_per_minute,
+    });
     outbox.push(Outbound::Reply(Arc::from(established)));
     app.bus
         .subscribe(&identity.user_id, &conn_id, Arc::clone(&outbox));
@@ -243,7 +235,7 @@ where
             let (code, msg) = super::handshake::CONNECTION_LIMIT;
             return refuse(
                 socket,
-                protocol::error(code, msg, None, true),
+                server::error(code, msg, None, true),
                 CloseCode::TooManyConnections,
                 "connection limit",
             )
@@ -252,7 +244,7 @@ where
         AuthState::Unavailable(code, msg) => {
             return refuse(
                 socket,
-                protocol::error(code, msg, None, true),
+                server::error(code, msg, None, true),
                 CloseCode::TryAgainLater,
                 "try again later",
             )
@@ -277,7 +269,7 @@ where
                 Err(AuthFailure::NoToken) if app.config.auth.reject_at == RejectAt::Handshake => {
                     app.metrics.auth_failure(ErrorCode::NoToken.as_str());
                     super::handshake::refused(ErrorCode::PolicyViolation.as_str(), remote);
-                    let body = protocol::error(
+                    let body = server::error(
                         ErrorCode::PolicyViolation.as_str(),
                         "the first message must be {\"type\":\"auth\",\"token\":…}",
                         None,
@@ -302,7 +294,7 @@ where
     let Some(store) = app.store.get().cloned() else {
         return refuse(
             socket,
-            protocol::error(
+            server::error(
                 ErrorCode::StoreUnavailable.as_str(),
                 "the message store is not reachable",
                 None,
@@ -437,7 +429,7 @@ impl Session {
                     }
                     if !self.warned_expiry && warn_at <= now {
                         if let Some(exp) = self.identity.expires_at {
-                            self.reply(protocol::token_expiring(&exp));
+                            self.reply(server::token_expiring(&exp));
                         }
                         self.warned_expiry = true;
                     }
@@ -473,7 +465,7 @@ impl Session {
                     } else if msg.len() > max {
                         return self.too_large(max);
                     } else if msg.is_binary() {
-                        self.reply(protocol::error(ErrorCode::UnsupportedFrame.as_str(), "send JSON text frames", None, false));
+                        self.reply(server::error(ErrorCode::UnsupportedFrame.as_str(), "send JSON text frames", None, false));
                     } else if msg.is_text() {
                         match self.handle(msg.to_text().unwrap_or_default()) {
                             Handled::Done => {}
@@ -518,7 +510,7 @@ impl Session {
 
     /// A message over the size limit: an `error` first, then 1009.
     fn too_large(&self, max: usize) -> Option<Close> {
-        self.reply(protocol::error(
+        self.reply(server::error(
             ErrorCode::MessageTooLarge.as_str(),
             &format!("messages are limited to {max} bytes"),
             None,
@@ -581,10 +573,10 @@ impl Session {
     }
 
     fn handle(&mut self, text: &str) -> Handled {
-        let msg = match protocol::parse(text) {
+        let msg = match parse(text) {
             Ok(m) => m,
             Err(ParseError::BadJson(e)) => {
-                self.reply(protocol::error(
+                self.reply(server::error(
                     ErrorCode::BadJson.as_str(),
                     &format!("not valid JSON: {e}"),
                     None,
@@ -593,7 +585,7 @@ impl Session {
                 return Handled::Done;
             }
             Err(ParseError::UnknownType(t)) => {
-                self.reply(protocol::error(
+                self.reply(server::error(
                     ErrorCode::UnknownType.as_str(),
                     &format!("unknown message type `{t}`; see docs/PROTOCOL.md §2"),
                     None,
@@ -602,7 +594,7 @@ impl Session {
                 return Handled::Done;
             }
             Err(ParseError::BadMessage(e)) => {
-                self.reply(protocol::error(
+                self.reply(server::error(
                     ErrorCode::BadMessage.as_str(),
                     &e,
                     None,
@@ -612,7 +604,7 @@ impl Session {
             }
         };
         match msg {
-            ClientMessage::Ping {} => self.reply(protocol::pong()),
+            ClientMessage::Ping {} => self.reply(server::pong()),
             ClientMessage::UserMessage {
                 id,
                 content,
@@ -641,7 +633,7 @@ impl Session {
         agent: Option<String>,
     ) -> Handled {
         let reply_err = |s: &Self, code: &str, msg: &str, retry: bool| {
-            s.reply(protocol::error(code, msg, Some(&id), retry));
+            s.reply(server::error(code, msg, Some(&id), retry));
             Handled::Done
         };
         if id.is_empty() || id.len() > 200 {
@@ -716,7 +708,7 @@ impl Session {
                     .allow_shared(&user_id, &conn_id, StdInstant::now())
                     .await
             {
-                reply(protocol::error(
+                reply(server::error(
                     ErrorCode::RateLimited.as_str(),
                     &limited,
                     Some(&id),
@@ -733,7 +725,7 @@ impl Session {
             };
             match deps.store.accept_message(new).await {
                 Ok(acc) => {
-                    let ack = protocol::ack(&id, &acc.thread_id, &acc.message_id, &acc.run_id);
+                    let ack = server::ack(&id, &acc.thread_id, &acc.message_id, &acc.run_id);
                     let ack: Arc<str> = Arc::from(ack);
                     if acc.duplicate {
                         if outbox.push(Outbound::Reply(ack)) == Pushed::Closed {
@@ -747,7 +739,7 @@ impl Session {
                         runs.start(deps, &acc, &user_id, &content, agent, ack);
                     }
                 }
-                Err(crate::store::StoreError::ThreadNotFound) => reply(protocol::error(
+                Err(crate::store::StoreError::ThreadNotFound) => reply(server::error(
                     ErrorCode::ThreadNotFound.as_str(),
                     "no such thread",
                     Some(&id),
@@ -757,7 +749,7 @@ impl Session {
                     tracing::warn!(error = %e, "storing a user message failed");
                     // Resending with the same id is safe (acks are idempotent) when the
                     // failure may pass; bad data fails the same way every time.
-                    reply(protocol::error(
+                    reply(server::error(
                         e.code(),
                         &e.client_message(),
                         Some(&id),
@@ -784,13 +776,13 @@ impl Session {
                         ref_id: None,
                     })));
                 }
-                Ok(_) => reply(protocol::error(
+                Ok(_) => reply(server::error(
                     ErrorCode::ThreadNotFound.as_str(),
                     "no such thread",
                     None,
                     false,
                 )),
-                Err(e) => reply(protocol::error(
+                Err(e) => reply(server::error(
                     e.code(),
                     "could not look the thread up",
                     None,
@@ -809,7 +801,7 @@ impl Session {
         }
         if self.store.node().is_none() {
             // No other node shares this store: the run is not running anywhere.
-            self.reply(protocol::error(
+            self.reply(server::error(
                 ErrorCode::RunNotFound.as_str(),
                 "no such run of yours is in progress",
                 None,
@@ -823,13 +815,13 @@ impl Session {
         Handled::Wait(Box::pin(async move {
             let error = match store.request_cancel(&user_id, &run_id).await {
                 Ok(true) => return,
-                Ok(false) => protocol::error(
+                Ok(false) => server::error(
                     ErrorCode::RunNotFound.as_str(),
                     "no such run of yours is in progress",
                     None,
                     false,
                 ),
-                Err(e) => protocol::error(
+                Err(e) => server::error(
                     e.code(),
                     "could not reach the run to cancel it; send the cancel again",
                     None,
@@ -842,7 +834,7 @@ impl Session {
 
     fn refresh(&mut self, token: &str) -> Option<Close> {
         let Some(v) = &self.app.verifier else {
-            self.reply(protocol::error(
+            self.reply(server::error(
                 ErrorCode::BadMessage.as_str(),
                 "this server does not use tokens",
                 None,
@@ -857,7 +849,7 @@ impl Session {
             Ok(fresh) => {
                 self.identity = fresh;
                 self.warned_expiry = false;
-                self.reply(protocol::auth_refreshed(self.identity.expires_at.as_ref()));
+                self.reply(server::auth_refreshed(self.identity.expires_at.as_ref()));
                 None
             }
             Err(f @ AuthFailure::Forbidden(_)) => {

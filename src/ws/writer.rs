@@ -25,11 +25,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::protocol;
 use crate::hub::{Outbound, Outbox, ReplayRequest};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoredEvent};
-use crate::wire::CloseCode;
+use crate::store::{Store, StoreError};
+use crate::wire::server;
+use crate::wire::{CloseCode, EventKind, StoredEvent};
 
 /// Most events fetched per replay query.
 const REPLAY_PAGE: u32 = 500;
@@ -323,7 +323,7 @@ impl Pump {
                                 .insert(Arc::clone(&d.thread_id), Sent { first, last });
                         }
                     }
-                    return Some((d.to_json().into(), "agent_response"));
+                    return Some((d.to_json().into(), EventKind::AgentResponse.as_str()));
                 }
                 Outbound::Replay(request) => {
                     self.replay = Some(Box::new(Replay::start(*request, &self.sent)));
@@ -392,7 +392,7 @@ impl Replay {
                 }
                 Err(e) => {
                     self.more = false;
-                    let msg = protocol::error(
+                    let msg = server::error(
                         e.code(),
                         "could not replay this thread",
                         self.ref_id.as_deref(),

@@ -1,5 +1,5 @@
 //! The remote key source's Prometheus metrics. The source owns them (it is built before,
-//! and without, the process metrics); `Metrics::register_key_source` adds them to the
+//! and without, the process metrics); `Metrics::add` adds them to the
 //! registry `/metrics` renders.
 
 use prometheus_client::metrics::counter::Counter;

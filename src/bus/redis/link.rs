@@ -15,7 +15,7 @@ use super::frame::{self, Frame};
 use super::order::{FILL_PAGE, Fill};
 use super::{Inner, Outgoing, RedisTarget, ThreadKey};
 use crate::hub::EventFrame;
-use crate::store::StoredEvent;
+use crate::wire::{EventKind, StoredEvent};
 
 /// Most batches sent in one pipeline.
 const PIPELINE: usize = 128;
@@ -242,15 +242,7 @@ fn frame_of(thread: &Arc<str>, seq: i64, kind: &'static str, json: String) -> Ar
 
 /// The event kinds as the static names metrics use.
 fn static_kind(kind: &str) -> &'static str {
-    const KINDS: [&str; 6] = [
-        "agent_started",
-        "agent_thinking",
-        "tool_executing",
-        "tool_completed",
-        "agent_response",
-        "agent_completed",
-    ];
-    KINDS.into_iter().find(|k| *k == kind).unwrap_or("event")
+    EventKind::parse(kind).map_or("event", EventKind::as_str)
 }
 
 /// The `type` of a stored event's JSON.

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::raw::{MAX_RESULT_BYTES, ToolKind, ToolSection};
-use crate::validate::components::USER_CONTEXT;
+use crate::config::raw::{MAX_RESULT_BYTES, ToolKind, ToolSection, USER_CONTEXT};
 
 /// One declared tool.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,8 @@ use sqlx::postgres::PgPool;
 use super::request::{Accept, Append, Finish, Turn};
 use super::write::{completion, numbered};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, StoredEvent, new_id, now, seal_around, title_from};
+use crate::store::model::{Accepted, new_id, now, title_from};
+use crate::wire::{StoredEvent, seal_around};
 
 /// [`super::write`]'s accept for many: `seen` are client ids stored before, `placed`
 /// the messages stored now (a new thread, or a thread of the sender's), inserted in

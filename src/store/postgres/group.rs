@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use super::request::{Accept, Append, Finish, Reply, Request, Turn};
 use super::{batch, write};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, StoredEvent};
+use crate::store::model::Accepted;
+use crate::wire::StoredEvent;
 
 /// Most requests of one kind in one statement.
 const MAX_BATCH: usize = 256;

@@ -3,7 +3,8 @@
 
 use super::PgStore;
 use crate::store::error::StoreError;
-use crate::store::model::{MessageRow, OpenRun, StoredEvent, ThreadSummary};
+use crate::store::model::{MessageRow, OpenRun, ThreadSummary};
+use crate::wire::StoredEvent;
 
 impl PgStore {
     pub(crate) async fn open_runs(&self) -> Result<Vec<OpenRun>, StoreError> {

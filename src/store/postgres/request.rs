@@ -5,7 +5,8 @@
 use tokio::sync::oneshot;
 
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent};
+use crate::store::model::Accepted;
+use crate::wire::{EventRecord, StoredEvent};
 
 /// An answer's way back to its caller.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

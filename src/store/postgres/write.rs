@@ -14,7 +14,7 @@
 //!   newest row version), so it drops the run and the append stores nothing. Every
 //!   statement locks runs (sorted by id) before threads, so none can deadlock another
 //!   (`batch.rs` keeps the same order with many of each).
-//! - Event text: the body is stored as text around its seq (`model::seal_around`), and
+//! - Event text: the body is stored as text around its seq (`wire::seal_around`), and
 //!   the statement puts the seq in, so stored text is sent text.
 //! - Duplicate client ids: a concurrent duplicate fails the unique index, which aborts the
 //!   whole statement (and its new thread); the winner's ids are then read.
@@ -25,10 +25,8 @@ use sqlx::postgres::PgPool;
 
 use super::request::{Accept, Finish};
 use crate::store::error::{StoreError, is_unique_violation};
-use crate::store::model::{
-    Accepted, EventRecord, SealedAround, StoredEvent, completed_body, new_id, now, seal_around,
-    title_from,
-};
+use crate::store::model::{Accepted, new_id, now, title_from};
+use crate::wire::{EventRecord, SealedAround, StoredEvent, completed_body, seal_around};
 
 /// Stores a user message, its thread when new (`$3` NULL) or the bump of the given one
 /// (owner checked), and its run. No row: the thread is missing or someone else's. A row

@@ -9,7 +9,8 @@ use futures_util::TryStreamExt;
 
 use super::SqliteStore;
 use crate::store::error::StoreError;
-use crate::store::model::{MessageRow, OpenRun, StoredEvent, ThreadSummary};
+use crate::store::model::{MessageRow, OpenRun, ThreadSummary};
+use crate::wire::StoredEvent;
 
 impl SqliteStore {
     pub(crate) async fn open_runs(&self) -> Result<Vec<OpenRun>, StoreError> {

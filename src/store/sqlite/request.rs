@@ -6,7 +6,8 @@ use tokio::sync::oneshot;
 
 use crate::store::OnCommit;
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent};
+use crate::store::model::Accepted;
+use crate::wire::{EventRecord, StoredEvent};
 
 /// One write, with where to send its answer.
 pub(super) struct Request {

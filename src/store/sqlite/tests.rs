@@ -175,14 +175,15 @@ mod group_commit {
     use super::super::group;
     use super::super::request::{Op, Outcome, Reply, Request};
     use super::super::{batch, conn};
-    use crate::store::{EventBody, EventRecord, NewMessage, StoreError, StoredEvent};
+    use crate::store::{NewMessage, StoreError};
+    use crate::wire::{EventBody, EventRecord, StoredEvent};
 
     type AppendReply = oneshot::Receiver<Result<Vec<StoredEvent>, StoreError>>;
     type FinishReply = oneshot::Receiver<Result<StoredEvent, StoreError>>;
 
     /// Written as runs write their events (`BodyWriter`), not as a map.
     fn record(run_id: &str, text: &str) -> EventRecord {
-        let mut body = crate::store::BodyWriter::default();
+        let mut body = crate::wire::BodyWriter::default();
         body.str("type", "agent_thinking");
         body.str("text", text);
         EventRecord {
@@ -565,7 +566,8 @@ mod group_commit {
 /// callgrind, nearly all of it `memcpy` (docs/PERFORMANCE.md).
 #[tokio::test]
 async fn store_futures_on_sqlite_stay_small() {
-    use crate::store::{Db, EventBody, EventRecord, NewMessage, Store};
+    use crate::store::{Db, NewMessage, Store};
+    use crate::wire::{EventBody, EventRecord};
     let (_dir, sqlite) = temp_store("sizes.db", 1).await;
     let store = Store::new(Db::Sqlite(sqlite), None);
     let msg = NewMessage {

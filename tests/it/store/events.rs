@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use portcullis::store::{Store, StoreError, StoredEvent};
+use portcullis::store::{Store, StoreError};
+use portcullis::wire::StoredEvent;
 use serde_json::json;
 use sqlx::Connection;
 

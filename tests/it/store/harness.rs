@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use portcullis::store::{EventBody, EventRecord, NewMessage, Store};
+use portcullis::store::{NewMessage, Store};
+use portcullis::wire::{EventBody, EventRecord};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use portcullis::store::{SWEEP_INTERVAL, StoreError, StoredEvent};
+use portcullis::store::{SWEEP_INTERVAL, StoreError};
+use portcullis::wire::StoredEvent;
 use serde_json::json;
 
 use super::harness::{TestDb, event, msg, parse};

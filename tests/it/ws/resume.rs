@@ -151,7 +151,7 @@ async fn resume_is_complete_when_live_events_arrive_first() {
 #[tokio::test]
 async fn an_event_larger_than_the_write_buffer_is_delivered_live_and_on_resume() {
     use portcullis::hub::EventFrame;
-    use portcullis::store::{EventBody, EventRecord};
+    use portcullis::wire::{EventBody, EventRecord};
     use std::sync::Arc;
     use tokio_tungstenite::tungstenite::Utf8Bytes;
 

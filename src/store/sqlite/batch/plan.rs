@@ -11,8 +11,9 @@
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, StoredEvent, new_id, title_from};
+use crate::store::model::{Accepted, new_id, title_from};
 use crate::store::sqlite::request::{Op, Outcome, Request};
+use crate::wire::StoredEvent;
 
 mod seqs;
 #[cfg(test)]

@@ -5,9 +5,9 @@ use foldhash::{HashSet, HashSetExt};
 
 use super::{Cursors, EventRows, Needs, Placed, Plan, RunRow, Target, Unique, Writes};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventRecord, StoredEvent, new_id};
-use crate::store::model::{completed_body, seal, seal_json};
+use crate::store::model::{Accepted, new_id};
 use crate::store::sqlite::request::{Op, Outcome, mismatch};
+use crate::wire::{EventRecord, StoredEvent, completed_body, seal, seal_json};
 
 impl<'a> Plan<'a> {
     /// Counts the seqs each thread needs, in request order, from the running runs the

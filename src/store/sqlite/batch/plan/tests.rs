@@ -7,8 +7,9 @@ use tokio::sync::oneshot;
 
 use super::{Cursors, Plan, Target, Threads};
 use crate::store::error::StoreError;
-use crate::store::model::{Accepted, EventBody, EventRecord};
+use crate::store::model::Accepted;
 use crate::store::sqlite::request::{Op, Outcome, Reply, Request};
+use crate::wire::{EventBody, EventRecord};
 
 fn accept(user: &str, client: &str, thread: Option<&str>) -> Request {
     Request {

@@ -1,8 +1,8 @@
-//! The wire messages of `portcullis.v1` (docs/PROTOCOL.md §2): what clients may send, and
-//! builders for what the session itself sends (events come stored from the run).
+//! What clients send in `portcullis.v1` (docs/PROTOCOL.md §2): the messages, and the one
+//! parser the server reads them with.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Protocol name selected as the subprotocol and announced in `connection_established`.
 pub const PROTOCOL: &str = "portcullis.v1";
@@ -76,63 +76,6 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         None => Err(ParseError::BadMessage(
             "a message needs a string `type`".into(),
         )),
-    }
-}
-
-/// RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An `error` message.
-pub fn error(code: &str, message: &str, ref_id: Option<&str>, retryable: bool) -> String {
-    let mut v =
-        json!({ "type": "error", "code": code, "message": message, "retryable": retryable });
-    if let Some(r) = ref_id {
-        v["ref_id"] = Value::from(r);
-    }
-    v.to_string()
-}
-
-/// A `pong`.
-pub fn pong() -> String {
-    json!({ "type": "pong", "server_time": now_rfc3339() }).to_string()
-}
-
-/// An `ack`.
-pub fn ack(id: &str, thread_id: &str, message_id: &str, run_id: &str) -> String {
-    // Once per message: written directly, keys in the order `json!` would sort them.
-    crate::json_out::string_object(&[
-        ("id", id),
-        ("message_id", message_id),
-        ("run_id", run_id),
-        ("thread_id", thread_id),
-        ("type", "ack"),
-    ])
-}
-
-/// `token_expiring`.
-pub fn token_expiring(expires_at: &chrono::DateTime<chrono::Utc>) -> String {
-    json!({ "type": "token_expiring", "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }).to_string()
-}
-
-/// `auth_refreshed` (portcullis addition, see docs/PROTOCOL.md): the refresh took.
-pub fn auth_refreshed(expires_at: Option<&chrono::DateTime<chrono::Utc>>) -> String {
-    json!({ "type": "auth_refreshed", "token_expires_at": expires_at.map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }).to_string()
-}
-
-#[cfg(test)]
-mod ack_tests {
-    use super::*;
-
-    #[test]
-    fn ack_is_what_json_writes() {
-        let (id, t, m, r) = ("c \"1\" \\ \n ✓", "t_1", "m_1", "r_1");
-        assert_eq!(
-            ack(id, t, m, r),
-            json!({ "type": "ack", "id": id, "thread_id": t, "message_id": m, "run_id": r })
-                .to_string()
-        );
     }
 }
 
