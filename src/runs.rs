@@ -9,7 +9,8 @@
 //! stored; `sink.rs` stores the run's events and publishes each write once committed;
 //! `held_ack.rs` is the message's `ack` held for the run's first events; `history.rs` is
 //! the thread's earlier turns as the run's tools see them; `lease.rs` keeps this node's
-//! runs alive across nodes.
+//! runs alive across nodes. `submit.rs` is where a chat message enters: checked, stored,
+//! acknowledged and its run started, whatever transport carried it.
 
 use std::sync::Arc;
 
@@ -22,12 +23,14 @@ mod history;
 pub mod lease;
 mod manager;
 mod sink;
+mod submit;
 mod task;
 #[cfg(test)]
 mod tests;
 
 pub use held_ack::HeldAck;
 pub use manager::RunManager;
+pub use submit::{Admitted, Chat, Rejection, Submission, Submitted};
 
 /// What a run needs from the process.
 #[derive(Clone)]
