@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use jsonschema::error::ValidationErrorKind;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 
 use super::schema_walk::{allowed_keys, allowed_values, closest, subschema_at};
@@ -53,162 +53,210 @@ fn collect(
     prefix: &KeyPath,
     out: &mut SchemaOutcome,
 ) {
-    let SchemaOutcome { findings, pruned } = out;
     for err in validator.iter_errors(instance) {
         let rel = KeyPath::from_pointer(err.instance_path().as_str());
         let at = KeyPath(prefix.0.iter().chain(&rel.0).cloned().collect());
         let shown = short(err.instance());
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let valid = allowed_keys(schema, &at);
-                for key in unexpected {
-                    let hint = match closest(key, valid.iter().map(String::as_str)) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("valid keys here: {}", valid.join(", ")),
-                    };
-                    let place = if at.is_root() {
-                        "at the top level".to_string()
-                    } else {
-                        format!("in `{at}`")
-                    };
-                    findings.push(Finding::error(
-                        "E_UNKNOWN_KEY",
-                        at.key(key),
-                        format!("unknown key `{key}` {place}"),
-                        hint,
-                    ));
-                    remove(pruned, &at, key);
-                }
+                unknown_keys(schema, &at, unexpected, out)
             }
             ValidationErrorKind::Required { property } => {
-                let prop = property.as_str().unwrap_or_default();
-                let path = at.key(prop);
-                let desc = description(schema, &path);
-                let table = if at.is_root() {
-                    "the file".to_string()
-                } else {
-                    format!("`[{at}]`")
-                };
-                findings.push(Finding::error(
-                    "E_MISSING_KEY",
-                    path,
-                    format!("required key `{prop}` is missing from {table}"),
-                    format!("add `{prop} = …`{desc}"),
-                ));
+                out.findings.push(missing_key(schema, &at, property))
             }
             ValidationErrorKind::Type { kind } => {
-                let expected = format!("{kind:?}")
-                    .to_lowercase()
-                    .replace("single(", "")
-                    .replace(')', "");
-                findings.push(Finding::error(
-                    "E_TYPE",
-                    at.clone(),
-                    format!("`{at}` = {shown} has the wrong type (expected {expected})"),
-                    format!(
-                        "write {} {expected}{}",
-                        if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
-                            "an"
-                        } else {
-                            "a"
-                        },
-                        description(schema, &at)
-                    ),
-                ));
+                out.findings.push(wrong_type(schema, &at, &shown, kind))
             }
             ValidationErrorKind::Minimum { .. }
             | ValidationErrorKind::Maximum { .. }
             | ValidationErrorKind::ExclusiveMinimum { .. }
             | ValidationErrorKind::ExclusiveMaximum { .. } => {
-                let (min, max) = bounds(schema, &at);
-                findings.push(Finding::error(
-                    "E_RANGE",
-                    at.clone(),
-                    format!("`{at}` = {shown} is out of range ({min} to {max})"),
-                    format!(
-                        "use a value between {min} and {max}{}",
-                        description(schema, &at)
-                    ),
-                ));
+                out.findings.push(out_of_range(schema, &at, &shown))
             }
             ValidationErrorKind::MinLength { limit } | ValidationErrorKind::MinItems { limit } => {
-                findings.push(Finding::error(
-                    "E_RANGE",
-                    at.clone(),
-                    format!("`{at}` = {shown} is too short (at least {limit})"),
-                    format!("give at least {limit}{}", description(schema, &at)),
-                ));
+                out.findings.push(too_short(schema, &at, &shown, *limit))
             }
             ValidationErrorKind::MaxLength { limit } | ValidationErrorKind::MaxItems { limit } => {
-                findings.push(Finding::error(
-                    "E_RANGE",
-                    at.clone(),
-                    format!("`{at}` = {shown} is too long (at most {limit})"),
-                    format!("shorten it to at most {limit}"),
-                ));
+                out.findings.push(too_long(&at, &shown, *limit))
             }
             ValidationErrorKind::Pattern { pattern } => {
-                findings.push(Finding::error(
-                    "E_PATTERN",
-                    at.clone(),
-                    format!("`{at}` = {shown} is not in the expected form (pattern {pattern})"),
-                    format!("write it in that form{}", description(schema, &at)),
-                ));
+                out.findings.push(wrong_form(schema, &at, &shown, pattern))
             }
             ValidationErrorKind::AnyOf { .. }
                 if !err.instance().is_null() && allowed_values(schema, &at).is_empty() =>
             {
-                // An optional table (`Option<JwtSection>` is `anyOf: [JwtSection, null]`)
-                // that does not match: the anyOf error alone would hide which key inside
-                // it is wrong, so validate against the table's own schema and report that.
-                let before = findings.len();
-                if let Some(sub) =
-                    subschema_at(schema, &at).and_then(|s| validator_for_sub(schema, s))
-                {
-                    let mut inner = SchemaOutcome {
-                        findings: Vec::new(),
-                        pruned: std::mem::take(pruned),
-                    };
-                    collect(schema, &sub, err.instance(), &at, &mut inner);
-                    *pruned = inner.pruned;
-                    findings.extend(inner.findings);
-                }
-                if findings.len() == before {
-                    findings.push(Finding::error(
-                        "E_SCHEMA",
-                        at.clone(),
-                        format!("`{at}`: {err}"),
-                        format!("see the schema{}", description(schema, &at)),
-                    ));
-                }
+                optional_table(schema, &at, &err, out)
             }
             ValidationErrorKind::Enum { .. }
             | ValidationErrorKind::OneOfNotValid { .. }
             | ValidationErrorKind::AnyOf { .. }
             | ValidationErrorKind::Constant { .. } => {
-                let options = allowed_values(schema, &at);
-                let given = err.instance().as_str().unwrap_or_default();
-                let hint = match closest(given, options.iter().map(String::as_str)) {
-                    Some(c) if !given.is_empty() => {
-                        format!("did you mean \"{c}\"? (one of: {})", options.join(", "))
-                    }
-                    _ => format!("use one of: {}", options.join(", ")),
-                };
-                findings.push(Finding::error(
-                    "E_ENUM",
-                    at.clone(),
-                    format!("`{at}` = {shown} is not an accepted value"),
-                    hint,
-                ));
+                out.findings
+                    .push(not_accepted(schema, &at, &shown, err.instance()))
             }
-            _ => findings.push(Finding::error(
-                "E_SCHEMA",
-                at.clone(),
-                format!("`{at}`: {err}"),
-                format!("see the schema{}", description(schema, &at)),
-            )),
+            _ => out.findings.push(other(schema, &at, &err)),
         }
     }
+}
+
+/// `E_UNKNOWN_KEY`: refuses keys the schema does not define (usually typos, which would
+/// otherwise be silently ignored) and prunes them so the semantic rules can still run.
+fn unknown_keys(schema: &Value, at: &KeyPath, unexpected: &[String], out: &mut SchemaOutcome) {
+    let valid = allowed_keys(schema, at);
+    for key in unexpected {
+        let hint = match closest(key, valid.iter().map(String::as_str)) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!("valid keys here: {}", valid.join(", ")),
+        };
+        let place = if at.is_root() {
+            "at the top level".to_string()
+        } else {
+            format!("in `{at}`")
+        };
+        out.findings.push(Finding::error(
+            "E_UNKNOWN_KEY",
+            at.key(key),
+            format!("unknown key `{key}` {place}"),
+            hint,
+        ));
+        remove(&mut out.pruned, at, key);
+    }
+}
+
+/// `E_MISSING_KEY`: refuses a table without a key it requires, since nothing can default it.
+fn missing_key(schema: &Value, at: &KeyPath, property: &Value) -> Finding {
+    let prop = property.as_str().unwrap_or_default();
+    let path = at.key(prop);
+    let desc = description(schema, &path);
+    let table = if at.is_root() {
+        "the file".to_string()
+    } else {
+        format!("`[{at}]`")
+    };
+    Finding::error(
+        "E_MISSING_KEY",
+        path,
+        format!("required key `{prop}` is missing from {table}"),
+        format!("add `{prop} = …`{desc}"),
+    )
+}
+
+/// `E_TYPE`: refuses a value of the wrong TOML type (a string where a number belongs).
+fn wrong_type(schema: &Value, at: &KeyPath, shown: &str, kind: &TypeKind) -> Finding {
+    let expected = format!("{kind:?}")
+        .to_lowercase()
+        .replace("single(", "")
+        .replace(')', "");
+    Finding::error(
+        "E_TYPE",
+        at.clone(),
+        format!("`{at}` = {shown} has the wrong type (expected {expected})"),
+        format!(
+            "write {} {expected}{}",
+            if expected.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            },
+            description(schema, at)
+        ),
+    )
+}
+
+/// `E_RANGE`: refuses a number outside the schema's bounds, naming both bounds.
+fn out_of_range(schema: &Value, at: &KeyPath, shown: &str) -> Finding {
+    let (min, max) = bounds(schema, at);
+    Finding::error(
+        "E_RANGE",
+        at.clone(),
+        format!("`{at}` = {shown} is out of range ({min} to {max})"),
+        format!(
+            "use a value between {min} and {max}{}",
+            description(schema, at)
+        ),
+    )
+}
+
+/// `E_RANGE`: refuses a string or list shorter than the schema's minimum.
+fn too_short(schema: &Value, at: &KeyPath, shown: &str, limit: u64) -> Finding {
+    Finding::error(
+        "E_RANGE",
+        at.clone(),
+        format!("`{at}` = {shown} is too short (at least {limit})"),
+        format!("give at least {limit}{}", description(schema, at)),
+    )
+}
+
+/// `E_RANGE`: refuses a string or list longer than the schema's maximum.
+fn too_long(at: &KeyPath, shown: &str, limit: u64) -> Finding {
+    Finding::error(
+        "E_RANGE",
+        at.clone(),
+        format!("`{at}` = {shown} is too long (at most {limit})"),
+        format!("shorten it to at most {limit}"),
+    )
+}
+
+/// `E_PATTERN`: refuses a string not in the form the schema's pattern requires.
+fn wrong_form(schema: &Value, at: &KeyPath, shown: &str, pattern: &str) -> Finding {
+    Finding::error(
+        "E_PATTERN",
+        at.clone(),
+        format!("`{at}` = {shown} is not in the expected form (pattern {pattern})"),
+        format!("write it in that form{}", description(schema, at)),
+    )
+}
+
+/// An optional table (`Option<JwtSection>` is `anyOf: [JwtSection, null]`) that does not
+/// match: the anyOf error alone would hide which key inside it is wrong, so this validates
+/// against the table's own schema and reports that, or `E_SCHEMA` if that finds nothing.
+fn optional_table(
+    schema: &Value,
+    at: &KeyPath,
+    err: &jsonschema::ValidationError<'_>,
+    out: &mut SchemaOutcome,
+) {
+    let before = out.findings.len();
+    if let Some(sub) = subschema_at(schema, at).and_then(|s| validator_for_sub(schema, s)) {
+        let mut inner = SchemaOutcome {
+            findings: Vec::new(),
+            pruned: std::mem::take(&mut out.pruned),
+        };
+        collect(schema, &sub, err.instance(), at, &mut inner);
+        out.pruned = inner.pruned;
+        out.findings.extend(inner.findings);
+    }
+    if out.findings.len() == before {
+        out.findings.push(other(schema, at, err));
+    }
+}
+
+/// `E_ENUM`: refuses a value outside the accepted set, suggesting the closest one.
+fn not_accepted(schema: &Value, at: &KeyPath, shown: &str, given: &Value) -> Finding {
+    let options = allowed_values(schema, at);
+    let given = given.as_str().unwrap_or_default();
+    let hint = match closest(given, options.iter().map(String::as_str)) {
+        Some(c) if !given.is_empty() => {
+            format!("did you mean \"{c}\"? (one of: {})", options.join(", "))
+        }
+        _ => format!("use one of: {}", options.join(", ")),
+    };
+    Finding::error(
+        "E_ENUM",
+        at.clone(),
+        format!("`{at}` = {shown} is not an accepted value"),
+        hint,
+    )
+}
+
+/// `E_SCHEMA`: any other violation, reported with the validator's own message.
+fn other(schema: &Value, at: &KeyPath, err: &jsonschema::ValidationError<'_>) -> Finding {
+    Finding::error(
+        "E_SCHEMA",
+        at.clone(),
+        format!("`{at}`: {err}"),
+        format!("see the schema{}", description(schema, at)),
+    )
 }
 
 /// A validator for one subschema of the generated schema (its `$ref`s still resolve).
