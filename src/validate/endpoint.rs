@@ -19,6 +19,16 @@ pub fn split_url(url: &str) -> Option<(&str, &str, &str)> {
 
 /// Runs the endpoint rules.
 pub fn check(cx: &mut Ctx) {
+    listener(cx);
+    heartbeat(cx);
+    let seen = websocket_paths(cx);
+    origins(cx);
+    client_url(cx, &seen);
+}
+
+/// `E_LISTEN_ADDR` / `E_PUBLIC_URL_INSECURE`: refuses a listen address that does not parse
+/// (the bind would fail at startup) and a plain-http public URL in production.
+fn listener(cx: &mut Ctx) {
     let raw = cx.raw;
     if raw.server.listen.parse::<std::net::SocketAddr>().is_err() {
         cx.error(
@@ -36,7 +46,13 @@ pub fn check(cx: &mut Ctx) {
             "use the https:// URL users reach",
         );
     }
+}
 
+/// `E_HEARTBEAT_TIMEOUT` / `W_PONG_TIMEOUT`: refuses a heartbeat no shorter than the
+/// proxy's idle timeout (the proxy would cut idle sockets) and warns when dead peers
+/// would linger for more than two heartbeats.
+fn heartbeat(cx: &mut Ctx) {
+    let raw = cx.raw;
     let ws = &raw.websocket;
     if ws.heartbeat_ms >= raw.server.proxy_idle_timeout_ms {
         cx.error(
@@ -54,6 +70,12 @@ pub fn check(cx: &mut Ctx) {
             "keep pong_timeout_ms at or below 2 × heartbeat_ms",
         );
     }
+}
+
+/// `E_WS_PATH_DUPLICATE`: refuses an alias declared twice (or equal to the main path);
+/// returns every declared WebSocket path, duplicates included, for the client-URL rule.
+fn websocket_paths<'a>(cx: &mut Ctx<'a>) -> Vec<&'a str> {
+    let ws = &cx.raw.websocket;
     let mut seen: Vec<&str> = vec![ws.path.as_str()];
     for (i, a) in ws.aliases.iter().enumerate() {
         if seen.contains(&a.as_str()) {
@@ -66,6 +88,14 @@ pub fn check(cx: &mut Ctx) {
         }
         seen.push(a);
     }
+    seen
+}
+
+/// `E_ORIGINS_ANY` / `W_ORIGINS_ANY` / `E_ORIGIN_FORMAT`: refuses origins that let any web
+/// page open a socket with the user's cookies outside development, and origins written
+/// in a form browsers never send (which would match nothing).
+fn origins(cx: &mut Ctx) {
+    let ws = &cx.raw.websocket;
     for (i, o) in ws.allowed_origins.iter().enumerate() {
         let at = kp(&format!("websocket.allowed_origins[{i}]"));
         if o == "*" {
@@ -110,7 +140,14 @@ pub fn check(cx: &mut Ctx) {
             );
         }
     }
+}
 
+/// `E_CLIENT_WS_URL` / `E_CLIENT_WS_INSECURE` / `W_CLIENT_HOST`: refuses a client URL that
+/// does not parse or dials a path that is not a WebSocket path here (the `/ws` vs
+/// `/websocket` failure), plain `ws://` outside development, and warns on a host that
+/// differs from `server.public_url`.
+fn client_url(cx: &mut Ctx, seen: &[&str]) {
+    let raw = cx.raw;
     let url = &raw.client.websocket_url;
     match split_url(url) {
         None => cx.error(
