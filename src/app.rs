@@ -19,7 +19,7 @@ use crate::compile::Compiled;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::runs::{RunDeps, RunManager};
+use crate::runs::{Chat, RunManager};
 use crate::store::{Node, Store};
 
 /// Everything built once per process.
@@ -38,6 +38,8 @@ pub struct App {
     pub bus: Arc<dyn EventBus>,
     /// In-flight runs.
     pub runs: Arc<RunManager>,
+    /// Chat submission: what a `user_message` needs, whatever transport carried it.
+    pub chat: Arc<Chat>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Chat message rate, per user or per connection (`components.rate_limiter.scope`).
@@ -72,21 +74,36 @@ impl App {
         } = compiled;
         let node = Node::new(config.server.run_lease);
         tracing::info!(node_id = %node.id, "node started");
+        let store = Arc::new(OnceCell::new());
+        let runs = Arc::new(RunManager::default());
+        let draining = Arc::new(AtomicBool::new(false));
+        let chat = Arc::new(Chat {
+            agents: Arc::clone(&agents),
+            limiter: Arc::clone(&limiter),
+            runs: Arc::clone(&runs),
+            store: Arc::clone(&store),
+            bus: Arc::clone(&bus),
+            metrics: Arc::clone(&metrics),
+            draining: Arc::clone(&draining),
+            messages_per_minute: config.websocket.messages_per_minute,
+            several_nodes: config.server.nodes > 1,
+        });
         App {
             node,
             redis,
             limiter,
             connections: Arc::new(Semaphore::new(config.server.max_connections as usize)),
             config,
-            store: Arc::new(OnceCell::new()),
+            store,
             verifier,
             agents,
             bus,
-            runs: Arc::new(RunManager::default()),
+            runs,
+            chat,
             metrics,
             close_sessions: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining,
         }
     }
 
@@ -155,18 +172,6 @@ impl App {
     /// The networks whose forwarded client addresses are believed (`crate::proxy`).
     pub fn trusted_proxies(&self) -> Arc<[ipnet::IpNet]> {
         self.config.server.trusted_proxies.clone().into()
-    }
-
-    /// What runs need, when the store is connected.
-    pub fn run_deps(&self) -> Option<RunDeps> {
-        self.store.get().map(|s| RunDeps {
-            store: s.clone(),
-            bus: Arc::clone(&self.bus),
-            metrics: Arc::clone(&self.metrics),
-            // Only a store shared by several nodes can hold another node's runs (one
-            // node's runs take turns in memory; the check would cost a round trip).
-            shared_turns: s.node().is_some() && self.config.server.nodes > 1,
-        })
     }
 
     /// True once shutdown has begun (`ready` answers 503, new messages are refused).

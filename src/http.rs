@@ -10,6 +10,7 @@ pub mod table;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -160,11 +161,13 @@ fn upgrade_required(
 /// Every WebSocket path: an upgrade goes to the socket handler, anything else gets 426.
 fn websocket_paths(app: &App) -> Option<BoxedFilter<(Response,)>> {
     let mut combined: Option<BoxedFilter<(Response,)>> = None;
+    // Once for every path: each connection holds a pointer to it.
+    let sessions = crate::ws::SessionDeps::new(app);
     for p in app.config.websocket_paths() {
         let here = path_of(PathPattern::new(p)).map(|_| ()).untuple_one();
         let f = here
             .and(
-                crate::ws::endpoint(app.clone())
+                crate::ws::endpoint(app.clone(), Arc::clone(&sessions))
                     .or(upgrade_required(p.to_string()))
                     .unify(),
             )

@@ -26,6 +26,7 @@ pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod readiness;
+pub mod refusal;
 pub mod report;
 pub mod runs;
 pub mod server;

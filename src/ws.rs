@@ -13,6 +13,7 @@ pub mod upgrade;
 pub mod writer;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
 use warp::Filter;
@@ -21,10 +22,14 @@ use warp::reply::Response;
 
 use crate::app::App;
 use handshake::Decision;
+pub use session::SessionDeps;
 
 /// The upgrade filter for a WebSocket path (the caller matched the path). A request that
 /// is not a WebSocket upgrade is rejected here so the caller answers 426.
-pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn endpoint(
+    app: App,
+    deps: Arc<SessionDeps>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::get()
         .and(warp::header::headers_cloned())
@@ -37,6 +42,7 @@ pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Re
                   remote: Option<SocketAddr>,
                   on_upgrade: Option<OnUpgrade>| {
                 let app = app.clone();
+                let deps = Arc::clone(&deps);
                 async move {
                     let (Some(key), Some(on_upgrade)) =
                         (upgrade::websocket_key(&headers), on_upgrade)
@@ -63,7 +69,7 @@ pub fn endpoint(app: App) -> impl Filter<Extract = (Response,), Error = warp::Re
                                     upgrade::config(limit),
                                     selected.as_deref(),
                                     move |socket| async move {
-                                        session::run(app, socket, pre).await;
+                                        session::run(deps, socket, pre).await;
                                         drop(token);
                                     },
                                 )

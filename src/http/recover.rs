@@ -3,10 +3,11 @@
 
 use std::convert::Infallible;
 
+use crate::refusal::error_reply;
 use crate::wire::ErrorCode;
+use warp::Rejection;
 use warp::http::StatusCode;
 use warp::reject::Reject;
-use warp::{Rejection, Reply};
 
 /// An error with its status, code and message, raised by handlers as a rejection.
 #[derive(Debug)]
@@ -30,12 +31,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-}
-
-/// A JSON error reply.
-pub fn error_reply(status: StatusCode, code: &str, message: &str) -> warp::reply::Response {
-    let body = serde_json::json!({ "error_code": code, "message": message });
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
 /// Turns any rejection into a JSON error.

@@ -11,7 +11,7 @@ use warp::reply::Response;
 use crate::app::App;
 use crate::auth::{AuthFailure, AuthMethod, Identity, extract_tokens, match_bypass};
 use crate::config::{AuthMode, RejectAt, TokenSource};
-use crate::http::recover::error_reply;
+use crate::refusal::error_reply;
 use crate::wire::ErrorCode;
 
 /// Where authentication stands when the socket opens.

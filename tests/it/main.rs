@@ -6,6 +6,7 @@ mod browser;
 mod cluster;
 mod config;
 mod deploy;
+mod layers;
 mod nodes;
 mod probe;
 mod proxy;

@@ -30,11 +30,8 @@ pub(crate) struct WriterSpec {
 }
 
 /// WAL frames after which a commit checkpoints (SQLite's default). The checkpoint runs
-/// inside the writer's commit, and every client waits for it: at 10 000 frames (~40 MB) it
-/// made commits of 21–23 ms, which set the chat p99 with 100 messages per client (p99
-/// 39.6–52.7 ms against 32.8–37.1 ms at 1 000, interleaved runs; docs/PERFORMANCE.md item
-/// 7). Checkpointing every 1 000 frames copies hot pages more often; CPU per run stayed
-/// within the noise (medians of six interleaved runs: 180 vs 177 µs).
+/// inside the writer's commit and every client waits for it, so larger intervals made
+/// rare long commits that set the chat p99, at no CPU saved (docs/PERFORMANCE.md item 7).
 pub(crate) const WAL_AUTOCHECKPOINT: u32 = 1_000;
 
 /// Opens the writer's connection with the pool's settings: WAL, `synchronous = FULL`

@@ -35,19 +35,9 @@ pub(super) const MAX_BATCH: usize = 256;
 /// runtime polls its sockets), so their writes share the commit, and the batch starts as
 /// soon as the worker would otherwise have nothing to do.
 ///
-/// It replaced a timed wait (1 ms when the previous batch was large, like Postgres's
-/// `commit_delay`), which left the core idle: measured with `portcullis-loadgen chat`
-/// (docs/PERFORMANCE.md), at C=100 yields alone gave round-trip p50 15.0 vs 16.5 ms and
-/// p99 20.2 vs 22.7 ms (four interleaved runs each, medians), the server busy 0.89 vs
-/// 0.86 of the time; at C=10, p50 4.7 vs 5.5 ms (three runs each) at more CPU per run
-/// (351 vs 252 µs: smaller commits when the load is light).
-///
-/// The bound was 8 until the fourth session: under full load nearly every yield brings
-/// more, so batches were cut short. With 128 (the batch still stops at [`MAX_BATCH`] or
-/// at the first yield that brings nothing, so a light load is unchanged), C=100 M=20, eight
-/// interleaved runs each: CPU per run 162.2 vs 180.6 µs, p99 27.0 vs 33.6 ms (medians);
-/// C=10 M=100, two runs: 267 / 312 vs 294 / 378 µs; C=100 M=100, two runs:
-/// no difference (docs/PERFORMANCE.md item 7).
+/// A timed wait (like Postgres's `commit_delay`) left the core idle, and a bound of 8 cut
+/// batches short under full load; 128 costs a light load nothing (the batch stops at the
+/// first yield that brings nothing). Measurements: docs/PERFORMANCE.md items 5 and 7.
 const GATHER_YIELDS: usize = 128;
 /// Requests that may wait for the writer before senders wait too (backpressure).
 pub(super) const QUEUE: usize = 1024;

@@ -103,9 +103,9 @@ const SHAPES: [Shape; 8] = [
 ];
 
 /// Prepares every statement a batch may run, in every chunk size, into the connection's
-/// statement cache, and returns how many. Compiling them on first use stalled the first
-/// batches of a fresh process by 8–15 ms each (every open run waits for the batch);
-/// at boot the writer does it before any request arrives.
+/// statement cache, and returns how many. Compiled on first use, they stalled a fresh
+/// process's first batches, and every open run waits for a batch; so the writer does it at
+/// boot, before any request arrives (docs/PERFORMANCE.md item 9, change 3).
 pub(in crate::store::sqlite) fn warm(conn: &Connection) -> Result<usize, StoreError> {
     let mut prepared = 0;
     for shape in SHAPES {
