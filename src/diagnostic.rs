@@ -38,13 +38,7 @@ impl Finding {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) -> Self {
-        Self {
-            code,
-            severity: Severity::Error,
-            path,
-            message: message.into(),
-            hint: hint.into(),
-        }
+        Self::new(Severity::Error, code, path, message.into(), hint.into())
     }
 
     /// A warning finding.
@@ -54,12 +48,22 @@ impl Finding {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) -> Self {
+        Self::new(Severity::Warning, code, path, message.into(), hint.into())
+    }
+
+    fn new(
+        severity: Severity,
+        code: &'static str,
+        path: KeyPath,
+        message: String,
+        hint: String,
+    ) -> Self {
         Self {
             code,
-            severity: Severity::Warning,
+            severity,
             path,
-            message: message.into(),
-            hint: hint.into(),
+            message,
+            hint,
         }
     }
 }

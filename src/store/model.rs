@@ -72,6 +72,30 @@ pub(crate) struct OpenRun {
     pub run_id: String,
 }
 
+/// The columns both databases' `list_threads` select, in this order.
+pub(crate) type ThreadColumns = (String, String, String, String, i64);
+
+impl ThreadSummary {
+    /// One `list_threads` row, read the same way on SQLite and Postgres.
+    pub(crate) fn from_columns(row: ThreadColumns) -> Self {
+        let (thread_id, title, created_at, updated_at, last_seq) = row;
+        Self {
+            thread_id,
+            title,
+            created_at,
+            updated_at,
+            last_seq,
+        }
+    }
+}
+
+impl OpenRun {
+    /// One `open_runs` row: thread id, then run id.
+    pub(crate) fn from_columns((thread_id, run_id): (String, String)) -> Self {
+        Self { thread_id, run_id }
+    }
+}
+
 /// A fresh id: `prefix` + `_` + 20 lowercase hex characters (80 random bits), enough
 /// that collisions are not a practical concern and short enough to read in logs.
 /// Ids start with the time in milliseconds, so new rows go to the end of the primary-key

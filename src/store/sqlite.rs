@@ -99,6 +99,22 @@ impl SqliteStore {
         self.queue.send(request).await.map_err(|_| writer_gone())
     }
 
+    /// Queues the request `op` builds around a fresh reply channel and waits for the
+    /// writer's answer.
+    async fn ask<T>(
+        &self,
+        thread_id: String,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> request::Op,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(request::Request {
+            thread_id,
+            op: op(reply),
+        })
+        .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -113,20 +129,15 @@ impl SqliteStore {
     }
 
     pub(crate) async fn accept_message(&self, msg: NewMessage<'_>) -> Result<Accepted, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(request::Request {
-            thread_id: String::new(),
-            op: request::Op::Accept {
-                user_id: msg.user_id.to_string(),
-                client_id: msg.client_id.to_string(),
-                thread_id: msg.thread_id.map(str::to_string),
-                content: msg.content.to_string(),
-                agent: msg.agent.to_string(),
-                reply,
-            },
+        self.ask(String::new(), |reply| request::Op::Accept {
+            user_id: msg.user_id.to_string(),
+            client_id: msg.client_id.to_string(),
+            thread_id: msg.thread_id.map(str::to_string),
+            content: msg.content.to_string(),
+            agent: msg.agent.to_string(),
+            reply,
         })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        .await
     }
 
     pub(crate) async fn append_events(
@@ -137,16 +148,11 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = oneshot::channel();
-        self.submit(request::Request {
-            thread_id: thread_id.to_string(),
-            op: request::Op::Append {
-                events,
-                reply: request::Reply::Wait(reply),
-            },
+        self.ask(thread_id.to_string(), |reply| request::Op::Append {
+            events,
+            reply: request::Reply::Wait(reply),
         })
-        .await?;
-        answer.await.map_err(|_| writer_gone())?
+        .await
     }
 
     /// Queues an append without waiting for its commit, so a run can produce its next

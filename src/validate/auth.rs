@@ -188,27 +188,13 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
         );
     }
     if let Some(file) = &jwt.public_key_file {
-        let path = cx.config_dir.join(file);
-        if let Err(e) = std::fs::read(&path) {
-            cx.error(
-                "E_KEY_FILE",
-                kp("auth.jwt.public_key_file"),
-                format!("cannot read public key file {}: {e}", path.display()),
-                "the path is relative to the config directory",
-            );
-        }
+        let hint = "the path is relative to the config directory";
+        key_file(cx, "auth.jwt.public_key_file", "public key", file, hint);
     }
     if let Some(url) = &jwt.jwks_url {
         if let Some(file) = url.strip_prefix("file:") {
-            let path = cx.config_dir.join(file);
-            if let Err(e) = std::fs::read(&path) {
-                cx.error(
-                    "E_KEY_FILE",
-                    kp("auth.jwt.jwks_url"),
-                    format!("cannot read JWKS file {}: {e}", path.display()),
-                    "the path after file: is relative to the config directory",
-                );
-            }
+            let hint = "the path after file: is relative to the config directory";
+            key_file(cx, "auth.jwt.jwks_url", "JWKS", file, hint);
         } else if let Err(why) = crate::auth::check_key_url(url, cx.relaxed()) {
             cx.error(
                 "E_JWKS_URL",
@@ -247,6 +233,15 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
             ),
             "keep leeway_s at or below 60",
         );
+    }
+}
+
+/// `E_KEY_FILE` at `key` when `file` (relative to the config directory) cannot be read.
+fn key_file(cx: &mut Ctx, key: &str, what: &str, file: &str, hint: &str) {
+    let path = cx.config_dir.join(file);
+    if let Err(e) = std::fs::read(&path) {
+        let message = format!("cannot read {what} file {}: {e}", path.display());
+        cx.error("E_KEY_FILE", kp(key), message, hint);
     }
 }
 

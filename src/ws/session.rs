@@ -82,8 +82,8 @@ where
         return refuse_user_limit(&deps, &mut socket).await;
     }
     let outbox = Arc::new(Outbox::new(
-        deps.settings.send_queue_bytes,
-        deps.settings.send_timeout,
+        deps.websocket.send_queue_bytes,
+        deps.websocket.send_timeout,
     ));
     let auth_label = auth_label(&deps, &identity);
     let established = established(&deps, &conn_id, &identity, &auth_label);

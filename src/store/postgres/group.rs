@@ -64,18 +64,8 @@ async fn accept_all(pool: &PgPool, requests: Vec<(Accept, Reply<Accepted>)>) {
         [(one, _)] => vec![write::accept(pool, one).await],
         many => {
             let batch: Vec<&Accept> = many.iter().map(|(a, _)| a).collect();
-            match batch::accept(pool, &batch).await {
-                Err(sqlx::Error::Database(e)) => {
-                    tracing::debug!(error = %e, "accept batch refused; one by one");
-                    let mut answers = Vec::with_capacity(batch.len());
-                    for a in batch {
-                        answers.push(write::accept(pool, a).await);
-                    }
-                    answers
-                }
-                Err(e) => shared_error(e, batch.len()),
-                Ok(answers) => answers,
-            }
+            let whole = batch::accept(pool, &batch).await;
+            or_each("accept", batch, whole, |a| write::accept(pool, a)).await
         }
     };
     answer(requests, answers);
@@ -87,18 +77,11 @@ async fn append_all(pool: &PgPool, requests: Vec<(Append, Reply<Vec<StoredEvent>
         [(one, _)] => vec![write::append(pool, &one.thread_id, &one.events).await],
         many => {
             let batch: Vec<&Append> = many.iter().map(|(a, _)| a).collect();
-            match batch::append(pool, &batch).await {
-                Err(sqlx::Error::Database(e)) => {
-                    tracing::debug!(error = %e, "append batch refused; one by one");
-                    let mut answers = Vec::with_capacity(batch.len());
-                    for a in batch {
-                        answers.push(write::append(pool, &a.thread_id, &a.events).await);
-                    }
-                    answers
-                }
-                Err(e) => shared_error(e, batch.len()),
-                Ok(answers) => answers,
-            }
+            let whole = batch::append(pool, &batch).await;
+            or_each("append", batch, whole, |a| {
+                write::append(pool, &a.thread_id, &a.events)
+            })
+            .await
         }
     };
     answer(requests, answers);
@@ -124,18 +107,8 @@ async fn finish_all(pool: &PgPool, requests: Vec<(Finish, Reply<StoredEvent>)>) 
         [(one, _)] => vec![write::finish(pool, one).await],
         many => {
             let batch: Vec<&Finish> = many.iter().map(|(f, _)| f).collect();
-            match batch::finish(pool, &batch).await {
-                Err(sqlx::Error::Database(e)) => {
-                    tracing::debug!(error = %e, "finish batch refused; one by one");
-                    let mut answers = Vec::with_capacity(batch.len());
-                    for f in batch {
-                        answers.push(write::finish(pool, f).await);
-                    }
-                    answers
-                }
-                Err(e) => shared_error(e, batch.len()),
-                Ok(answers) => answers,
-            }
+            let whole = batch::finish(pool, &batch).await;
+            or_each("finish", batch, whole, |f| write::finish(pool, f)).await
         }
     };
     answer(first, answers);
@@ -154,6 +127,31 @@ async fn turn_all(pool: &PgPool, requests: Vec<(Turn, Reply<bool>)>) {
         Err(e) => shared_error(e, batch.len()),
     };
     answer(requests, answers);
+}
+
+/// A batch statement's answers or, when the database refused it as a whole (an error it
+/// sent, so nothing of it committed), each request's answer on its own (`each`).
+async fn or_each<'r, R, T, F>(
+    kind: &str,
+    batch: Vec<&'r R>,
+    whole: Result<Vec<Result<T, StoreError>>, sqlx::Error>,
+    each: impl Fn(&'r R) -> F,
+) -> Vec<Result<T, StoreError>>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    match whole {
+        Err(sqlx::Error::Database(e)) => {
+            tracing::debug!(error = %e, "{kind} batch refused; one by one");
+            let mut answers = Vec::with_capacity(batch.len());
+            for request in batch {
+                answers.push(each(request).await);
+            }
+            answers
+        }
+        Err(e) => shared_error(e, batch.len()),
+        Ok(answers) => answers,
+    }
 }
 
 /// One failure as the answer of every request of a batch.

@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 
 use super::SqliteStore;
 use crate::store::error::StoreError;
-use crate::store::model::{MessageRow, OpenRun, ThreadSummary};
+use crate::store::model::{MessageRow, OpenRun, ThreadColumns, ThreadSummary};
 use crate::wire::StoredEvent;
 
 impl SqliteStore {
@@ -20,35 +20,21 @@ impl SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(thread_id, run_id)| OpenRun { thread_id, run_id })
-            .collect())
+        Ok(rows.into_iter().map(OpenRun::from_columns).collect())
     }
 
     pub(crate) async fn list_threads(
         &self,
         user_id: &str,
     ) -> Result<Vec<ThreadSummary>, StoreError> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<ThreadColumns> = sqlx::query_as(
             "SELECT id, title, created_at, updated_at, last_seq FROM threads \
              WHERE user_id = ? ORDER BY updated_at DESC, created_at DESC, id DESC",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(thread_id, title, created_at, updated_at, last_seq)| ThreadSummary {
-                    thread_id,
-                    title,
-                    created_at,
-                    updated_at,
-                    last_seq,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(ThreadSummary::from_columns).collect())
     }
 
     pub(crate) async fn thread_owner(&self, thread_id: &str) -> Result<Option<String>, StoreError> {

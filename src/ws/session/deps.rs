@@ -1,11 +1,10 @@
 //! What sessions need from the process, gathered once per process and shared by every
-//! connection through one `Arc`: the configuration values a session reads, the verifier,
+//! connection through one `Arc`: its `[websocket]` and `[auth]` sections, the verifier,
 //! the event bus, the per-user connection cap, chat submission, runs (for `cancel`) and
 //! the store. An open connection holds this one pointer instead of its own copy of `App`,
 //! since what an idle connection holds is memory every connection pays for.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::auth::Verifier;
 use crate::bus::EventBus;
-use crate::config::{AuthMode, Config, RejectAt};
+use crate::config::{AuthConfig, WebSocketConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::runs::{Chat, RunManager};
@@ -22,7 +21,10 @@ use crate::store::Store;
 
 /// The process-scope components a session uses.
 pub struct SessionDeps {
-    pub(super) settings: Settings,
+    /// `[websocket]`: limits, heartbeat, queue budget.
+    pub(super) websocket: WebSocketConfig,
+    /// `[auth]`: mode, when a missing token is refused, the first-message wait, leeway.
+    pub(super) auth: AuthConfig,
     pub(super) verifier: Option<Arc<Verifier>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) bus: Arc<dyn EventBus>,
@@ -37,46 +39,12 @@ pub struct SessionDeps {
     pub(super) sessions: TaskTracker,
 }
 
-/// The configuration values a session reads.
-pub(super) struct Settings {
-    pub max_message_bytes: usize,
-    pub heartbeat: Duration,
-    pub pong_timeout: Duration,
-    pub send_queue_bytes: usize,
-    pub send_timeout: Duration,
-    pub messages_per_minute: u32,
-    pub max_connections_per_user: Option<u32>,
-    pub auth_mode: AuthMode,
-    pub reject_at: RejectAt,
-    pub first_message_timeout: Duration,
-    /// `auth.jwt.leeway_s`, 0 without JWT.
-    pub leeway_s: u64,
-}
-
-impl Settings {
-    fn new(config: &Config) -> Self {
-        let ws = &config.websocket;
-        Self {
-            max_message_bytes: ws.max_message_bytes,
-            heartbeat: ws.heartbeat,
-            pong_timeout: ws.pong_timeout,
-            send_queue_bytes: ws.send_queue_bytes,
-            send_timeout: ws.send_timeout,
-            messages_per_minute: ws.messages_per_minute,
-            max_connections_per_user: ws.max_connections_per_user,
-            auth_mode: config.auth.mode,
-            reject_at: config.auth.reject_at,
-            first_message_timeout: config.auth.first_message_timeout,
-            leeway_s: config.auth.jwt.as_ref().map_or(0, |j| j.leeway_s),
-        }
-    }
-}
-
 impl SessionDeps {
     /// Gathers what sessions use from the process (once per process, not per connection).
     pub fn new(app: &App) -> Arc<Self> {
         Arc::new(Self {
-            settings: Settings::new(&app.config),
+            websocket: app.config.websocket.clone(),
+            auth: app.config.auth.clone(),
             verifier: app.verifier.clone(),
             metrics: Arc::clone(&app.metrics),
             bus: Arc::clone(&app.bus),

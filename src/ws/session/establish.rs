@@ -53,7 +53,7 @@ pub(super) async fn refuse_user_limit<S, E>(deps: &SessionDeps, socket: &mut S)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
-    let cap = deps.settings.max_connections_per_user.unwrap_or(0);
+    let cap = deps.websocket.max_connections_per_user.unwrap_or(0);
     let message = format!(
         "this user already holds {cap} open connections (websocket.max_connections_per_user); close one, then retry"
     );
@@ -156,7 +156,7 @@ async fn first_message<S, E>(
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
-    let wait = tokio::time::timeout(deps.settings.first_message_timeout, next_text(socket)).await;
+    let wait = tokio::time::timeout(deps.auth.first_message_timeout, next_text(socket)).await;
     let result = match wait {
         Err(_) => Err(AuthFailure::AuthTimeout),
         Ok(None) => return None,
@@ -169,7 +169,7 @@ where
     };
     match result {
         Ok(id) => Some(id),
-        Err(AuthFailure::NoToken) if deps.settings.reject_at == RejectAt::Handshake => {
+        Err(AuthFailure::NoToken) if deps.auth.reject_at == RejectAt::Handshake => {
             deps.metrics.auth_failure(ErrorCode::NoToken.as_str());
             handshake::refused(ErrorCode::PolicyViolation.as_str(), remote);
             let body = server::error(
@@ -202,7 +202,7 @@ pub(super) fn established(
     identity: &Identity,
     auth: &str,
 ) -> String {
-    let s = &deps.settings;
+    let s = &deps.websocket;
     server::connection_established(&server::Established {
         connection_id: conn_id,
         user_id: &identity.user_id,
@@ -216,7 +216,7 @@ pub(super) fn established(
 
 /// How the connection authenticated, as `connection_established` and the log say it.
 pub(super) fn auth_label(deps: &SessionDeps, identity: &Identity) -> String {
-    if deps.settings.auth_mode == AuthMode::None {
+    if deps.auth.mode == AuthMode::None {
         "none".to_string()
     } else {
         identity.method.label()

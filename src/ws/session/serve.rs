@@ -84,7 +84,7 @@ impl Session {
         S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
         E: ReadFailure,
     {
-        let settings = &self.deps.settings;
+        let settings = &self.deps.websocket;
         let (heartbeat, pong_timeout) = (settings.heartbeat, settings.pong_timeout);
         let max = settings.max_message_bytes;
         let close_sessions = self.deps.close_sessions.clone();
@@ -280,7 +280,7 @@ impl Session {
         let margin = (lifetime / 5)
             .min(chrono::Duration::seconds(60))
             .max(chrono::Duration::seconds(1));
-        let leeway = self.deps.settings.leeway_s;
+        let leeway = self.deps.auth.jwt.as_ref().map_or(0, |j| j.leeway_s);
         // The schema caps leeway at 300 s.
         let leeway = chrono::Duration::seconds(i64::try_from(leeway.min(300)).unwrap_or(300));
         Some((exp - margin, exp + leeway))
