@@ -4,8 +4,8 @@
 use super::ctx::Ctx;
 use super::schema_walk::closest;
 use super::tools::TOOLS;
-use crate::config::raw::ServiceKind;
-use crate::keypath::kp;
+use crate::config::raw::{AgentSection, ServiceKind};
+use crate::keypath::{KeyPath, kp};
 
 /// Providers the agent runtime knows.
 pub const PROVIDERS: [&str; 2] = ["scripted", "openai"];
@@ -22,6 +22,22 @@ pub fn check(cx: &mut Ctx) {
         );
         return;
     }
+    one_default(cx, agents);
+    for (i, a) in agents.iter().enumerate() {
+        let at = kp(&format!("agents[{i}]"));
+        unique_name(cx, agents, i, &at);
+        match a.provider.as_str() {
+            "scripted" => scripted_in_production(cx, a, &at),
+            "openai" => openai_service(cx, a, &at),
+            other => unknown_provider(cx, a, other, &at),
+        }
+        known_tools(cx, a, &at);
+    }
+}
+
+/// `E_AGENT_DEFAULT`: refuses several default agents, or several agents and no default,
+/// since a new thread must go to exactly one agent.
+fn one_default(cx: &mut Ctx, agents: &[AgentSection]) {
     let defaults: Vec<usize> = agents
         .iter()
         .enumerate()
@@ -43,87 +59,101 @@ pub fn check(cx: &mut Ctx) {
             "mark exactly one agent default = true",
         );
     }
-    for (i, a) in agents.iter().enumerate() {
-        let at = kp(&format!("agents[{i}]"));
-        if agents[..i].iter().any(|o| o.name == a.name) {
-            cx.error(
-                "E_AGENT_DUPLICATE",
-                at.key("name"),
-                format!("agent name `{}` is used twice", a.name),
-                "give each agent its own name",
-            );
-        }
-        match a.provider.as_str() {
-            "scripted" => {
-                if cx.production() {
-                    cx.warn(
-                        "W_SCRIPTED_IN_PRODUCTION",
-                        at.key("provider"),
-                        format!(
-                            "agent `{}` uses the scripted demo provider in production",
-                            a.name
-                        ),
-                        "use provider = \"openai\" with a model service",
+}
+
+/// `E_AGENT_DUPLICATE`: refuses a name an earlier agent already has, since clients pick
+/// agents by name.
+fn unique_name(cx: &mut Ctx, agents: &[AgentSection], i: usize, at: &KeyPath) {
+    let a = &agents[i];
+    if agents[..i].iter().any(|o| o.name == a.name) {
+        cx.error(
+            "E_AGENT_DUPLICATE",
+            at.key("name"),
+            format!("agent name `{}` is used twice", a.name),
+            "give each agent its own name",
+        );
+    }
+}
+
+/// `W_SCRIPTED_IN_PRODUCTION`: warns that the scripted demo provider is serving production.
+fn scripted_in_production(cx: &mut Ctx, a: &AgentSection, at: &KeyPath) {
+    if cx.production() {
+        cx.warn(
+            "W_SCRIPTED_IN_PRODUCTION",
+            at.key("provider"),
+            format!(
+                "agent `{}` uses the scripted demo provider in production",
+                a.name
+            ),
+            "use provider = \"openai\" with a model service",
+        );
+    }
+}
+
+/// `E_AGENT_SERVICE` / `E_AGENT_MODEL`: refuses an openai agent without a declared service
+/// of kind openai, or without a model, since it could not make a single call.
+fn openai_service(cx: &mut Ctx, a: &AgentSection, at: &KeyPath) {
+    match &a.service {
+        None => cx.error(
+            "E_AGENT_SERVICE",
+            at.key("provider"),
+            format!(
+                "agent `{}` uses provider openai but names no service",
+                a.name
+            ),
+            "add service = \"<name of a services entry with kind = \\\"openai\\\">\"",
+        ),
+        Some(s) => match cx.raw.services.get(s) {
+            Some(svc) if svc.kind == ServiceKind::Openai => {
+                if a.model.is_none() {
+                    cx.error(
+                        "E_AGENT_MODEL",
+                        at.clone(),
+                        format!("agent `{}` names no model", a.name),
+                        "add model = \"…\"",
                     );
                 }
             }
-            "openai" => match &a.service {
-                None => cx.error(
-                    "E_AGENT_SERVICE",
-                    at.key("provider"),
-                    format!(
-                        "agent `{}` uses provider openai but names no service",
-                        a.name
-                    ),
-                    "add service = \"<name of a services entry with kind = \\\"openai\\\">\"",
-                ),
-                Some(s) => match cx.raw.services.get(s) {
-                    Some(svc) if svc.kind == ServiceKind::Openai => {
-                        if a.model.is_none() {
-                            cx.error(
-                                "E_AGENT_MODEL",
-                                at.clone(),
-                                format!("agent `{}` names no model", a.name),
-                                "add model = \"…\"",
-                            );
-                        }
-                    }
-                    Some(_) => cx.error(
-                        "E_AGENT_SERVICE",
-                        at.key("service"),
-                        format!("service `{s}` is not of kind openai"),
-                        "point at a service with kind = \"openai\"",
-                    ),
-                    None => cx.error(
-                        "E_AGENT_SERVICE",
-                        at.key("service"),
-                        format!("agent `{}` uses unknown service `{s}`", a.name),
-                        "declare it under [services] with kind = \"openai\"",
-                    ),
-                },
-            },
-            other => {
-                let hint = closest(other, PROVIDERS)
-                    .map(|c| format!("did you mean `{c}`?"))
-                    .unwrap_or_else(|| format!("use one of: {}", PROVIDERS.join(", ")));
-                cx.error(
-                    "E_UNKNOWN_PROVIDER",
-                    at.key("provider"),
-                    format!("agent `{}` has unknown provider `{other}`", a.name),
-                    hint,
-                );
-            }
-        }
-        for (j, t) in a.tools.iter().enumerate() {
-            if !TOOLS.contains(&t.as_str()) && !cx.raw.tools.contains_key(t) {
-                let hint = super::tools::unknown_hint(cx, t);
-                cx.error(
-                    "E_UNKNOWN_TOOL",
-                    at.key("tools").index(j),
-                    format!("agent `{}` lists unknown tool `{t}`", a.name),
-                    hint,
-                );
-            }
+            Some(_) => cx.error(
+                "E_AGENT_SERVICE",
+                at.key("service"),
+                format!("service `{s}` is not of kind openai"),
+                "point at a service with kind = \"openai\"",
+            ),
+            None => cx.error(
+                "E_AGENT_SERVICE",
+                at.key("service"),
+                format!("agent `{}` uses unknown service `{s}`", a.name),
+                "declare it under [services] with kind = \"openai\"",
+            ),
+        },
+    }
+}
+
+/// `E_UNKNOWN_PROVIDER`: refuses a provider the agent runtime does not have.
+fn unknown_provider(cx: &mut Ctx, a: &AgentSection, other: &str, at: &KeyPath) {
+    let hint = closest(other, PROVIDERS)
+        .map(|c| format!("did you mean `{c}`?"))
+        .unwrap_or_else(|| format!("use one of: {}", PROVIDERS.join(", ")));
+    cx.error(
+        "E_UNKNOWN_PROVIDER",
+        at.key("provider"),
+        format!("agent `{}` has unknown provider `{other}`", a.name),
+        hint,
+    );
+}
+
+/// `E_UNKNOWN_TOOL`: refuses a tool that is neither built in nor declared under [tools].
+fn known_tools(cx: &mut Ctx, a: &AgentSection, at: &KeyPath) {
+    for (j, t) in a.tools.iter().enumerate() {
+        if !TOOLS.contains(&t.as_str()) && !cx.raw.tools.contains_key(t) {
+            let hint = super::tools::unknown_hint(cx, t);
+            cx.error(
+                "E_UNKNOWN_TOOL",
+                at.key("tools").index(j),
+                format!("agent `{}` lists unknown tool `{t}`", a.name),
+                hint,
+            );
         }
     }
 }
