@@ -317,78 +317,119 @@ fn bus_fits(cx: &mut Ctx, d: &Declared, at: &KeyPath) -> bool {
     }
 }
 
+/// Checks one entry of a component's `needs`; at most one finding per entry, from the
+/// first rule that refuses it.
 fn check_need(cx: &mut Ctx, role: &Role, d: &Declared, at: KeyPath, need: &str, used: &[String]) {
-    let name = role.name;
-    if need == USER_CONTEXT && d.scope == Scope::Process {
-        let hint = if role.scopes.contains(&Scope::Connection) {
-            format!(
-                "give `{name}` scope = \"connection\" (built per socket from the verified identity), or drop `{USER_CONTEXT}` from its needs"
-            )
-        } else {
-            format!(
-                "`{name}` is always built at boot ({}): drop `{USER_CONTEXT}` from its needs",
-                role.why
-            )
-        };
-        return cx.error(
-            "E_SCOPE",
-            at,
-            format!("process-scope component `{name}` needs `{USER_CONTEXT}`, which exists only per connection: built at boot, it crashes the backend and clients see \"connection refused\""),
-            hint,
-        );
+    let reported = user_context_at_boot(cx, role, d, &at, need)
+        || need_in_narrower_scope(cx, role, d, &at, need)
+        || unknown_need(cx, role, &at, need, used);
+    if !reported {
+        unused_need(cx, role, d, at, need, used);
     }
+}
+
+/// `E_SCOPE`: refuses a process-scope component that needs the user context, which exists
+/// only per connection (the boot-time crash). True when it reported.
+fn user_context_at_boot(cx: &mut Ctx, role: &Role, d: &Declared, at: &KeyPath, need: &str) -> bool {
+    let name = role.name;
+    if need != USER_CONTEXT || d.scope != Scope::Process {
+        return false;
+    }
+    let hint = if role.scopes.contains(&Scope::Connection) {
+        format!(
+            "give `{name}` scope = \"connection\" (built per socket from the verified identity), or drop `{USER_CONTEXT}` from its needs"
+        )
+    } else {
+        format!(
+            "`{name}` is always built at boot ({}): drop `{USER_CONTEXT}` from its needs",
+            role.why
+        )
+    };
+    cx.error(
+        "E_SCOPE",
+        at.clone(),
+        format!("process-scope component `{name}` needs `{USER_CONTEXT}`, which exists only per connection: built at boot, it crashes the backend and clients see \"connection refused\""),
+        hint,
+    );
+    true
+}
+
+/// `E_SCOPE`: refuses a need on a component of a narrower scope, which does not exist yet
+/// when this one is built. True when it reported.
+fn need_in_narrower_scope(
+    cx: &mut Ctx,
+    role: &Role,
+    d: &Declared,
+    at: &KeyPath,
+    need: &str,
+) -> bool {
+    let name = role.name;
     let other_scope = all(cx.raw)
         .into_iter()
         .find(|(r, _)| r.name == need)
         .and_then(|(_, d)| d.map(|d| d.scope));
-    if let Some(other) = other_scope
-        && other > d.scope
-    {
-        let hint = if role.scopes.contains(&other) {
-            format!(
-                "narrow `{name}` to scope = \"{}\", or drop `{need}` from its needs",
-                other.as_str()
-            )
-        } else {
-            format!(
-                "`{name}` cannot be {}-scope ({}): drop `{need}` from its needs",
-                other.as_str(),
-                role.why
-            )
-        };
-        return cx.error(
-            "E_SCOPE",
-            at,
-            format!(
-                "{}-scope component `{name}` needs `{need}`, which is {}-scope and does not exist when `{name}` is built",
-                d.scope.as_str(),
-                other.as_str()
-            ),
-            hint,
-        );
-    }
-    // A service an agent names is reported by the agent rules if it does not exist.
+    let Some(other) = other_scope.filter(|other| *other > d.scope) else {
+        return false;
+    };
+    let hint = if role.scopes.contains(&other) {
+        format!(
+            "narrow `{name}` to scope = \"{}\", or drop `{need}` from its needs",
+            other.as_str()
+        )
+    } else {
+        format!(
+            "`{name}` cannot be {}-scope ({}): drop `{need}` from its needs",
+            other.as_str(),
+            role.why
+        )
+    };
+    cx.error(
+        "E_SCOPE",
+        at.clone(),
+        format!(
+            "{}-scope component `{name}` needs `{need}`, which is {}-scope and does not exist when `{name}` is built",
+            d.scope.as_str(),
+            other.as_str()
+        ),
+        hint,
+    );
+    true
+}
+
+/// `E_UNKNOWN_DEPENDENCY`: refuses a need that is neither a component, a service nor the
+/// user context (a service an agent names is reported by the agent rules if it does not
+/// exist). True when it reported.
+fn unknown_need(cx: &mut Ctx, role: &Role, at: &KeyPath, need: &str, used: &[String]) -> bool {
+    let name = role.name;
     let known = used.iter().any(|u| u == need)
         || need == USER_CONTEXT
         || ROLES.iter().any(|r| r.name == need)
         || cx.raw.services.contains_key(need);
-    if !known {
-        let names: Vec<&str> = ROLES
-            .iter()
-            .map(|r| r.name)
-            .chain(cx.raw.services.keys().map(String::as_str))
-            .chain([USER_CONTEXT])
-            .collect();
-        let hint = closest(need, names.iter().copied())
-            .map(|c| format!("did you mean `{c}`?"))
-            .unwrap_or_else(|| format!("known names: {}", names.join(", ")));
-        return cx.error(
-            "E_UNKNOWN_DEPENDENCY",
-            at,
-            format!("component `{name}` needs `{need}`, which is neither a component, a service nor `{USER_CONTEXT}`"),
-            hint,
-        );
+    if known {
+        return false;
     }
+    let names: Vec<&str> = ROLES
+        .iter()
+        .map(|r| r.name)
+        .chain(cx.raw.services.keys().map(String::as_str))
+        .chain([USER_CONTEXT])
+        .collect();
+    let hint = closest(need, names.iter().copied())
+        .map(|c| format!("did you mean `{c}`?"))
+        .unwrap_or_else(|| format!("known names: {}", names.join(", ")));
+    cx.error(
+        "E_UNKNOWN_DEPENDENCY",
+        at.clone(),
+        format!("component `{name}` needs `{need}`, which is neither a component, a service nor `{USER_CONTEXT}`"),
+        hint,
+    );
+    true
+}
+
+/// `E_COMPONENT_UNUSED_NEED`: refuses a need the component's kind is not built from, a
+/// declaration nothing obeys.
+fn unused_need(cx: &mut Ctx, role: &Role, d: &Declared, at: KeyPath, need: &str, used: &[String]) {
+    let name = role.name;
     if !used.iter().any(|u| u == need) {
         cx.error(
             "E_COMPONENT_UNUSED_NEED",
