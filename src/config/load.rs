@@ -301,57 +301,12 @@ fn not_found(
 /// Loads one environment; a missing file, a syntax error or a bad `extends` chain stops
 /// here (every other problem is left to the validator, which collects them all).
 pub fn load(opts: &LoadOptions, env_name: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut files = vec![read_file(opts, env_name, None).map_err(|d| vec![*d])?];
-    let mut seen = vec![env_name.to_string()];
-    loop {
-        let last = files.last().expect("at least the environment file");
-        let Some(base) = last
-            .root()
-            .get("extends")
-            .and_then(|i| i.as_str())
-            .map(str::to_string)
-        else {
-            break;
-        };
-        if seen.contains(&base) {
-            let lc = last.locate(&KeyPath::parse("extends"));
-            return Err(vec![fatal(
-                "E_EXTENDS_CYCLE",
-                last.display.clone(),
-                lc.map(|l| l.line),
-                lc.map(|l| l.col),
-                format!(
-                    "`extends` goes round in a circle: {} -> {base}",
-                    seen.join(" -> ")
-                ),
-                "let the base file extend nothing".into(),
-            )]);
-        }
-        seen.push(base.clone());
-        let next = read_file(opts, &base, Some(last)).map_err(|d| vec![*d])?;
-        files.push(next);
-    }
-
+    let files = extends_chain(opts, env_name)?;
     let mut figment = Figment::new();
     for f in files.iter().rev() {
         figment = figment.merge(Toml::string(&f.text));
     }
-    let mut overrides = BTreeMap::new();
-    for (var, value) in &opts.env {
-        let Some(rest) = var.strip_prefix(OVERRIDE_PREFIX) else {
-            continue;
-        };
-        if !rest.contains("__") {
-            continue;
-        }
-        let dotted = rest.to_ascii_lowercase().replace("__", ".");
-        let parsed: figment::value::Value = value.parse().expect("figment parses any string");
-        figment = figment.merge(Serialized::global(&dotted, parsed));
-        overrides.insert(
-            KeyPath(dotted.split('.').map(|s| Seg::Key(s.to_string())).collect()),
-            var.clone(),
-        );
-    }
+    let (figment, overrides) = env_overrides(figment, &opts.env);
     let merged: serde_json::Value = figment.extract().map_err(|e| {
         vec![fatal(
             "E_LOAD",
@@ -372,4 +327,65 @@ pub fn load(opts: &LoadOptions, env_name: &str) -> Result<Loaded, Vec<Diagnostic
         merged,
         env: opts.env.clone(),
     })
+}
+
+/// Reads the environment's file and every file it `extends`, most specific first;
+/// `E_EXTENDS_CYCLE` refuses a chain that comes back to a file it already read, which
+/// would never end.
+fn extends_chain(opts: &LoadOptions, env_name: &str) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    let mut files = vec![read_file(opts, env_name, None).map_err(|d| vec![*d])?];
+    let mut seen = vec![env_name.to_string()];
+    loop {
+        let last = files.last().expect("at least the environment file");
+        let Some(base) = last
+            .root()
+            .get("extends")
+            .and_then(|i| i.as_str())
+            .map(str::to_string)
+        else {
+            return Ok(files);
+        };
+        if seen.contains(&base) {
+            let lc = last.locate(&KeyPath::parse("extends"));
+            return Err(vec![fatal(
+                "E_EXTENDS_CYCLE",
+                last.display.clone(),
+                lc.map(|l| l.line),
+                lc.map(|l| l.col),
+                format!(
+                    "`extends` goes round in a circle: {} -> {base}",
+                    seen.join(" -> ")
+                ),
+                "let the base file extend nothing".into(),
+            )]);
+        }
+        seen.push(base.clone());
+        let next = read_file(opts, &base, Some(last)).map_err(|d| vec![*d])?;
+        files.push(next);
+    }
+}
+
+/// Merges every `PORTCULLIS_SECTION__KEY` variable over the files (variables without `__`
+/// are not overrides) and remembers which variable set which key, so findings can name it.
+fn env_overrides(
+    mut figment: Figment,
+    env: &BTreeMap<String, String>,
+) -> (Figment, BTreeMap<KeyPath, String>) {
+    let mut overrides = BTreeMap::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix(OVERRIDE_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let dotted = rest.to_ascii_lowercase().replace("__", ".");
+        let parsed: figment::value::Value = value.parse().expect("figment parses any string");
+        figment = figment.merge(Serialized::global(&dotted, parsed));
+        overrides.insert(
+            KeyPath(dotted.split('.').map(|s| Seg::Key(s.to_string())).collect()),
+            var.clone(),
+        );
+    }
+    (figment, overrides)
 }
