@@ -54,20 +54,7 @@ pub async fn models(
     };
     let status = response.status().as_u16();
     if status != 200 {
-        return Outcome {
-            detail: format!("GET /models answered {status}"),
-            problems: vec![Problem::new(
-                "E_SERVICE_UNHEALTHY",
-                format!("GET {{url}}/models answered {status}"),
-                match status {
-                    401 | 403 => {
-                        "the endpoint refused the API key (or wants one): check the service's api_key_env"
-                    }
-                    404 => "no /models here: the url must be the API base (e.g. https://host/v1)",
-                    _ => MODEL_HINT,
-                },
-            )],
-        };
+        return unhealthy(status);
     }
     let body = match response.bytes().await {
         Ok(b) => b,
@@ -80,7 +67,35 @@ pub async fn models(
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect())
         .unwrap_or_default();
-    let problems = wanted
+    Outcome {
+        detail: format!("GET /models: {} models listed", listed.len()),
+        problems: missing_models(&listed, wanted),
+    }
+}
+
+/// `E_SERVICE_UNHEALTHY`: `GET /models` answered something other than 200; the hint
+/// tells a refused key and a wrong base URL apart.
+fn unhealthy(status: u16) -> Outcome {
+    Outcome {
+        detail: format!("GET /models answered {status}"),
+        problems: vec![Problem::new(
+            "E_SERVICE_UNHEALTHY",
+            format!("GET {{url}}/models answered {status}"),
+            match status {
+                401 | 403 => {
+                    "the endpoint refused the API key (or wants one): check the service's api_key_env"
+                }
+                404 => "no /models here: the url must be the API base (e.g. https://host/v1)",
+                _ => MODEL_HINT,
+            },
+        )],
+    }
+}
+
+/// `E_MODEL_NOT_FOUND`: one problem per agent whose model the endpoint does not list,
+/// since its first request would fail.
+fn missing_models(listed: &[&str], wanted: &[(usize, &str)]) -> Vec<Problem> {
+    wanted
         .iter()
         .filter(|(_, model)| !listed.contains(model))
         .map(|(i, model)| Problem {
@@ -103,11 +118,7 @@ pub async fn models(
                 ),
             )
         })
-        .collect();
-    Outcome {
-        detail: format!("GET /models: {} models listed", listed.len()),
-        problems,
-    }
+        .collect()
 }
 
 /// `HEAD {url}`: any answer below 500 means the service is there.
