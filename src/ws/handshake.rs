@@ -65,7 +65,8 @@ pub fn refused(reason: &str, remote: Option<SocketAddr>) {
     tracing::info!(reason, remote = ?remote, "refused a WebSocket upgrade");
 }
 
-/// Runs the pre-upgrade checks.
+/// Runs the pre-upgrade checks: Origin, token extraction, readiness, connection cap, then
+/// the auth chain, in that order.
 pub async fn decide(
     app: &App,
     headers: &HeaderMap,
@@ -74,23 +75,8 @@ pub async fn decide(
 ) -> Decision {
     let cfg = &app.config;
     let handshake_mode = cfg.auth.reject_at == RejectAt::Handshake;
-    if !cfg.websocket.allowed_origins.is_empty()
-        && let Some(origin) = headers.get("origin")
-    {
-        let ok = origin
-            .to_str()
-            .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
-        if !ok {
-            app.metrics
-                .auth_failure(ErrorCode::OriginNotAllowed.as_str());
-            // An Origin is public (the browser's page), so it is safe to log.
-            tracing::info!(reason = ErrorCode::OriginNotAllowed.as_str(), origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
-            return Decision::Refuse(error_reply(
-                StatusCode::FORBIDDEN,
-                ErrorCode::OriginNotAllowed.as_str(),
-                "this Origin may not open a socket here; it must be listed in websocket.allowed_origins",
-            ));
-        }
+    if let Some(refusal) = origin_refusal(app, headers, remote) {
+        return refusal;
     }
     let extracted = extract_tokens(headers, Some(query), &cfg.auth.token_sources);
     if let Some(w) = extracted.warning {
@@ -100,47 +86,11 @@ pub async fn decide(
         .subprotocol
         .as_ref()
         .map(|s| s.as_str().to_string());
-    let accept = |state| {
-        Decision::Accept(PreAuth {
-            subprotocol: subprotocol.clone(),
-            state,
-            permit: None,
-            remote,
-        })
-    };
-    if app.is_draining() {
-        refused(ErrorCode::ShuttingDown.as_str(), remote);
-        return Decision::Refuse(error_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::ShuttingDown.as_str(),
-            "the server is shutting down; reconnect to another node",
-        ));
-    }
-    if app.store.get().is_none() {
-        refused(ErrorCode::StoreUnavailable.as_str(), remote);
-        return match handshake_mode {
-            true => Decision::Refuse(error_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::StoreUnavailable.as_str(),
-                "the message store is not reachable yet; retry shortly",
-            )),
-            false => accept(AuthState::Unavailable(
-                ErrorCode::StoreUnavailable.as_str(),
-                "the message store is not reachable yet; retry shortly",
-            )),
-        };
+    if let Some(refusal) = unready(app, handshake_mode, &subprotocol, remote) {
+        return refusal;
     }
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
-        app.metrics.auth_failure(CONNECTION_LIMIT.0);
-        refused(CONNECTION_LIMIT.0, remote);
-        return match handshake_mode {
-            true => Decision::Refuse(error_reply(
-                StatusCode::TOO_MANY_REQUESTS,
-                CONNECTION_LIMIT.0,
-                CONNECTION_LIMIT.1,
-            )),
-            false => accept(AuthState::ConnectionLimit),
-        };
+        return connection_limit(app, handshake_mode, &subprotocol, remote);
     };
     let state = authenticate(app, headers, &extracted, remote).await;
     if let AuthState::Failed(f) = &state {
@@ -156,6 +106,103 @@ pub async fn decide(
         permit: Some(permit),
         remote,
     })
+}
+
+/// An upgrade without a connection slot, for a session that only sends its refusal.
+fn accept_without_permit(
+    subprotocol: &Option<String>,
+    remote: Option<SocketAddr>,
+    state: AuthState,
+) -> Decision {
+    Decision::Accept(PreAuth {
+        subprotocol: subprotocol.clone(),
+        state,
+        permit: None,
+        remote,
+    })
+}
+
+/// `ORIGIN_NOT_ALLOWED` (403, in both `reject_at` modes): refuses a browser page whose
+/// Origin is not listed, so other sites cannot open sockets with the user's cookies.
+fn origin_refusal(app: &App, headers: &HeaderMap, remote: Option<SocketAddr>) -> Option<Decision> {
+    let cfg = &app.config;
+    if !cfg.websocket.allowed_origins.is_empty()
+        && let Some(origin) = headers.get("origin")
+    {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| cfg.websocket.allowed_origins.iter().any(|a| a == o));
+        if !ok {
+            app.metrics
+                .auth_failure(ErrorCode::OriginNotAllowed.as_str());
+            // An Origin is public (the browser's page), so it is safe to log.
+            tracing::info!(reason = ErrorCode::OriginNotAllowed.as_str(), origin = ?origin, remote = ?remote, "refused a WebSocket upgrade");
+            return Some(Decision::Refuse(error_reply(
+                StatusCode::FORBIDDEN,
+                ErrorCode::OriginNotAllowed.as_str(),
+                "this Origin may not open a socket here; it must be listed in websocket.allowed_origins",
+            )));
+        }
+    }
+    None
+}
+
+/// `SHUTTING_DOWN` / `STORE_UNAVAILABLE`: refuses while the node drains (always over HTTP,
+/// so clients reconnect elsewhere) or before the message store is reachable.
+fn unready(
+    app: &App,
+    handshake_mode: bool,
+    subprotocol: &Option<String>,
+    remote: Option<SocketAddr>,
+) -> Option<Decision> {
+    if app.is_draining() {
+        refused(ErrorCode::ShuttingDown.as_str(), remote);
+        return Some(Decision::Refuse(error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown.as_str(),
+            "the server is shutting down; reconnect to another node",
+        )));
+    }
+    if app.store.get().is_none() {
+        refused(ErrorCode::StoreUnavailable.as_str(), remote);
+        return Some(match handshake_mode {
+            true => Decision::Refuse(error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable.as_str(),
+                "the message store is not reachable yet; retry shortly",
+            )),
+            false => accept_without_permit(
+                subprotocol,
+                remote,
+                AuthState::Unavailable(
+                    ErrorCode::StoreUnavailable.as_str(),
+                    "the message store is not reachable yet; retry shortly",
+                ),
+            ),
+        });
+    }
+    None
+}
+
+/// `CONNECTION_LIMIT`: the refusal when all of the node's `server.max_connections` slots
+/// are taken (429 at the handshake, else `error` then close 4429), so one node is not
+/// overloaded while others have room.
+fn connection_limit(
+    app: &App,
+    handshake_mode: bool,
+    subprotocol: &Option<String>,
+    remote: Option<SocketAddr>,
+) -> Decision {
+    app.metrics.auth_failure(CONNECTION_LIMIT.0);
+    refused(CONNECTION_LIMIT.0, remote);
+    match handshake_mode {
+        true => Decision::Refuse(error_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            CONNECTION_LIMIT.0,
+            CONNECTION_LIMIT.1,
+        )),
+        false => accept_without_permit(subprotocol, remote, AuthState::ConnectionLimit),
+    }
 }
 
 async fn authenticate(
