@@ -104,14 +104,7 @@ fn respond(
     tools: &[ToolSpec],
     slow: Duration,
 ) -> (Vec<Chunk>, Option<Duration>) {
-    let user_at = messages
-        .iter()
-        .rposition(|m| matches!(m, ChatMessage::User { .. }));
-    let content = match user_at.map(|i| &messages[i]) {
-        Some(ChatMessage::User { content }) => content.as_str(),
-        _ => "",
-    };
-    let since_user = &messages[user_at.map_or(0, |i| i + 1)..];
+    let (content, since_user) = last_user_message(messages);
     let plan = plan(content, slow);
     if let Some(n) = plan.deltas {
         let pad = ".".repeat(plan.pad);
@@ -132,17 +125,7 @@ fn respond(
             || called.contains(&tool)
             || tools.iter().any(|t| t.name == tool)
     };
-    let calls: Vec<ToolCall> = plan
-        .intents
-        .iter()
-        .filter(|intent| enabled(intent.tool()))
-        .enumerate()
-        .map(|(i, intent)| ToolCall {
-            call_id: format!("call_{}", i + 1),
-            name: intent.tool().into(),
-            arguments: intent.arguments(),
-        })
-        .collect();
+    let calls = tool_calls(&plan, &enabled);
 
     let mut chunks = Vec::new();
     let answered_before = since_user
@@ -156,20 +139,53 @@ fn respond(
             return (chunks, plan.slow);
         }
     }
-    let results = |call_id: &str| {
-        since_user.iter().find_map(|m| match m {
-            ChatMessage::Tool {
-                call_id: id,
-                outcome,
-                ..
-            } if id == call_id => Some(outcome),
-            _ => None,
-        })
-    };
+    let results = |call_id: &str| tool_result(since_user, call_id);
     let answer = answer(&plan, &enabled, &calls, results, tools);
     chunks.extend(word_groups(&answer).into_iter().map(Chunk::Delta));
     chunks.push(Chunk::Finished);
     (chunks, plan.slow)
+}
+
+/// The text of the latest user message ("" when there is none) and the messages after it.
+fn last_user_message(messages: &[ChatMessage]) -> (&str, &[ChatMessage]) {
+    let user_at = messages
+        .iter()
+        .rposition(|m| matches!(m, ChatMessage::User { .. }));
+    let content = match user_at.map(|i| &messages[i]) {
+        Some(ChatMessage::User { content }) => content.as_str(),
+        _ => "",
+    };
+    (content, &messages[user_at.map_or(0, |i| i + 1)..])
+}
+
+/// One call per planned intent whose tool is enabled, numbered `call_1`, `call_2`, … in
+/// plan order.
+fn tool_calls(plan: &Plan, enabled: &dyn Fn(&str) -> bool) -> Vec<ToolCall> {
+    plan.intents
+        .iter()
+        .filter(|intent| enabled(intent.tool()))
+        .enumerate()
+        .map(|(i, intent)| ToolCall {
+            call_id: format!("call_{}", i + 1),
+            name: intent.tool().into(),
+            arguments: intent.arguments(),
+        })
+        .collect()
+}
+
+/// The outcome of the call `call_id` among the messages since the user's.
+fn tool_result<'m>(
+    since_user: &'m [ChatMessage],
+    call_id: &str,
+) -> Option<&'m Result<Value, ErrorInfo>> {
+    since_user.iter().find_map(|m| match m {
+        ChatMessage::Tool {
+            call_id: id,
+            outcome,
+            ..
+        } if id == call_id => Some(outcome),
+        _ => None,
+    })
 }
 
 fn thinking(plan: &Plan, enabled: &dyn Fn(&str) -> bool) -> String {
