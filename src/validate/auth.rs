@@ -5,8 +5,8 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use crate::config::raw::{AuthMode, JwtSection, TokenSource, defaults};
-use crate::keypath::kp;
+use crate::config::raw::{AuthMode, BypassSection, JwtSection, TokenSource, defaults};
+use crate::keypath::{KeyPath, kp};
 
 /// Algorithm families; mixing them lets an attacker pick the weaker check.
 pub fn family(alg: &str) -> Option<&'static str> {
@@ -86,6 +86,17 @@ pub fn check(cx: &mut Ctx) {
 }
 
 fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
+    let families = jwt_algorithms(cx, jwt);
+    key_source(cx, jwt, &families);
+    jwt_secret(cx, jwt);
+    key_locations(cx, jwt);
+    check_remote(cx, jwt);
+    trust_limits(cx, jwt);
+}
+
+/// `E_JWT_ALG_NONE`, `E_JWT_ALG_UNKNOWN`, `E_JWT_ALG_MIXED`: only named algorithms of one
+/// family, since a mix lets a public key be used as an HMAC secret. Returns the families.
+fn jwt_algorithms(cx: &mut Ctx, jwt: &JwtSection) -> Vec<&'static str> {
     let mut families = Vec::new();
     for (i, a) in jwt.algorithms.iter().enumerate() {
         let at = kp(&format!("auth.jwt.algorithms[{i}]"));
@@ -123,6 +134,12 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
             "keep algorithms of one family only",
         );
     }
+    families
+}
+
+/// `E_JWT_KEY_MISSING`, `E_JWT_KEY_CONFLICT`, `E_JWT_KEY_FAMILY`: exactly one key source,
+/// of the algorithms' family, or no token could ever verify.
+fn key_source(cx: &mut Ctx, jwt: &JwtSection, families: &[&str]) {
     let sources = [
         jwt.secret.is_some(),
         jwt.secret_env.is_some(),
@@ -160,6 +177,11 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
             "match the key source to the algorithm family",
         );
     }
+}
+
+/// `E_INLINE_SECRET`, `E_JWT_SECRET_SHORT`: a shared secret comes from the environment
+/// outside development and test, and is long enough not to be guessed.
+fn jwt_secret(cx: &mut Ctx, jwt: &JwtSection) {
     if jwt.secret.is_some() && !cx.relaxed() {
         cx.error("E_INLINE_SECRET", kp("auth.jwt.secret"), format!("inline JWT secret in {}: it would live in the repository", cx.kind.as_str()), "use secret_env = \"PORTCULLIS_JWT_SECRET\" and set that variable from your secret store");
     }
@@ -187,6 +209,11 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
             "generate one with `openssl rand -base64 48`",
         );
     }
+}
+
+/// The key file, or the JWKS file or URL, exists and is readable or well-formed
+/// (`key_file`, `E_JWKS_URL`), so `serve` does not fail on it at boot.
+fn key_locations(cx: &mut Ctx, jwt: &JwtSection) {
     if let Some(file) = &jwt.public_key_file {
         let hint = "the path is relative to the config directory";
         key_file(cx, "auth.jwt.public_key_file", "public key", file, hint);
@@ -204,7 +231,11 @@ fn check_jwt(cx: &mut Ctx, jwt: &JwtSection) {
             );
         }
     }
-    check_remote(cx, jwt);
+}
+
+/// `E_JWT_NO_ISSUER`, `E_JWT_NO_AUDIENCE` outside development and test (a token meant for
+/// another service would pass), and `W_JWT_LEEWAY`.
+fn trust_limits(cx: &mut Ctx, jwt: &JwtSection) {
     if !cx.relaxed() {
         if jwt.issuer.is_none() && jwt.oidc_issuer.is_none() {
             cx.error(
@@ -269,94 +300,107 @@ fn check_bypass(cx: &mut Ctx) {
                 "give each rule its own name",
             );
         }
-        if matches!(
-            b.header.to_ascii_lowercase().as_str(),
-            "authorization"
-                | "sec-websocket-protocol"
-                | "cookie"
-                | "user-agent"
-                | "origin"
-                | "host"
-        ) {
-            cx.error(
-                "E_BYPASS_HEADER",
-                at.key("header"),
-                format!(
-                    "header `{}` carries other meaning and cannot hold a bypass secret",
-                    b.header
-                ),
-                "use a dedicated header such as X-Portcullis-Bypass",
-            );
-        }
-        match (&b.secret, &b.secret_env) {
-            (Some(_), Some(_)) => cx.error(
-                "E_BYPASS_SECRET_CONFLICT",
-                at.clone(),
-                "both secret and secret_env are set",
-                "keep secret_env",
+        bypass_header(cx, &at, b);
+        bypass_secret(cx, &at, b);
+        bypass_sources(cx, &at, b);
+    }
+}
+
+/// `E_BYPASS_HEADER`: the secret travels in a header of its own, not one that already
+/// means something to a proxy, a browser or the auth path.
+fn bypass_header(cx: &mut Ctx, at: &KeyPath, b: &BypassSection) {
+    if matches!(
+        b.header.to_ascii_lowercase().as_str(),
+        "authorization" | "sec-websocket-protocol" | "cookie" | "user-agent" | "origin" | "host"
+    ) {
+        cx.error(
+            "E_BYPASS_HEADER",
+            at.key("header"),
+            format!(
+                "header `{}` carries other meaning and cannot hold a bypass secret",
+                b.header
             ),
-            (None, None) if !cx.relaxed() => cx.error(
-                "E_BYPASS_NO_SECRET_ENV",
-                at.clone(),
-                format!(
-                    "bypass rule `{}` in {} has no secret_env",
-                    b.name,
-                    cx.kind.as_str()
-                ),
-                "add secret_env = \"PORTCULLIS_BYPASS_SECRET\" and set it from your secret store",
+            "use a dedicated header such as X-Portcullis-Bypass",
+        );
+    }
+}
+
+/// `E_BYPASS_SECRET_CONFLICT`, `E_BYPASS_NO_SECRET(_ENV)`, `E_BYPASS_SECRET_SHORT`: one
+/// secret, from the environment outside development and test, long enough not to guess.
+fn bypass_secret(cx: &mut Ctx, at: &KeyPath, b: &BypassSection) {
+    match (&b.secret, &b.secret_env) {
+        (Some(_), Some(_)) => cx.error(
+            "E_BYPASS_SECRET_CONFLICT",
+            at.clone(),
+            "both secret and secret_env are set",
+            "keep secret_env",
+        ),
+        (None, None) if !cx.relaxed() => cx.error(
+            "E_BYPASS_NO_SECRET_ENV",
+            at.clone(),
+            format!(
+                "bypass rule `{}` in {} has no secret_env",
+                b.name,
+                cx.kind.as_str()
             ),
-            (None, None) => cx.error(
-                "E_BYPASS_NO_SECRET",
-                at.clone(),
-                format!("bypass rule `{}` has no secret", b.name),
-                "add secret_env (or, in development/test only, secret)",
+            "add secret_env = \"PORTCULLIS_BYPASS_SECRET\" and set it from your secret store",
+        ),
+        (None, None) => cx.error(
+            "E_BYPASS_NO_SECRET",
+            at.clone(),
+            format!("bypass rule `{}` has no secret", b.name),
+            "add secret_env (or, in development/test only, secret)",
+        ),
+        (Some(_), None) if !cx.relaxed() => cx.error(
+            "E_BYPASS_NO_SECRET_ENV",
+            at.key("secret"),
+            format!(
+                "bypass rule `{}` in {} has an inline secret instead of secret_env",
+                b.name,
+                cx.kind.as_str()
             ),
-            (Some(_), None) if !cx.relaxed() => cx.error(
-                "E_BYPASS_NO_SECRET_ENV",
-                at.key("secret"),
-                format!(
-                    "bypass rule `{}` in {} has an inline secret instead of secret_env",
-                    b.name,
-                    cx.kind.as_str()
-                ),
-                "use secret_env and set the variable from your secret store",
-            ),
-            (_, Some(var)) => {
-                if let Some(v) = cx.env_var(at.key("secret_env"), var, "bypass secret")
-                    && v.len() < 16
-                    && !cx.relaxed()
-                {
-                    cx.error(
-                        "E_BYPASS_SECRET_SHORT",
-                        at.key("secret_env"),
-                        format!(
-                            "bypass secret is {} bytes; at least 16 are required",
-                            v.len()
-                        ),
-                        "generate one with `openssl rand -base64 24`",
-                    );
-                }
-            }
-            _ => {}
-        }
-        for (j, net) in b.from.iter().enumerate() {
-            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+            "use secret_env and set the variable from your secret store",
+        ),
+        (_, Some(var)) => {
+            if let Some(v) = cx.env_var(at.key("secret_env"), var, "bypass secret")
+                && v.len() < 16
+                && !cx.relaxed()
+            {
                 cx.error(
-                    "E_BYPASS_CIDR",
-                    at.key("from").index(j),
-                    format!("`{net}` is not a CIDR network"),
-                    "write e.g. \"10.0.0.0/8\" or \"127.0.0.1/32\"",
+                    "E_BYPASS_SECRET_SHORT",
+                    at.key("secret_env"),
+                    format!(
+                        "bypass secret is {} bytes; at least 16 are required",
+                        v.len()
+                    ),
+                    "generate one with `openssl rand -base64 24`",
                 );
             }
         }
-        if b.from.is_empty() && !cx.relaxed() {
-            cx.warn(
-                "W_BYPASS_ANY_SOURCE",
-                at.key("from"),
-                format!("bypass rule `{}` accepts any source address", b.name),
-                "restrict it with from = [\"10.0.0.0/8\"] (your CI runners' network)",
+        _ => {}
+    }
+}
+
+/// `E_BYPASS_CIDR`, `W_BYPASS_ANY_SOURCE`: the source networks parse, and a rule outside
+/// development and test names some (a leaked secret then works only from there).
+fn bypass_sources(cx: &mut Ctx, at: &KeyPath, b: &BypassSection) {
+    for (j, net) in b.from.iter().enumerate() {
+        if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+            cx.error(
+                "E_BYPASS_CIDR",
+                at.key("from").index(j),
+                format!("`{net}` is not a CIDR network"),
+                "write e.g. \"10.0.0.0/8\" or \"127.0.0.1/32\"",
             );
         }
+    }
+    if b.from.is_empty() && !cx.relaxed() {
+        cx.warn(
+            "W_BYPASS_ANY_SOURCE",
+            at.key("from"),
+            format!("bypass rule `{}` accepts any source address", b.name),
+            "restrict it with from = [\"10.0.0.0/8\"] (your CI runners' network)",
+        );
     }
 }
 
