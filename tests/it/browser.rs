@@ -32,13 +32,6 @@ const EXPECTED: [&str; 7] = [
     "agent_completed",
 ];
 
-/// A port that was free a moment ago. The server must know its own origin before it binds
-/// (for `websocket.allowed_origins`), so port 0 cannot be used directly.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    l.local_addr().expect("probe port").port()
-}
-
 /// The status code of a plain `GET`, or `None` if the server did not answer.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -107,7 +100,7 @@ async fn console_page_completes_an_openai_backed_run_in_chromium() {
 /// "what is 6*7?" and checks the page saw the whole run; saves a screenshot as `shot`.
 async fn console_run(config_dir: &Path, shot: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = crate::support::free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let env = BTreeMap::from([
         (
@@ -124,14 +117,7 @@ async fn console_run(config_dir: &Path, shot: &str) {
         ),
     ]);
     let opts = LoadOptions::new(config_dir, env);
-    let outcome = portcullis::compile::compile(&opts, "test");
-    let report = portcullis::report::human(&outcome.report);
-    let compiled = outcome
-        .compiled
-        .unwrap_or_else(|| panic!("test environment invalid:\n{report}"));
-    let server = portcullis::server::start(compiled)
-        .await
-        .expect("server starts");
+    let server = crate::support::serve(&opts, "test").await;
     let addr = server.addr;
     assert_eq!(addr.port(), port);
 

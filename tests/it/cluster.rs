@@ -68,16 +68,7 @@ impl Node {
     /// [`Node::start`] with more `PORTCULLIS_*` overrides (`("WEBSOCKET__…", "3")`).
     pub async fn start_with(db_url: &str, overrides: &[(&str, &str)]) -> Node {
         let env = environment(db_url, "127.0.0.1:0", overrides);
-        let outcome = portcullis::compile::compile(&LoadOptions::new("environments", env), "test");
-        let compiled = outcome.compiled.unwrap_or_else(|| {
-            panic!(
-                "the cluster environment does not validate: {:?}",
-                outcome.report
-            )
-        });
-        let server = portcullis::server::start(compiled)
-            .await
-            .expect("node starts");
+        let server = crate::support::serve(&LoadOptions::new("environments", env), "test").await;
         let addr = server.addr;
         let node = Node {
             server: Some(server),
@@ -107,10 +98,7 @@ pub struct ProcessNode {
 impl ProcessNode {
     /// Starts `portcullis serve --env test` on a free port and waits for `/ready`.
     pub async fn start(db_url: &str) -> ProcessNode {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::support::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let env = environment(db_url, &addr.to_string(), &[]);
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))

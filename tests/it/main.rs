@@ -12,6 +12,7 @@ mod probe;
 mod proxy;
 mod serve;
 mod store;
+mod support;
 mod tls;
 mod wire;
 mod ws;

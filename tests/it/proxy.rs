@@ -171,14 +171,6 @@ fn configure(shipped: &str, port: u16, upstream: SocketAddr, prefix: &Path) -> S
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Gives the prefix to `nobody` when we are root, so nginx runs unprivileged.
 fn hand_over(prefix: &Path) -> bool {
     let root = Command::new("id")
@@ -202,7 +194,7 @@ async fn start_nginx(upstream: SocketAddr, ca: &TestCa) -> Nginx {
     let dir = prefix.path();
     std::fs::write(dir.join("cert.pem"), &ca.cert_pem).unwrap();
     std::fs::write(dir.join("key.pem"), &ca.key_pem).unwrap();
-    let port = free_port();
+    let port = crate::support::free_port();
     let shipped = std::fs::read_to_string("deploy/nginx.conf").expect("deploy/nginx.conf");
     std::fs::write(
         dir.join("nginx.conf"),

@@ -146,17 +146,9 @@ async fn wss_serves_the_golden_path_and_reloads_the_certificate_without_dropping
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let outcome = portcullis::compile::compile(&LoadOptions::new("environments", env), "test");
-    let compiled = outcome
-        .compiled
-        .unwrap_or_else(|| panic!("{:?}", outcome.report));
-    let server = portcullis::server::start(compiled)
-        .await
-        .expect("server starts");
+    let server = crate::support::serve(&LoadOptions::new("environments", env), "test").await;
     let addr = server.addr;
-    while server.app.store.get().is_none() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::store_connected(&server).await;
 
     let (mut held, presented) = open(addr, &first).await;
     assert_eq!(presented, der(&first.cert_pem));

@@ -126,21 +126,8 @@ impl RemoteServer {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("test.toml"), toml(dir.path())).expect("write config");
         let opts = LoadOptions::new(dir.path(), BTreeMap::new());
-        let outcome = portcullis::compile::compile(&opts, "test");
-        let compiled = outcome
-            .compiled
-            .unwrap_or_else(|| panic!("config does not validate: {:?}", outcome.report));
-        let server = portcullis::server::start(compiled)
-            .await
-            .expect("server starts");
-        let started = tokio::time::Instant::now();
-        while server.app.store.get().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "store never connected"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let server = crate::support::serve(&opts, "test").await;
+        crate::support::store_connected(&server).await;
         RemoteServer { server, _dir: dir }
     }
 
@@ -357,11 +344,7 @@ async fn the_system_trust_store_honours_ssl_cert_file() {
     let idp = Idp::start(&ca, &[&key]).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write_ca(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     // No auth.jwt.ca_file: only the system store can make the IdP's certificate trusted.
     let toml = environment(&idp.url("/jwks.json"), &ca, "after_accept", dir.path())
         .lines()

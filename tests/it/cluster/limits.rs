@@ -100,10 +100,7 @@ async fn the_message_rate_holds_across_nodes() {
 async fn with_redis_down_a_node_keeps_its_local_limit_and_says_so() {
     let db = TestDb::postgres().await;
     // A port nothing listens on: every Redis call is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::support::free_port();
     let a = start(&db, &shared_limit(&format!("redis://127.0.0.1:{port}"))).await;
     let mut c = connect(a.addr, &fresh_user()).await;
     for id in ["m1", "m2", "m3"] {
@@ -170,10 +167,7 @@ async fn the_connection_cap_per_user_holds_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_the_connection_cap_holds_per_node() {
     let db = TestDb::postgres().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::support::free_port();
     let a = start(&db, &shared_limit(&format!("redis://127.0.0.1:{port}"))).await;
     let user = fresh_user();
     let _one = connect(a.addr, &user).await;

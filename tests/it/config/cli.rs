@@ -114,18 +114,9 @@ fn schema_command_prints_the_committed_schema() {
     );
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn serve_refuses_production_without_secrets_with_78_and_never_binds() {
-    let port = free_port();
+    let port = crate::support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = portcullis(
         &[
@@ -182,7 +173,7 @@ fn serve_refuses_production_without_secrets_with_78_and_never_binds() {
 /// offers them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled).
 #[test]
 fn the_served_process_holds_no_transparent_huge_pages() {
-    let port = free_port();
+    let port = crate::support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let data = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}", data.path().join("thp.db").display());

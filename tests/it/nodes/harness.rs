@@ -2,7 +2,7 @@
 //! `base.toml` and `test.toml`, with Postgres, the test's Redis and the Redis event bus),
 //! a throwaway Redis server, and nodes started from it that share the store.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,20 +25,11 @@ pub struct Redis {
     _dir: TempDir,
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Redis {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: crate::support::free_port(),
             child: None,
             _dir: tempfile::tempdir().expect("temp dir"),
         };
@@ -131,21 +122,8 @@ impl Cluster {
     pub async fn node(&self) -> Node {
         let data = tempfile::tempdir().expect("temp dir");
         let opts = LoadOptions::new(self.config.path().to_str().unwrap(), Default::default());
-        let outcome = portcullis::compile::compile(&opts, "test");
-        let compiled = outcome.compiled.unwrap_or_else(|| {
-            panic!(
-                "the nodes' environment does not validate: {:?}",
-                outcome.report
-            )
-        });
-        let server = portcullis::server::start(compiled)
-            .await
-            .expect("node starts");
-        let started = tokio::time::Instant::now();
-        while server.app.store.get().is_none() {
-            assert!(started.elapsed() < FRAME_TIMEOUT, "store never connected");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let server = crate::support::serve(&opts, "test").await;
+        crate::support::store_connected(&server).await;
         Node {
             addr: server.addr,
             server,

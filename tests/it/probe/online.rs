@@ -22,16 +22,10 @@ fn redis_url() -> String {
     std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// A local port nothing listens on.
-fn closed_port() -> u16 {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    closed.local_addr().unwrap().port()
-}
-
 /// The production environment's variables; its model endpoint (https only in
 /// production) is a closed local port, so the checks never leave the machine.
 fn production(database: &str, redis: &str) -> BTreeMap<String, String> {
-    let model = format!("https://127.0.0.1:{}/v1", closed_port());
+    let model = format!("https://127.0.0.1:{}/v1", crate::support::free_port());
     [
         ("PORTCULLIS_JWT_SECRET", SECRET),
         ("PORTCULLIS_DATABASE_URL", database),
@@ -126,7 +120,7 @@ async fn postgres_and_redis_answer_and_pending_migrations_are_a_warning_until_ap
 
 #[tokio::test]
 async fn unreachable_required_services_are_errors_at_their_url() {
-    let port = closed_port();
+    let port = crate::support::free_port();
     let vars = production(
         &format!("postgres://postgres@127.0.0.1:{port}/test"),
         &format!("redis://127.0.0.1:{port}"),
@@ -179,7 +173,7 @@ async fn a_jwks_without_a_usable_key_is_named() {
 
 #[test]
 fn the_binary_exits_1_and_names_file_and_line() {
-    let port = closed_port();
+    let port = crate::support::free_port();
     let vars = production(
         &format!("postgres://postgres@127.0.0.1:{port}/test"),
         &redis_url(),
@@ -422,7 +416,7 @@ async fn an_allowed_tool_the_mcp_server_does_not_offer_is_named_at_its_allow_ent
 #[tokio::test]
 async fn a_tool_server_down_is_unreachable_and_a_5xx_unhealthy() {
     let http = HttpTools::start().await;
-    let closed = format!("127.0.0.1:{}", closed_port());
+    let closed = format!("127.0.0.1:{}", crate::support::free_port());
     let tables = mcp_tool("docs", &format!("http://{closed}/mcp"), &["search_docs"])
         + &http_tool("broken", &http.url("/broken"))
         + &http_tool("gone", &format!("http://{closed}/x"));

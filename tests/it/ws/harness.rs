@@ -80,13 +80,7 @@ impl TestServer {
             env.insert(format!("PORTCULLIS_{k}"), (*v).to_string());
         }
         let opts = LoadOptions::new(config_dir, env);
-        let outcome = portcullis::compile::compile(&opts, "test");
-        let compiled = outcome
-            .compiled
-            .unwrap_or_else(|| panic!("test environment does not validate: {:?}", outcome.report));
-        let server = portcullis::server::start(compiled)
-            .await
-            .expect("server starts");
+        let server = crate::support::serve(&opts, "test").await;
         let addr = server.addr;
         TestServer {
             server: Some(server),
