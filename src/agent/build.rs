@@ -72,6 +72,9 @@ fn endpoint(name: &str, services: &Services) -> Result<Endpoint, String> {
         .get(name)
         .filter(|s| s.kind == ServiceKind::Openai)
         .ok_or_else(|| "no service of kind openai by that name".to_string())?;
+    if svc.url.is_none() {
+        return Err("the service has no url or url_env, so it could not be called".into());
+    }
     let client = Endpoint::client(svc)?;
     Ok(Endpoint::new(name, svc, client))
 }

@@ -3,7 +3,7 @@
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
-use super::tools::TOOLS;
+use crate::agent::BUILTIN_TOOLS;
 use crate::config::raw::{AgentSection, ServiceKind};
 use crate::keypath::{KeyPath, kp};
 
@@ -146,7 +146,7 @@ fn unknown_provider(cx: &mut Ctx, a: &AgentSection, other: &str, at: &KeyPath) {
 /// `E_UNKNOWN_TOOL`: refuses a tool that is neither built in nor declared under [tools].
 fn known_tools(cx: &mut Ctx, a: &AgentSection, at: &KeyPath) {
     for (j, t) in a.tools.iter().enumerate() {
-        if !TOOLS.contains(&t.as_str()) && !cx.raw.tools.contains_key(t) {
+        if !BUILTIN_TOOLS.contains(&t.as_str()) && !cx.raw.tools.contains_key(t) {
             let hint = super::tools::unknown_hint(cx, t);
             cx.error(
                 "E_UNKNOWN_TOOL",

@@ -27,11 +27,20 @@ pub fn check(cx: &mut Ctx) {
 }
 
 fn openai_service(cx: &mut Ctx, name: &str, svc: &ServiceSection, at: &KeyPath) {
-    if let Some(url) = &svc.url {
+    // The URL as served: inline, or the variable's value (absent under --no-env).
+    let (url, key) = match (&svc.url, &svc.url_env) {
+        (Some(u), _) => (Some(u.clone()), "url"),
+        (None, Some(var)) => {
+            let what = format!("URL of service `{name}`");
+            (cx.env_var(at.key("url_env"), var, &what), "url_env")
+        }
+        (None, None) => (None, "url"),
+    };
+    if let Some(url) = url {
         if url.starts_with("http://") && !cx.relaxed() {
             cx.error(
                 "E_MODEL_URL_INSECURE",
-                at.key("url"),
+                at.key(key),
                 format!(
                     "model service `{name}` uses plain http in {}: prompts and the API key would cross the network in clear",
                     cx.kind.as_str()
@@ -105,6 +114,8 @@ fn unused_agent_keys(cx: &mut Ctx, agent: &AgentSection, at: &KeyPath) {
         ("history_messages", agent.history_messages.is_some()),
         ("max_output_tokens", agent.max_output_tokens.is_some()),
         ("temperature", agent.temperature.is_some()),
+        // Only a model's failure (unavailable, rate limited) hands a run to the fallback.
+        ("fallback", agent.fallback.is_some()),
     ];
     for (key, _) in set.iter().filter(|(_, set)| *set) {
         cx.error(

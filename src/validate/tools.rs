@@ -9,12 +9,10 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::schema_walk::closest;
+use crate::agent::BUILTIN_TOOLS;
 use crate::config::raw::USER_CONTEXT;
 use crate::config::raw::{ToolKind, ToolSection};
 use crate::keypath::{KeyPath, kp};
-
-/// Tools the built-in agent runtime provides.
-pub const TOOLS: [&str; 3] = ["clock", "calculator", "thread_history"];
 
 /// Whether `name` is one a model can call a tool by (OpenAI's function-name rule).
 pub fn callable_name(name: &str) -> bool {
@@ -50,7 +48,7 @@ pub fn check(cx: &mut Ctx) {
 }
 
 fn check_name(cx: &mut Ctx, name: &str, at: &KeyPath) {
-    if TOOLS.contains(&name) {
+    if BUILTIN_TOOLS.contains(&name) {
         cx.error(
             "E_TOOL_NAME",
             at.clone(),
@@ -242,7 +240,7 @@ fn check_clashes(cx: &mut Ctx) {
 
 /// The hint for an agent's unknown tool entry: the closest built-in or declared name.
 pub fn unknown_hint(cx: &Ctx, entry: &str) -> String {
-    let names: Vec<&str> = TOOLS
+    let names: Vec<&str> = BUILTIN_TOOLS
         .iter()
         .copied()
         .chain(cx.raw.tools.keys().map(String::as_str))

@@ -1199,6 +1199,41 @@ fn plain_http_model_url_in_production() {
 }
 
 #[test]
+fn plain_http_model_url_from_a_variable_in_production() {
+    let mut env = fake_env();
+    env.insert(
+        "PORTCULLIS_MODEL_URL".into(),
+        "http://models.example.com/v1".into(),
+    );
+    invalid_with("model_url_env_insecure", "production", env)
+        .errors(&["E_MODEL_URL_INSECURE"])
+        .at(
+            "E_MODEL_URL_INSECURE",
+            "production.toml:32",
+            "services.model.url_env",
+        );
+}
+
+#[test]
+fn an_agent_on_a_model_service_without_a_url() {
+    invalid("agent_service_no_url", "test")
+        .errors(&["E_AGENT_SERVICE"])
+        .at("E_AGENT_SERVICE", "test.toml:45", "agents[0].service")
+        .says("E_AGENT_SERVICE", "no url or url_env");
+}
+
+#[test]
+fn a_fallback_on_a_scripted_agent() {
+    invalid("agent_fallback_unused", "test")
+        .errors(&["E_AGENT_OPTION_UNUSED"])
+        .at(
+            "E_AGENT_OPTION_UNUSED",
+            "test.toml:41",
+            "agents[0].fallback",
+        );
+}
+
+#[test]
 fn inline_api_key_in_production() {
     invalid_with("inline_secret_api_key", "production", fake_env())
         .errors(&["E_INLINE_SECRET"])
