@@ -34,8 +34,8 @@ use chrono::{DateTime, Utc};
 pub use crate::config::TokenSource;
 pub use bypass::match_bypass;
 pub use extract::{
-    Extracted, FoundToken, PROTOCOL, SelectedSubprotocol, SubprotocolWarning,
-    decode_base64url_token, extract_tokens, first_message_token,
+    Extracted, FoundToken, SelectedSubprotocol, SubprotocolWarning, decode_base64url_token,
+    extract_tokens, first_message_token,
 };
 pub use failure::{AuthFailure, InvalidReason};
 pub use keys::{AuthSetupError, KeySet};

@@ -148,7 +148,7 @@ fn upgrade_required(
                 "error_code": ErrorCode::UpgradeRequired.as_str(),
                 "message": message,
                 "path": path,
-                "protocol": "portcullis.v1",
+                "protocol": crate::wire::PROTOCOL,
             });
             let mut resp = warp::reply::with_status(warp::reply::json(&body), StatusCode::UPGRADE_REQUIRED).into_response();
             let h = resp.headers_mut();

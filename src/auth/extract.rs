@@ -13,9 +13,8 @@ use http::{HeaderMap, header};
 
 use super::failure::{AuthFailure, InvalidReason};
 use crate::config::TokenSource;
+use crate::wire::PROTOCOL;
 
-/// The protocol name clients offer and the server selects.
-pub const PROTOCOL: &str = "portcullis.v1";
 const TOKEN_PREFIX: &str = "jwt.";
 
 /// A token found in one source, or why that source's value is unusable. Its `Debug` never

@@ -74,9 +74,6 @@ pub enum AuthFailure {
     /// No `auth` message arrived within `auth.first_message_timeout_ms`.
     #[error("no auth message within the first-message timeout")]
     AuthTimeout,
-    /// Too many attempts or connections.
-    #[error("too many authentication attempts")]
-    RateLimited,
     /// The key source cannot be reached (remote JWKS down); the client should retry.
     #[error("authentication is temporarily unavailable: {0}")]
     AuthUnavailable(&'static str),
@@ -93,7 +90,6 @@ impl AuthFailure {
             AuthFailure::ConflictingTokens => ErrorCode::ConflictingTokens.as_str(),
             AuthFailure::Forbidden(_) => ErrorCode::Forbidden.as_str(),
             AuthFailure::AuthTimeout => ErrorCode::AuthTimeout.as_str(),
-            AuthFailure::RateLimited => ErrorCode::RateLimited.as_str(),
             AuthFailure::AuthUnavailable(_) => ErrorCode::AuthUnavailable.as_str(),
         }
     }
@@ -108,7 +104,6 @@ impl AuthFailure {
             | AuthFailure::ConflictingTokens => CloseCode::Unauthorized,
             AuthFailure::Forbidden(_) => CloseCode::Forbidden,
             AuthFailure::AuthTimeout => CloseCode::AuthTimeout,
-            AuthFailure::RateLimited => CloseCode::TooManyConnections,
             AuthFailure::AuthUnavailable(_) => CloseCode::TryAgainLater,
         }
     }
@@ -126,10 +121,7 @@ impl AuthFailure {
 
     /// Whether retrying the same request later can succeed (the `error` message's flag).
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            AuthFailure::RateLimited | AuthFailure::AuthUnavailable(_)
-        )
+        matches!(self, AuthFailure::AuthUnavailable(_))
     }
 
     /// The full handshake rejection: status, `WWW-Authenticate` on 401 (docs/PROTOCOL.md §1),
@@ -192,7 +184,6 @@ mod tests {
             ),
             (AuthFailure::Forbidden("no"), "FORBIDDEN", 4403, 403),
             (AuthFailure::AuthTimeout, "AUTH_TIMEOUT", 4408, 401),
-            (AuthFailure::RateLimited, "RATE_LIMITED", 4429, 429),
             (
                 AuthFailure::AuthUnavailable("down"),
                 "AUTH_UNAVAILABLE",
@@ -225,7 +216,6 @@ mod tests {
     fn non_401_answers_have_no_challenge() {
         for failure in [
             AuthFailure::Forbidden("no"),
-            AuthFailure::RateLimited,
             AuthFailure::AuthUnavailable("down"),
         ] {
             let response = failure.handshake_response();

@@ -13,6 +13,7 @@ use crate::report::Format;
 
 /// Where the probe puts the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")] // spelled as in `auth.token_sources`
 pub enum SourceArg {
     /// `Authorization: Bearer`.
     Header,

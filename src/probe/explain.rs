@@ -19,7 +19,7 @@ pub fn code_hint(code: &str, origin: Option<&str>) -> Option<String> {
         ErrorCode::ConflictingTokens => "two token sources carry tokens for different users: send one token".into(),
         ErrorCode::Forbidden => "the token is valid, but this user is not allowed here (not a token or Origin problem)".into(),
         ErrorCode::AuthTimeout => "no auth message arrived within auth.first_message_timeout_ms: first-message clients must send {\"type\":\"auth\",\"token\":…} at once".into(),
-        ErrorCode::ConnectionLimit | ErrorCode::RateLimited => "too many connections or attempts: server.max_connections, websocket.messages_per_minute; retry later".into(),
+        ErrorCode::ConnectionLimit | ErrorCode::RateLimited => "too many connections or messages: server.max_connections, websocket.messages_per_minute; retry later".into(),
         ErrorCode::AuthUnavailable => "the JWT key source cannot be fetched (auth.jwt.jwks_url / oidc_issuer): GET the ready route for its last error".into(),
         ErrorCode::StoreUnavailable => "the database is not reachable yet: GET the ready route, and check services.<database>.url and that the database runs".into(),
         ErrorCode::ShuttingDown => "the server is draining for a restart: retry shortly".into(),

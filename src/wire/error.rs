@@ -40,7 +40,7 @@ error_codes! {
     UnsupportedFrame = "UNSUPPORTED_FRAME", retryable = false;
     /// A message over `websocket.max_message_bytes` (then close 1009).
     MessageTooLarge = "MESSAGE_TOO_LARGE", retryable = false;
-    /// Over `websocket.messages_per_minute`, or too many authentication attempts.
+    /// Over `websocket.messages_per_minute`.
     RateLimited = "RATE_LIMITED", retryable = true;
     /// No agent by that name.
     UnknownAgent = "UNKNOWN_AGENT", retryable = false;
