@@ -48,8 +48,8 @@ pub trait EventBus: Send + Sync {
     fn unsubscribe(&self, user: &str, conn_id: &str);
 
     /// Publishes committed events of one thread, in `seq` order, to every connection of
-    /// `user`; returns how many (connection, event) deliveries this node queued.
-    fn publish(&self, user: &str, events: &[Arc<EventFrame>]) -> usize;
+    /// `user`, on this node and (with Redis) on the others.
+    fn publish(&self, user: &str, events: &[Arc<EventFrame>]);
 
     /// Sends something that is not a stored event (a run's end that could not be stored)
     /// to `user`'s connections on this node; returns how many took it.

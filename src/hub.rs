@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::wire::StoredEvent;
+
 mod coalesce;
 mod outbox;
 pub use coalesce::Deltas;
@@ -49,15 +51,15 @@ pub struct ReplayRequest {
     pub ref_id: Option<String>,
 }
 
-impl Outbound {
-    /// A stored event.
-    pub fn event(thread_id: Arc<str>, seq: i64, kind: &'static str, json: Utf8Bytes) -> Self {
-        Self::Event(Arc::new(EventFrame {
+impl EventFrame {
+    /// The frame of stored event `ev` of `thread_id`, its JSON moved, not copied.
+    pub fn stored(thread_id: Arc<str>, kind: &'static str, ev: StoredEvent) -> Arc<Self> {
+        Arc::new(Self {
             thread_id,
-            seq,
+            seq: ev.seq,
             kind,
-            json,
-        }))
+            json: Utf8Bytes::from(ev.json),
+        })
     }
 }
 

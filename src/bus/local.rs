@@ -85,8 +85,8 @@ impl EventBus for LocalBus {
         }
     }
 
-    fn publish(&self, user: &str, events: &[Arc<EventFrame>]) -> usize {
-        self.publish_all(user, events.iter().map(|e| Outbound::Event(Arc::clone(e))))
+    fn publish(&self, user: &str, events: &[Arc<EventFrame>]) {
+        self.publish_all(user, events.iter().map(|e| Outbound::Event(Arc::clone(e))));
     }
 
     fn notify(&self, user: &str, item: Outbound) -> usize {

@@ -204,12 +204,11 @@ impl EventBus for RedisBus {
         }
     }
 
-    fn publish(&self, user: &str, events: &[Arc<EventFrame>]) -> usize {
+    fn publish(&self, user: &str, events: &[Arc<EventFrame>]) {
         let Some(first) = events.first() else {
-            return 0;
+            return;
         };
         let inner = &self.inner;
-        let before = inner.order.stats.delivered.get();
         if inner.local.has_user(user)
             && let Some(fill) = inner
                 .order
@@ -238,8 +237,6 @@ impl EventBus for RedisBus {
             };
             inner.mark_unsent(&out.user, &out.thread, out.first_seq - 1);
         }
-        let delivered = inner.order.stats.delivered.get() - before;
-        delivered as usize * inner.local.connections_of(user)
     }
 
     fn notify(&self, user: &str, item: Outbound) -> usize {

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::RunManager;
@@ -114,12 +113,8 @@ const TURN_POLL: Duration = Duration::from_millis(50);
 /// Sends each stored completion to its user's connections on this node.
 pub fn publish_closed(bus: &dyn EventBus, closed: Vec<ClosedRun>) {
     for run in closed {
-        let frame = Arc::new(EventFrame {
-            thread_id: Arc::from(run.thread_id.as_str()),
-            seq: run.event.seq,
-            kind: EventKind::AgentCompleted.as_str(),
-            json: Utf8Bytes::from(run.event.json),
-        });
+        let thread: Arc<str> = Arc::from(run.thread_id.as_str());
+        let frame = EventFrame::stored(thread, EventKind::AgentCompleted.as_str(), run.event);
         bus.publish(&run.user_id, &[frame]);
     }
 }

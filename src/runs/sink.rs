@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{HeldAck, RunDeps};
 use crate::agent::{AgentEvent, EventSink, SinkError};
@@ -52,14 +51,7 @@ impl Publisher {
         self.ack.release();
         let frames: Vec<Arc<EventFrame>> = events
             .into_iter()
-            .map(|(ev, kind)| {
-                Arc::new(EventFrame {
-                    thread_id: Arc::clone(&self.thread_id),
-                    seq: ev.seq,
-                    kind,
-                    json: Utf8Bytes::from(ev.json),
-                })
-            })
+            .map(|(ev, kind)| EventFrame::stored(Arc::clone(&self.thread_id), kind, ev))
             .collect();
         self.bus.publish(&self.user_id, &frames);
     }
