@@ -6,9 +6,10 @@
 //! every [`REFRESH_EVERY`] (re-adding them after Redis lost its data). While Redis does
 //! not answer, the node counts its own sockets only, like the message rate.
 
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::redis::Script;
 use foldhash::HashMap;
 
 use super::shared::Shared;
@@ -20,7 +21,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 /// Adds `ARGV[2]` to the set `KEYS[1]` if it has fewer than `ARGV[1]` live entries (after
 /// dropping expired ones); the entry lives `ARGV[3]` ms. Returns 1 when added.
-const ACQUIRE: &str = r"
+const ACQUIRE_LUA: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -31,9 +32,10 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 ";
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 
 /// Sets the entries `ARGV[2..]` of `KEYS[1]` to live `ARGV[1]` ms from now.
-const REFRESH: &str = r"
+const REFRESH_LUA: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local ttl = tonumber(ARGV[1])
@@ -43,9 +45,11 @@ end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return #ARGV - 1
 ";
+static REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(REFRESH_LUA));
 
 /// Removes the entry `ARGV[1]` of `KEYS[1]`.
-const RELEASE: &str = "return redis.call('ZREM', KEYS[1], ARGV[1])";
+const RELEASE_LUA: &str = "return redis.call('ZREM', KEYS[1], ARGV[1])";
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 fn key(user: &str) -> String {
     format!("portcullis:conns:{user}")
@@ -85,7 +89,7 @@ impl Connections {
         if let Some(shared) = shared {
             let args = [cap.to_string(), conn_id.to_string(), ttl_ms()];
             match shared
-                .eval(ACQUIRE, &key(user), &args, Instant::now())
+                .eval(&ACQUIRE, &key(user), &args, Instant::now())
                 .await
             {
                 Some(added) => {
@@ -127,7 +131,7 @@ impl Connections {
             // Left to expire if Redis does not answer now.
             let args = [conn_id.to_string()];
             shared
-                .eval(RELEASE, &key(user), &args, Instant::now())
+                .eval(&RELEASE, &key(user), &args, Instant::now())
                 .await;
         }
     }
@@ -144,7 +148,7 @@ impl Connections {
             args.push(ttl_ms());
             args.extend(conns);
             if shared
-                .eval(REFRESH, &key(&user), &args, Instant::now())
+                .eval(&REFRESH, &key(&user), &args, Instant::now())
                 .await
                 .is_none()
             {

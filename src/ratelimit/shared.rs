@@ -8,10 +8,11 @@
 //! holds per node), retries Redis after [`RETRY_AFTER`], and says so in `/metrics`
 //! (`portcullis_rate_limiter_shared` 0, `portcullis_rate_limiter_fallbacks_total`).
 
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
+use deadpool_redis::redis::Script;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -23,7 +24,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Takes one token from `KEYS[1]` (a hash: `tokens`, `at` in ms) refilled at `ARGV[1]`
 /// per minute up to `ARGV[1]`; returns 1 when a token was taken. An idle bucket expires
 /// once it would be full again.
-const TAKE: &str = r"
+const TAKE_LUA: &str = r"
 local rate = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -40,6 +41,8 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((rate - tokens) * 60000 / rate) + 1000)
 return taken
 ";
+/// Sent by hash (`EVALSHA`), loaded once per Redis server, not sent whole per message.
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_LUA));
 
 /// The `/metrics` entries of the shared limit.
 #[derive(Clone, Default)]
@@ -94,7 +97,7 @@ impl Shared {
     /// locally.
     pub async fn take(&self, user: &str, per_minute: u32, now: Instant) -> Option<bool> {
         let key = format!("portcullis:rate:{user}");
-        let taken = self.eval(TAKE, &key, &[per_minute.to_string()], now).await;
+        let taken = self.eval(&TAKE, &key, &[per_minute.to_string()], now).await;
         if taken.is_none() {
             self.metrics.fallbacks.inc();
         }
@@ -105,7 +108,7 @@ impl Shared {
     /// answer in time or is being skipped after a failure.
     pub(super) async fn eval(
         &self,
-        script: &str,
+        script: &Script,
         key: &str,
         args: &[String],
         now: Instant,
@@ -115,12 +118,10 @@ impl Shared {
         }
         let call = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            deadpool_redis::redis::cmd("EVAL")
-                .arg(script)
-                .arg(1)
-                .arg(key)
+            script
+                .key(key)
                 .arg(args)
-                .query_async::<i64>(&mut conn)
+                .invoke_async::<i64>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
         };
