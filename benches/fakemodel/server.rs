@@ -12,6 +12,7 @@
 //! - `deltas:N`: N one-word content deltas at once, then usage and `[DONE]`.
 //! - `429:N:S`: the first N requests for it get 429 with `Retry-After: S`, then `echo`.
 //! - `500`: always 500.
+//! - `401`: always 401, the error message quoting the bearer key it was sent.
 //! - `cut`: three deltas, then the connection is closed mid-body.
 //! - `slow:MS`: one delta every MS ms (up to 100 000); a client that goes away is counted
 //!   in [`FakeModel::disconnects`].
@@ -199,6 +200,13 @@ async fn respond<S: AsyncWrite + Unpin>(socket: &mut S, request: &Received, seen
                 r#"{"error":{"message":"the fake model is overloaded"}}"#,
             )
             .await
+        }
+        "401" => {
+            // As some providers do: the refusal quotes the key it was given.
+            let key = request.authorization.as_deref().unwrap_or("");
+            let key = key.strip_prefix("Bearer ").unwrap_or(key);
+            let body = json!({"error": {"message": format!("Incorrect API key provided: {key}")}});
+            plain(socket, 401, &[], &body.to_string()).await
         }
         "429" => {
             let attempt = {

@@ -81,7 +81,12 @@ async fn once(endpoint: &Endpoint, body: bytes::Bytes) -> Result<reqwest::Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let said = error_body(response).await;
+    let mut said = error_body(response).await;
+    if let Some(key) = endpoint.api_key.as_ref().map(|k| k.expose()) {
+        // The words reach the user and the store: never the key, even where a provider
+        // echoes it back.
+        said = said.replace(key, "[api key]");
+    }
     let (code, retryable) = match status {
         StatusCode::TOO_MANY_REQUESTS => (codes::MODEL_RATE_LIMITED, true),
         s if s.is_server_error() => (codes::MODEL_UNAVAILABLE, true),

@@ -92,6 +92,21 @@ async fn a_model_failing_with_500s_hands_the_step_to_the_fallback_agent() {
 }
 
 #[tokio::test]
+async fn a_refusal_that_quotes_the_api_key_reaches_the_user_without_it() {
+    let env = start("max_retries = 0", &agent("gpt", "401", "")).await;
+    let mut c = env.server.user("alice").await;
+    let (_, events) = ask(&mut c, "gpt", "hello", None).await;
+    assert_eq!(end(&events)["error"]["code"], "MODEL_REQUEST_REFUSED");
+    let message = end(&events)["error"]["message"].as_str().unwrap();
+    assert!(message.contains("HTTP 401"), "{message}");
+    assert!(
+        message.contains("Incorrect API key provided: [api key]"),
+        "{message}"
+    );
+    assert!(!message.contains(super::API_KEY), "{message}");
+}
+
+#[tokio::test]
 async fn a_stream_cut_midway_ends_model_stream_broken_with_the_partial_answer_stored() {
     let env = start("", &agent("gpt", "cut", "")).await;
     let mut c = env.server.user("alice").await;
