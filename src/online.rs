@@ -202,9 +202,9 @@ async fn service(name: &str, s: &ServiceConfig, compiled: &Compiled) -> Outcome 
                 .as_ref()
                 .filter(|k| k.is_set())
                 .map(|k| k.expose());
-            web::models(url, key, limit, &wanted).await
+            web::models(url, key, limit, s.ca_file.as_deref(), &wanted).await
         }
-        ServiceKind::Http => web::head(url, limit).await,
+        ServiceKind::Http => web::head(url, limit, s.ca_file.as_deref()).await,
     }
 }
 

@@ -19,6 +19,9 @@
 //! - `malformed`: one delta, then a chunk that is not JSON.
 //! - `length`: two deltas, then `finish_reason: "length"`.
 //!
+//! `GET …/models` lists `echo` and `gpt-4o-mini` (the shipped environments' model), for
+//! `check --online`.
+//!
 //! Every request is recorded ([`FakeModel::requests`]) with its `Authorization` header.
 
 use std::collections::HashMap;
@@ -187,6 +190,10 @@ async fn read_request<S: AsyncRead + Unpin>(socket: &mut S, buf: &mut Vec<u8>) -
 
 /// Answers one request; false when the connection must close.
 async fn respond<S: AsyncWrite + Unpin>(socket: &mut S, request: &Received, seen: &Seen) -> bool {
+    if request.path.ends_with("/models") {
+        let list = r#"{"object":"list","data":[{"id":"echo","object":"model"},{"id":"gpt-4o-mini","object":"model"}]}"#;
+        return plain(socket, 200, &[], list).await;
+    }
     let model = request.body["model"].as_str().unwrap_or("echo").to_string();
     let mut parts = model.split(':');
     let kind = parts.next().unwrap_or("");

@@ -13,13 +13,13 @@ const MCP_HINT: &str = "check the tool's url (the MCP server's streamable HTTP e
 /// Checks one declaration; `limit` bounds the whole exchange.
 pub async fn tool(name: &str, t: &ToolConfig, limit: Duration) -> Outcome {
     match &t.kind {
-        ToolKindConfig::Http { .. } => web::head(&t.url, limit).await,
+        ToolKindConfig::Http { .. } => web::head(&t.url, limit, None).await,
         ToolKindConfig::Mcp { allow } => mcp(name, &t.url, allow, limit).await,
     }
 }
 
 async fn mcp(name: &str, url: &str, allow: &[String], limit: Duration) -> Outcome {
-    let client = match web::client(limit) {
+    let client = match web::client(limit, None) {
         Ok(c) => c,
         Err(e) => return unreachable(e, MCP_HINT),
     };

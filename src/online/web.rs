@@ -2,13 +2,16 @@
 //! agent's model in its list, and a `HEAD` on an HTTP service. Redirects are reported,
 //! not followed; errors never print the URL's credentials.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::{Level, Outcome, Problem, unreachable};
 use crate::keypath::kp;
 
-pub(super) fn client(limit: Duration) -> Result<reqwest::Client, String> {
-    let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
+/// The checks' HTTP client: the system's trust store plus `ca_file` (a service's own, as
+/// `serve` trusts it).
+pub(super) fn client(limit: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let roots = crate::tls::client_roots(ca_file).map_err(|e| e.to_string())?;
     crate::tls::http_client(roots)?
         .connect_timeout(limit)
         .timeout(limit * 2)
@@ -37,9 +40,10 @@ pub async fn models(
     url: &str,
     api_key: Option<&str>,
     limit: Duration,
+    ca_file: Option<&Path>,
     wanted: &[(usize, &str)],
 ) -> Outcome {
-    let client = match client(limit) {
+    let client = match client(limit, ca_file) {
         Ok(c) => c,
         Err(e) => return unreachable(e, MODEL_HINT),
     };
@@ -122,9 +126,9 @@ fn missing_models(listed: &[&str], wanted: &[(usize, &str)]) -> Vec<Problem> {
 }
 
 /// `HEAD {url}`: any answer below 500 means the service is there.
-pub async fn head(url: &str, limit: Duration) -> Outcome {
+pub async fn head(url: &str, limit: Duration, ca_file: Option<&Path>) -> Outcome {
     let hint = "check the service's url and that it runs";
-    let client = match client(limit) {
+    let client = match client(limit, ca_file) {
         Ok(c) => c,
         Err(e) => return unreachable(e, hint),
     };
@@ -176,10 +180,17 @@ mod tests {
         )
         .await;
         let limit = Duration::from_secs(5);
-        let listed = models(&url, None, limit, &[(0, "gpt-4o-mini")]).await;
+        let listed = models(&url, None, limit, None, &[(0, "gpt-4o-mini")]).await;
         assert!(listed.problems.is_empty(), "{}", listed.detail);
         assert_eq!(listed.detail, "GET /models: 1 models listed");
-        let missing = models(&url, None, limit, &[(0, "gpt-4o-mini"), (2, "llama3")]).await;
+        let missing = models(
+            &url,
+            None,
+            limit,
+            None,
+            &[(0, "gpt-4o-mini"), (2, "llama3")],
+        )
+        .await;
         let codes: Vec<_> = missing
             .problems
             .iter()
@@ -191,7 +202,7 @@ mod tests {
         );
         assert!(missing.problems[0].hint.contains("gpt-4o-mini"));
 
-        let refused = models(&endpoint(401, "{}").await, None, limit, &[]).await;
+        let refused = models(&endpoint(401, "{}").await, None, limit, None, &[]).await;
         assert_eq!(refused.problems[0].code, "E_SERVICE_UNHEALTHY");
         assert!(refused.problems[0].hint.contains("api_key_env"));
     }

@@ -68,6 +68,15 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
         portcullis::compile::compile(&LoadOptions::new("environments", env), "production");
     assert!(outcome.report.is_ok(), "{:?}", outcome.report.errors);
     let compiled = outcome.compiled.expect("valid production config");
+    // `check --online` trusts the model through the same ca_file as `serve`.
+    let online = portcullis::online::check(&compiled).await;
+    let model_findings: Vec<String> = online
+        .findings
+        .iter()
+        .filter(|f| f.path.to_string().starts_with("services.model"))
+        .map(|f| format!("{} {}", f.code, f.message))
+        .collect();
+    assert!(model_findings.is_empty(), "{model_findings:?}");
     let jwt = compiled.config.auth.jwt.clone().expect("jwt settings");
     let server = portcullis::server::start(compiled)
         .await
@@ -169,7 +178,12 @@ async fn production_boots_on_postgres_and_redis_and_serves_a_chat() {
     assert!(kinds.contains(&"tool_completed".to_string()), "{kinds:?}");
     let answer = completed["message"]["content"].as_str().unwrap_or("");
     assert!(answer.contains("1024"), "answer: {answer}");
-    let requests = model.requests();
+    // The chat requests (the online check's `GET /models` came first).
+    let requests: Vec<_> = model
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .collect();
     assert_eq!(requests.len(), 2, "a tool step and an answer step");
     assert_eq!(
         requests[0].authorization.as_deref(),
