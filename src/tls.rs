@@ -127,10 +127,9 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp(seconds, 0).ok_or_else(|| "notAfter out of range".to_owned())
 }
 
-/// The trust anchors of the HTTPS client: the system store (`rustls-native-certs`, which
-/// reads `SSL_CERT_FILE` / `SSL_CERT_DIR` when set) plus every certificate of `extra`.
-/// Unreadable system certificates are skipped with a warning; `extra` must be whole.
-pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, PemError> {
+/// The system store, read once per process: every model service, the declared tools, the
+/// key source and each online check build a client from it.
+static SYSTEM_ROOTS: std::sync::LazyLock<rustls::RootCertStore> = std::sync::LazyLock::new(|| {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -143,6 +142,14 @@ pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, PemEr
             "system CA certificates rustls cannot use were skipped"
         );
     }
+    roots
+});
+
+/// The trust anchors of the HTTPS client: the system store (`rustls-native-certs`, which
+/// reads `SSL_CERT_FILE` / `SSL_CERT_DIR` when set) plus every certificate of `extra`.
+/// Unreadable system certificates are skipped with a warning; `extra` must be whole.
+pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, PemError> {
+    let mut roots = SYSTEM_ROOTS.clone();
     if let Some(path) = extra {
         for cert in read_certs(path)? {
             roots.add(cert).map_err(|e| PemError::Certificate {
