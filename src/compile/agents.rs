@@ -27,7 +27,9 @@ pub fn build(config: &Config, findings: &mut Vec<Finding>) -> Registry {
                 e,
                 "fix the [tools] declarations (the system CA store must be readable)",
             ));
-            Default::default()
+            // Without the declared tools every agent naming one would read as an unknown
+            // tool: the one finding above is the cause.
+            return Registry::empty();
         }
     };
     match Registry::with_declared(&config.agents, &config.services, relaxed, declared) {
@@ -58,7 +60,8 @@ fn finding(config: &Config, e: &AgentConfigError) -> Finding {
             (
                 "E_UNKNOWN_TOOL",
                 kp(&format!("agents[{i}].tools[{j}]")),
-                "use a built-in tool: calculator, clock, thread_history".to_string(),
+                "use a built-in tool (calculator, clock, thread_history) or declare it under [tools.NAME]"
+                    .to_string(),
             )
         }
         AgentConfigError::Service { agent, .. } => (
